@@ -1,0 +1,25 @@
+"""Coded errors of the conference layer. Only the edge maps them to wire codes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ConferenceCode(StrEnum):
+    ROOM_FULL = "room_full"
+    ROOM_CLOSED = "room_closed"
+    NOT_IN_ROOM = "not_in_room"
+    PERMISSION_DENIED = "permission_denied"
+    TOO_MANY_TRACKS = "too_many_tracks"
+    UNKNOWN_TRACK = "unknown_track"
+    UNKNOWN_PARTICIPANT = "unknown_participant"
+    NODE_DRAINING = "node_draining"
+
+
+class ConferenceError(Exception):
+    """A refused conference operation; ``code`` is stable and documented."""
+
+    def __init__(self, code: ConferenceCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -1,0 +1,153 @@
+"""Domain events a Room delivers to the sinks of its participants.
+
+The edge turns each event into a wire message; the conference layer never
+formats JSON itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from conference.ids import Identity, ParticipantId, RoomName, TrackId
+
+
+class TrackKind(StrEnum):
+    AUDIO = "audio"
+    VIDEO = "video"
+
+
+class TrackSource(StrEnum):
+    CAMERA = "camera"
+    MICROPHONE = "microphone"
+    SCREEN = "screen"
+    SCREEN_AUDIO = "screen_audio"
+    UNKNOWN = "unknown"
+
+
+class LeaveReason(StrEnum):
+    """Why a participant left; sent to the room and, for server-side causes, to the participant."""
+
+    CLIENT_LEFT = "client_left"
+    DISCONNECTED = "disconnected"
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+    DUPLICATE_IDENTITY = "duplicate_identity"
+    REMOVED = "removed"
+    ROOM_CLOSED = "room_closed"
+    SERVER_SHUTDOWN = "server_shutdown"
+    PROTOCOL_VIOLATION = "protocol_violation"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackInfo:
+    """A published track as the room sees it."""
+
+    id: TrackId
+    participant: ParticipantId
+    kind: TrackKind
+    source: TrackSource
+    name: str = ""
+    muted: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "participant": self.participant,
+            "kind": self.kind.value,
+            "source": self.source.value,
+            "name": self.name,
+            "muted": self.muted,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParticipantInfo:
+    """A snapshot of a participant for the wire and the admin API."""
+
+    id: ParticipantId
+    identity: Identity
+    name: str
+    metadata: str
+    joined_at: float
+    tracks: tuple[TrackInfo, ...]
+    grants: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "identity": self.identity,
+            "name": self.name,
+            "metadata": self.metadata,
+            "joined_at": self.joined_at,
+            "tracks": [t.to_wire() for t in self.tracks],
+            "grants": self.grants,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParticipantJoined:
+    room: RoomName
+    participant: ParticipantInfo
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParticipantLeft:
+    room: RoomName
+    participant: ParticipantId
+    identity: Identity
+    reason: LeaveReason
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParticipantUpdated:
+    room: RoomName
+    participant: ParticipantInfo
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackPublished:
+    room: RoomName
+    track: TrackInfo
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackUnpublished:
+    room: RoomName
+    track: TrackInfo
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackUpdated:
+    room: RoomName
+    track: TrackInfo
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataReceived:
+    room: RoomName
+    sender: ParticipantId
+    sender_identity: Identity
+    payload: Any
+    topic: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Disconnected:
+    """Sent to one participant only: the server ended its session."""
+
+    room: RoomName
+    reason: LeaveReason
+    message: str
+
+
+RoomEvent = (
+    ParticipantJoined
+    | ParticipantLeft
+    | ParticipantUpdated
+    | TrackPublished
+    | TrackUnpublished
+    | TrackUpdated
+    | DataReceived
+    | Disconnected
+)

@@ -1,0 +1,179 @@
+"""The RoomManager: creates rooms on first join, closes them when empty too long."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from conference.config import RoomConfig
+from conference.errors import ConferenceCode, ConferenceError
+from conference.events import LeaveReason
+from conference.ids import Identity, NodeId, ParticipantId, RoomName, new_participant_id
+from conference.metrics import ConferenceMetrics
+from conference.participant import EventSink, Participant
+from conference.permissions import Grants
+from conference.registry import RoomRegistry
+from conference.room import Room
+
+log = logging.getLogger("parley.rooms")
+
+
+@dataclass(frozen=True, kw_only=True)
+class JoinRequest:
+    """What the edge knows about a joining client after checking its token."""
+
+    room: RoomName
+    identity: Identity
+    name: str
+    metadata: str
+    grants: Grants
+    sink: EventSink
+
+
+class RoomManager:
+    """Owns every Room on this node and the timers that close empty ones.
+
+    ``close()`` closes every room (participants are told why) and releases
+    them in the registry; it is idempotent.
+    """
+
+    def __init__(
+        self,
+        config: RoomConfig,
+        registry: RoomRegistry,
+        node: NodeId,
+        metrics: ConferenceMetrics,
+    ) -> None:
+        self._config = config
+        self._registry = registry
+        self._node = node
+        self._metrics = metrics
+        self._rooms: dict[RoomName, Room] = {}
+        self._empty_timers: dict[RoomName, asyncio.TimerHandle] = {}
+        self._release_tasks: set[asyncio.Task[None]] = set()
+        self.draining = False
+        self._closed = False
+
+    @property
+    def node(self) -> NodeId:
+        return self._node
+
+    @property
+    def rooms(self) -> dict[RoomName, Room]:
+        return dict(self._rooms)
+
+    def get(self, name: RoomName) -> Room | None:
+        return self._rooms.get(name)
+
+    def participant_count(self) -> int:
+        return sum(len(r) for r in self._rooms.values())
+
+    async def join(self, request: JoinRequest) -> tuple[Room, Participant]:
+        """Add a participant, creating the room if needed.
+
+        An older session of the same identity is replaced: it is told
+        ``duplicate_identity`` and leaves before the new one joins.
+        """
+        if self._closed or self.draining:
+            raise ConferenceError(ConferenceCode.NODE_DRAINING, "node is not taking new joins")
+        room = self._rooms.get(request.room)
+        if room is None:
+            room = Room(request.room, self._config)
+            self._rooms[request.room] = room
+            self._metrics.rooms.set(len(self._rooms))
+            self._metrics.rooms_created.inc()
+            log.info("room created", extra={"room": request.room})
+            await self._registry.claim_room(request.room, self._node)
+        older = room.by_identity(request.identity)
+        if older is not None:
+            self._leave(room, older.id, LeaveReason.DUPLICATE_IDENTITY,
+                        notify="the same identity joined from another session")
+        participant = Participant(
+            id=new_participant_id(),
+            identity=request.identity,
+            name=request.name,
+            metadata=request.metadata,
+            grants=request.grants,
+            sink=request.sink,
+        )
+        room.add(participant)  # raises room_full / room_closed
+        self._cancel_empty_timer(room.name)
+        self._metrics.participants.set(self.participant_count())
+        await self._registry.set_participant_count(room.name, len(room))
+        log.info("participant joined",
+                 extra={"room": room.name, "participant": participant.id,
+                        "identity": participant.identity})
+        return room, participant
+
+    def leave(
+        self, room_name: RoomName, pid: ParticipantId, reason: LeaveReason,
+        notify: str | None = None,
+    ) -> bool:
+        """Remove a participant (no-op if already gone); starts the empty timer."""
+        room = self._rooms.get(room_name)
+        if room is None:
+            return False
+        return self._leave(room, pid, reason, notify)
+
+    def _leave(
+        self, room: Room, pid: ParticipantId, reason: LeaveReason, notify: str | None
+    ) -> bool:
+        if not room.remove(pid, reason, notify):
+            return False
+        self._metrics.participants.set(self.participant_count())
+        self._metrics.participants_left.labels(reason=reason.value).inc()
+        log.info("participant left",
+                 extra={"room": room.name, "participant": pid, "reason": reason.value})
+        if len(room) == 0:
+            self._start_empty_timer(room)
+        return True
+
+    def _start_empty_timer(self, room: Room) -> None:
+        self._cancel_empty_timer(room.name)
+        loop = asyncio.get_running_loop()
+        self._empty_timers[room.name] = loop.call_later(
+            self._config.empty_timeout, self._close_if_empty, room.name
+        )
+
+    def _cancel_empty_timer(self, name: RoomName) -> None:
+        timer = self._empty_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _close_if_empty(self, name: RoomName) -> None:
+        self._empty_timers.pop(name, None)
+        room = self._rooms.get(name)
+        if room is not None and len(room) == 0:
+            self._close_room(room, LeaveReason.ROOM_CLOSED, "room closed")
+
+    def close_room(self, name: RoomName, message: str = "room closed") -> bool:
+        """Close a room now, telling everyone in it."""
+        room = self._rooms.get(name)
+        if room is None:
+            return False
+        self._close_room(room, LeaveReason.ROOM_CLOSED, message)
+        return True
+
+    def _close_room(self, room: Room, reason: LeaveReason, message: str) -> None:
+        self._cancel_empty_timer(room.name)
+        room.close(reason, message)
+        self._rooms.pop(room.name, None)
+        self._metrics.rooms.set(len(self._rooms))
+        self._metrics.participants.set(self.participant_count())
+        log.info("room closed", extra={"room": room.name, "reason": reason.value})
+        task = asyncio.get_running_loop().create_task(
+            self._registry.release_room(room.name, self._node)
+        )
+        self._release_tasks.add(task)
+        task.add_done_callback(self._release_tasks.discard)
+
+    async def close(self) -> None:
+        """Close every room (participants told ``server_shutdown``). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for room in list(self._rooms.values()):
+            self._close_room(room, LeaveReason.SERVER_SHUTDOWN, "the server is shutting down")
+        if self._release_tasks:
+            await asyncio.gather(*self._release_tasks, return_exceptions=True)

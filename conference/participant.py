@@ -1,0 +1,46 @@
+"""One session of one identity in one room."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from conference.events import ParticipantInfo, RoomEvent, TrackInfo
+from conference.ids import Identity, ParticipantId, TrackId
+from conference.permissions import Grants
+
+EventSink = Callable[[RoomEvent], None]
+"""Where a participant's events go. Must not block: the edge posts to its session loop."""
+
+
+@dataclass(kw_only=True)
+class Participant:
+    """Owned by its Room; the edge keeps a reference to call the room with."""
+
+    id: ParticipantId
+    identity: Identity
+    name: str
+    metadata: str
+    grants: Grants
+    sink: EventSink
+    joined_at: float = field(default_factory=time.time)
+    tracks: dict[TrackId, TrackInfo] = field(default_factory=dict)
+
+    @property
+    def hidden(self) -> bool:
+        return self.grants.hidden
+
+    def info(self) -> ParticipantInfo:
+        return ParticipantInfo(
+            id=self.id,
+            identity=self.identity,
+            name=self.name,
+            metadata=self.metadata,
+            joined_at=self.joined_at,
+            tracks=tuple(self.tracks.values()),
+            grants=self.grants.to_wire(),
+        )
+
+    def deliver(self, event: RoomEvent) -> None:
+        self.sink(event)

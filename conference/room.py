@@ -1,0 +1,212 @@
+"""A Room: its participants, their tracks, and the fan-out of room events."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+from conference.config import RoomConfig
+from conference.errors import ConferenceCode, ConferenceError
+from conference.events import (
+    DataReceived,
+    Disconnected,
+    LeaveReason,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantUpdated,
+    RoomEvent,
+    TrackInfo,
+    TrackKind,
+    TrackPublished,
+    TrackSource,
+    TrackUnpublished,
+    TrackUpdated,
+)
+from conference.ids import Identity, ParticipantId, RoomName, TrackId, new_track_id
+from conference.participant import Participant
+
+log = logging.getLogger("parley.room")
+
+
+class Room:
+    """Created by the RoomManager on first join; closed by it when empty for too long.
+
+    All methods run on the node's event loop and never block; events reach
+    participants through their sinks.
+    """
+
+    def __init__(self, name: RoomName, config: RoomConfig) -> None:
+        self.name = name
+        self._config = config
+        self._participants: dict[ParticipantId, Participant] = {}
+        self.created_at = time.time()
+        self.empty_since: float | None = time.monotonic()
+        self.closed = False
+
+    # -- queries ---------------------------------------------------------
+    @property
+    def participants(self) -> list[Participant]:
+        return list(self._participants.values())
+
+    def __len__(self) -> int:
+        return len(self._participants)
+
+    def get(self, pid: ParticipantId) -> Participant | None:
+        return self._participants.get(pid)
+
+    def by_identity(self, identity: Identity) -> Participant | None:
+        for p in self._participants.values():
+            if p.identity == identity:
+                return p
+        return None
+
+    def visible_participants(self, exclude: ParticipantId | None = None) -> list[Participant]:
+        return [p for p in self._participants.values() if not p.hidden and p.id != exclude]
+
+    def _require(self, pid: ParticipantId) -> Participant:
+        p = self._participants.get(pid)
+        if p is None:
+            raise ConferenceError(ConferenceCode.NOT_IN_ROOM, "not a participant of this room")
+        return p
+
+    # -- membership ------------------------------------------------------
+    def add(self, participant: Participant) -> None:
+        if self.closed:
+            raise ConferenceError(ConferenceCode.ROOM_CLOSED, "room is closed")
+        if len(self._participants) >= self._config.max_participants:
+            raise ConferenceError(
+                ConferenceCode.ROOM_FULL,
+                f"room {self.name!r} is full ({self._config.max_participants} participants)",
+            )
+        self._participants[participant.id] = participant
+        self.empty_since = None
+        if not participant.hidden:
+            self._broadcast(
+                ParticipantJoined(room=self.name, participant=participant.info()),
+                exclude=participant.id,
+            )
+
+    def remove(self, pid: ParticipantId, reason: LeaveReason, notify: str | None = None) -> bool:
+        """Remove a participant; tell the room. ``notify`` also tells the participant itself."""
+        participant = self._participants.pop(pid, None)
+        if participant is None:
+            return False
+        if notify is not None:
+            participant.deliver(Disconnected(room=self.name, reason=reason, message=notify))
+        if not participant.hidden:
+            for track in participant.tracks.values():
+                self._broadcast(TrackUnpublished(room=self.name, track=track))
+            self._broadcast(
+                ParticipantLeft(
+                    room=self.name,
+                    participant=participant.id,
+                    identity=participant.identity,
+                    reason=reason,
+                )
+            )
+        if not self._participants:
+            self.empty_since = time.monotonic()
+        return True
+
+    def close(self, reason: LeaveReason, message: str) -> None:
+        """Tell every participant and empty the room. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        for p in list(self._participants.values()):
+            p.deliver(Disconnected(room=self.name, reason=reason, message=message))
+        self._participants.clear()
+
+    # -- participant changes ------------------------------------------------
+    def update_participant(
+        self, pid: ParticipantId, *, name: str | None = None, metadata: str | None = None
+    ) -> Participant:
+        p = self._require(pid)
+        if metadata is not None and len(metadata.encode()) > self._config.max_metadata_bytes:
+            raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "metadata too large")
+        if name is not None:
+            p.name = name
+        if metadata is not None:
+            p.metadata = metadata
+        self._announce_update(p)
+        return p
+
+    def _announce_update(self, p: Participant) -> None:
+        if not p.hidden:
+            self._broadcast(ParticipantUpdated(room=self.name, participant=p.info()))
+
+    # -- tracks ------------------------------------------------------------
+    def add_track(
+        self, pid: ParticipantId, *, kind: TrackKind, source: TrackSource, name: str = ""
+    ) -> TrackInfo:
+        p = self._require(pid)
+        if not p.grants.can_publish:
+            raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "no permission to publish")
+        if len(p.tracks) >= self._config.max_tracks_per_participant:
+            raise ConferenceError(
+                ConferenceCode.TOO_MANY_TRACKS,
+                f"at most {self._config.max_tracks_per_participant} tracks per participant",
+            )
+        track = TrackInfo(id=new_track_id(), participant=pid, kind=kind, source=source, name=name)
+        p.tracks[track.id] = track
+        if not p.hidden:
+            self._broadcast(TrackPublished(room=self.name, track=track), exclude=pid)
+        return track
+
+    def remove_track(self, pid: ParticipantId, tid: TrackId) -> TrackInfo:
+        p = self._require(pid)
+        track = p.tracks.pop(tid, None)
+        if track is None:
+            raise ConferenceError(ConferenceCode.UNKNOWN_TRACK, f"no track {tid!r}")
+        if not p.hidden:
+            self._broadcast(TrackUnpublished(room=self.name, track=track), exclude=pid)
+        return track
+
+    def set_track_muted(self, pid: ParticipantId, tid: TrackId, muted: bool) -> TrackInfo:
+        p = self._require(pid)
+        track = p.tracks.get(tid)
+        if track is None:
+            raise ConferenceError(ConferenceCode.UNKNOWN_TRACK, f"no track {tid!r}")
+        if track.muted != muted:
+            track = replace(track, muted=muted)
+            p.tracks[tid] = track
+            if not p.hidden:
+                self._broadcast(TrackUpdated(room=self.name, track=track), exclude=pid)
+        return track
+
+    # -- data --------------------------------------------------------------
+    def send_data(
+        self,
+        pid: ParticipantId,
+        payload: Any,
+        *,
+        topic: str = "",
+        to: list[Identity] | None = None,
+    ) -> int:
+        """Relay app data; returns how many participants it was delivered to."""
+        sender = self._require(pid)
+        if not sender.grants.can_publish_data:
+            raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "no permission to send data")
+        event = DataReceived(
+            room=self.name,
+            sender=sender.id,
+            sender_identity=sender.identity,
+            payload=payload,
+            topic=topic,
+        )
+        wanted = set(to) if to is not None else None
+        count = 0
+        for p in list(self._participants.values()):
+            if p.id == pid or (wanted is not None and p.identity not in wanted):
+                continue
+            p.deliver(event)
+            count += 1
+        return count
+
+    # -- fan-out -------------------------------------------------------------
+    def _broadcast(self, event: RoomEvent, exclude: ParticipantId | None = None) -> None:
+        for p in list(self._participants.values()):
+            if p.id != exclude:
+                p.deliver(event)

@@ -1,0 +1,34 @@
+"""The aiohttp application factory: compose, don't subclass."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from conference.registry import RoomRegistry
+from signaling.appkeys import CONFIG, NODE
+from signaling.config import NodeConfig
+from signaling.node import Node
+from signaling.routes import add_routes
+
+
+def create_app(config: NodeConfig, *, registry: RoomRegistry | None = None) -> web.Application:
+    """An application serving one node. The Node lives in a cleanup context."""
+    app = web.Application(client_max_size=1024 * 1024)
+    app[CONFIG] = config
+    # The node exists from construction so routes and tests can reach it; the
+    # cleanup context owns its shutdown.
+    app[NODE] = Node(config, registry=registry)
+
+    async def node_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[NODE].close()
+
+    async def drain(app: web.Application) -> None:
+        await app[NODE].drain(app[CONFIG].shutdown_grace)
+
+    app.on_shutdown.append(drain)
+    app.cleanup_ctx.append(node_ctx)
+    add_routes(app)
+    return app

@@ -1,0 +1,11 @@
+"""Typed keys for what the aiohttp application holds."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from signaling.config import NodeConfig
+from signaling.node import Node
+
+CONFIG = web.AppKey("config", NodeConfig)
+NODE = web.AppKey("node", Node)

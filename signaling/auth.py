@@ -1,0 +1,162 @@
+"""Join tokens: HS256 JWTs signed with an API key's secret (the contract in docs/auth.md)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from conference.ids import Identity, RoomName
+from conference.permissions import BOOLEAN_GRANTS, Grants, Role, expand_grants
+from signaling.config import AuthConfig
+from signaling.errors import ErrorCode, SignalError
+
+MAX_TOKEN_BYTES = 8192
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claims:
+    """A verified join token."""
+
+    key: str
+    identity: Identity
+    name: str
+    metadata: str
+    grants: Grants
+    expires_at: float
+    jti: str | None
+
+
+def _fail(code: ErrorCode, message: str) -> SignalError:
+    return SignalError(code, message)
+
+
+class TokenVerifier:
+    """Checks signature, algorithm, key, time window and grants of a join token."""
+
+    def __init__(self, config: AuthConfig) -> None:
+        self._keys = dict(config.keys)
+        self._leeway = config.leeway
+        self._algorithms = list(config.algorithms)
+
+    def verify(self, token: str | None) -> Claims:
+        if not token:
+            raise _fail(ErrorCode.MISSING_TOKEN, "a join token is required")
+        if len(token) > MAX_TOKEN_BYTES:
+            raise _fail(ErrorCode.INVALID_TOKEN, "token too long")
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise _fail(ErrorCode.INVALID_TOKEN, f"not a JWT: {exc}") from exc
+        alg = header.get("alg")
+        if alg not in self._algorithms:
+            raise _fail(ErrorCode.INVALID_ALGORITHM,
+                        f"algorithm {alg!r} is not allowed (allowed: {self._algorithms})")
+        key = unverified.get("iss")
+        if not isinstance(key, str) or key not in self._keys:
+            raise _fail(ErrorCode.UNKNOWN_KEY, "the token's iss names no known API key")
+        try:
+            claims = jwt.decode(
+                token,
+                self._keys[key],
+                algorithms=self._algorithms,
+                leeway=self._leeway,
+                options={"require": ["exp", "sub", "iss"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise _fail(ErrorCode.TOKEN_EXPIRED, "the token has expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise _fail(ErrorCode.TOKEN_NOT_YET_VALID, "the token is not valid yet") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise _fail(ErrorCode.BAD_SIGNATURE, "the token's signature does not verify") from exc
+        except jwt.InvalidAlgorithmError as exc:
+            raise _fail(ErrorCode.INVALID_ALGORITHM, str(exc)) from exc
+        except jwt.PyJWTError as exc:
+            raise _fail(ErrorCode.INVALID_TOKEN, str(exc)) from exc
+        return _claims_from(key, claims)
+
+
+def _claims_from(key: str, claims: Mapping[str, Any]) -> Claims:
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub or len(sub) > 256:
+        raise _fail(ErrorCode.INVALID_TOKEN, "sub must be a non-empty string")
+    name = claims.get("name", sub)
+    metadata = claims.get("metadata", "")
+    if not isinstance(name, str) or not isinstance(metadata, str):
+        raise _fail(ErrorCode.INVALID_TOKEN, "name and metadata must be strings")
+    jti = claims.get("jti")
+    return Claims(
+        key=key,
+        identity=Identity(sub),
+        name=name[:256],
+        metadata=metadata,
+        grants=parse_grants(claims.get("grants")),
+        expires_at=float(claims["exp"]),
+        jti=jti if isinstance(jti, str) else None,
+    )
+
+
+def parse_grants(raw: Any) -> Grants:
+    """The ``grants`` claim: ``room`` required, ``role`` expanded, booleans override."""
+    if not isinstance(raw, Mapping):
+        raise _fail(ErrorCode.INVALID_GRANTS, "grants must be an object")
+    room = raw.get("room")
+    if not isinstance(room, str) or not room or len(room) > 256:
+        raise _fail(ErrorCode.INVALID_GRANTS, "grants.room must be a non-empty string")
+    role: Role | None = None
+    if "role" in raw:
+        try:
+            role = Role(raw["role"])
+        except ValueError as exc:
+            raise _fail(ErrorCode.INVALID_GRANTS,
+                        f"grants.role must be one of {[r.value for r in Role]}") from exc
+    overrides: dict[str, bool] = {}
+    for name, value in raw.items():
+        if name in ("room", "role"):
+            continue
+        if name not in BOOLEAN_GRANTS:
+            raise _fail(ErrorCode.INVALID_GRANTS, f"unknown grant {name!r}")
+        if not isinstance(value, bool):
+            raise _fail(ErrorCode.INVALID_GRANTS, f"grant {name!r} must be true or false")
+        overrides[name] = value
+    return expand_grants(RoomName(room), role, overrides)
+
+
+def mint_token(
+    *,
+    key: str,
+    secret: str,
+    room: str,
+    identity: str,
+    name: str | None = None,
+    role: Role | str | None = None,
+    grants: Mapping[str, bool] | None = None,
+    ttl: float = 3600.0,
+    metadata: str | None = None,
+    not_before: float | None = None,
+) -> str:
+    """Mint a join token, as any backend could with a plain JWT library."""
+    now = time.time()
+    grant_claim: dict[str, Any] = {"room": room}
+    if role is not None:
+        grant_claim["role"] = Role(role).value
+    grant_claim.update(grants or {})
+    payload: dict[str, Any] = {
+        "iss": key,
+        "sub": identity,
+        "name": name if name is not None else identity,
+        "iat": int(now),
+        "exp": int(now + ttl),
+        "jti": uuid.uuid4().hex,
+        "grants": grant_claim,
+    }
+    if not_before is not None:
+        payload["nbf"] = int(not_before)
+    if metadata is not None:
+        payload["metadata"] = metadata
+    return jwt.encode(payload, secret, algorithm="HS256")

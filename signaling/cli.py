@@ -1,0 +1,158 @@
+"""``parley``: serve a node, mint join tokens."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import sys
+from dataclasses import replace
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from conference.permissions import BOOLEAN_GRANTS, Role
+from signaling import __version__
+from signaling.app import create_app
+from signaling.appkeys import NODE
+from signaling.auth import mint_token
+from signaling.config import ConfigError, NodeConfig, load_config, parse_keys
+from signaling.logs import setup_logging
+
+log = logging.getLogger("parley")
+
+DEMO_ROOM = "demo"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"parley {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run one node")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8080)")
+    serve.add_argument("--config", "-c", help="YAML config file")
+    serve.add_argument("--keys", help="API keys as key:secret[,key:secret]")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", choices=["text", "json"])
+    serve.add_argument("--public-url", help="base URL printed in join links")
+
+    token = sub.add_parser("token", help="mint a join token and print it")
+    token.add_argument("--room", required=True)
+    token.add_argument("--identity", required=True)
+    token.add_argument("--name")
+    token.add_argument("--role", choices=[r.value for r in Role])
+    token.add_argument("--grant", action="append", default=[], metavar="NAME=true|false",
+                       help=f"explicit grant, repeatable: {', '.join(BOOLEAN_GRANTS)}")
+    token.add_argument("--metadata")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds (default 3600)")
+    token.add_argument("--config", "-c", help="YAML config file to read keys from")
+    token.add_argument("--keys", help="key:secret pairs; the first is used unless --key")
+    token.add_argument("--key", help="which API key to sign with")
+    return parser
+
+
+def _serve_config(args: argparse.Namespace) -> NodeConfig:
+    flags: dict[str, Any] = {}
+    for name in ("host", "port", "log_level", "log_format", "public_url"):
+        value = getattr(args, name)
+        if value is not None:
+            flags[name] = value
+    if args.keys:
+        flags["auth"] = {"keys": args.keys}
+    config = load_config(path=args.config, overrides=flags)
+    if not config.auth.keys:
+        dev_key = {"dev": secrets.token_urlsafe(24)}
+        config = replace(config, development=True, auth=replace(config.auth, keys=dev_key))
+    return config
+
+
+def _join_link(config: NodeConfig, base_url: str) -> str:
+    key, secret = next(iter(config.auth.keys.items()))
+    token = mint_token(key=key, secret=secret, room=DEMO_ROOM, identity="guest",
+                       name="Guest", role=Role.MODERATOR, ttl=24 * 3600)
+    return f"{base_url}/?token={quote(token)}"
+
+
+async def _serve(config: NodeConfig) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    port = config.port
+    server = getattr(site, "_server", None)
+    if port == 0 and server is not None and server.sockets:
+        port = server.sockets[0].getsockname()[1]
+    base = config.public_url.rstrip("/") or replace(config, port=port).base_url
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("parley listening", extra={"url": base, "node": app[NODE].id})
+    if config.development:
+        key, secret = next(iter(config.auth.keys.items()))
+        print(
+            "\n*** DEVELOPMENT MODE: no API keys configured; generated a throw-away key. ***\n"
+            "*** Do not expose this node. Set PARLEY_KEYS=key:secret for production.   ***\n"
+            f"    mint tokens with: PARLEY_KEYS={key}:{secret} parley token --room {DEMO_ROOM} "
+            "--identity alice --role speaker\n",
+            file=sys.stderr, flush=True)
+    print(f"Parley {__version__} listening on {base}", flush=True)
+    print(f"Join the demo room: {_join_link(config, base)}", flush=True)
+    await stop.wait()
+    log.info("shutting down")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+    await runner.cleanup()
+
+
+def _token(args: argparse.Namespace) -> int:
+    if args.keys:
+        keys = parse_keys(args.keys)
+    else:
+        keys = dict(load_config(path=args.config).auth.keys)
+    if not keys:
+        print("parley token: no keys; pass --keys key:secret or set PARLEY_KEYS",
+              file=sys.stderr)
+        return 2
+    key = args.key or next(iter(keys))
+    if key not in keys:
+        print(f"parley token: unknown key {key!r}", file=sys.stderr)
+        return 2
+    grants: dict[str, bool] = {}
+    for item in args.grant:
+        name, _, value = item.partition("=")
+        if name not in BOOLEAN_GRANTS or value.lower() not in ("true", "false", ""):
+            print(f"parley token: bad grant {item!r}", file=sys.stderr)
+            return 2
+        grants[name] = value.lower() != "false"
+    print(mint_token(key=key, secret=keys[key], room=args.room, identity=args.identity,
+                     name=args.name, role=args.role, grants=grants, ttl=args.ttl,
+                     metadata=args.metadata))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "token":
+            return _token(args)
+        config = _serve_config(args)
+    except ConfigError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level, config.log_format)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(config))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

@@ -1,0 +1,144 @@
+"""The dispatch table: one small handler per client message type."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from conference.errors import ConferenceError
+from conference.events import LeaveReason, TrackKind, TrackSource
+from conference.ids import Identity, TrackId
+from conference.manager import JoinRequest
+from signaling import __version__
+from signaling.errors import CloseCode, ErrorCode, SignalError
+from signaling.ice import ice_servers
+from signaling.protocol import PROTOCOL_VERSION, SUPPORTED_VERSIONS, ClientMessage
+
+if TYPE_CHECKING:
+    from signaling.session import SignalSession
+
+Handler = Callable[["SignalSession", ClientMessage], Awaitable[None]]
+
+_AUTH_CLOSE = CloseCode.AUTH_FAILED
+
+
+async def handle_join(s: SignalSession, m: ClientMessage) -> None:
+    started = time.perf_counter()
+    if s.participant is not None:
+        raise SignalError(ErrorCode.ALREADY_JOINED, "already joined", m.id)
+    version = m.body.get("version", PROTOCOL_VERSION)
+    if version not in SUPPORTED_VERSIONS:
+        raise SignalError(ErrorCode.UNSUPPORTED_VERSION,
+                          f"protocol version {version} not supported; "
+                          f"supported: {list(SUPPORTED_VERSIONS)}", m.id)
+    node = s.node
+    try:
+        claims = node.verifier.verify(m.body.get("token") or s.url_token)
+        wanted = m.body.get("room") or s.url_room
+        if wanted is not None and wanted != claims.grants.room:
+            raise SignalError(ErrorCode.WRONG_ROOM, "the token is for another room")
+        if not claims.grants.room_join:
+            raise SignalError(ErrorCode.JOIN_NOT_ALLOWED, "the token does not grant room_join")
+    except SignalError as err:
+        node.metrics.auth_failures.labels(reason=err.code.value).inc()
+        s.send_error(err.code, err.message, m.id)
+        s.close(_AUTH_CLOSE, err.code.value)
+        return
+    try:
+        room, participant = await node.rooms.join(JoinRequest(
+            room=claims.grants.room, identity=claims.identity, name=claims.name,
+            metadata=claims.metadata, grants=claims.grants, sink=s.deliver))
+    except ConferenceError as err:
+        s.send_error(ErrorCode(err.code.value), err.message, m.id)
+        s.close(CloseCode.JOIN_REFUSED, err.code.value)
+        return
+    s.joined(room, participant)
+    s.reply(m.id, {
+        "type": "joined",
+        "version": version,
+        "room": room.name,
+        "participant": participant.info().to_wire(),
+        "participants": [p.info().to_wire() for p in room.visible_participants(participant.id)],
+        "grants": participant.grants.to_wire(),
+        "ice_servers": ice_servers(node.config.ice, participant.identity),
+        "server": {"version": __version__, "node": node.id, "protocol": PROTOCOL_VERSION},
+    })
+    node.metrics.join_latency.observe(time.perf_counter() - started)
+
+
+async def handle_leave(s: SignalSession, m: ClientMessage) -> None:
+    s.reply(m.id, {"type": "left"})
+    s.leave_room(LeaveReason.CLIENT_LEFT)
+    s.close(CloseCode.NORMAL, "left")
+
+
+async def handle_ping(s: SignalSession, m: ClientMessage) -> None:
+    s.reply(m.id, {"type": "pong", "time": time.time()})
+
+
+async def handle_update(s: SignalSession, m: ClientMessage) -> None:
+    room, p = s.require_participant()
+    room.update_participant(p.id, name=m.body.get("name"), metadata=m.body.get("metadata"))
+    s.reply(m.id, {"type": "updated", "participant": p.info().to_wire()})
+
+
+def _enum(enum: Any, value: str, field: str, msg_id: str | None) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(e.value for e in enum)
+        raise SignalError(ErrorCode.INVALID_MESSAGE, f"{field} must be one of: {choices}",
+                          msg_id) from None
+
+
+async def handle_add_track(s: SignalSession, m: ClientMessage) -> None:
+    room, p = s.require_participant()
+    kind = _enum(TrackKind, m.body["kind"], "kind", m.id)
+    default = TrackSource.MICROPHONE if kind is TrackKind.AUDIO else TrackSource.CAMERA
+    source = _enum(TrackSource, m.body.get("source", default.value), "source", m.id)
+    track = room.add_track(p.id, kind=kind, source=source, name=m.body.get("name", ""))
+    s.reply(m.id, {"type": "track-added", "track": track.to_wire()})
+
+
+async def handle_remove_track(s: SignalSession, m: ClientMessage) -> None:
+    room, p = s.require_participant()
+    track = room.remove_track(p.id, TrackId(m.body["track"]))
+    s.reply(m.id, {"type": "track-removed", "track": track.to_wire()})
+
+
+async def handle_mute_track(s: SignalSession, m: ClientMessage) -> None:
+    room, p = s.require_participant()
+    track = room.set_track_muted(p.id, TrackId(m.body["track"]), m.body["muted"])
+    s.reply(m.id, {"type": "track-updated", "track": track.to_wire()})
+
+
+async def handle_data(s: SignalSession, m: ClientMessage) -> None:
+    room, p = s.require_participant()
+    to = m.body.get("to")
+    if to is not None and not all(isinstance(i, str) for i in to):
+        raise SignalError(ErrorCode.INVALID_MESSAGE, "data: to must be a list of identities",
+                          m.id)
+    delivered = room.send_data(
+        p.id, m.body["payload"], topic=m.body.get("topic", ""),
+        to=[Identity(i) for i in to] if to is not None else None)
+    if m.id is not None:
+        s.reply(m.id, {"type": "data-sent", "delivered": delivered})
+
+
+HANDLERS: dict[str, Handler] = {
+    "join": handle_join,
+    "leave": handle_leave,
+    "ping": handle_ping,
+    "update": handle_update,
+    "add-track": handle_add_track,
+    "remove-track": handle_remove_track,
+    "mute-track": handle_mute_track,
+    "data": handle_data,
+}
+
+
+async def dispatch(s: SignalSession, m: ClientMessage) -> None:
+    if m.type != "join" and m.type != "ping" and s.participant is None:
+        raise SignalError(ErrorCode.NOT_JOINED, "join first", m.id)
+    await HANDLERS[m.type](s, m)

@@ -1,0 +1,40 @@
+"""Signalling metrics (``parley_signaling_*``); labels are message types and codes only."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from signaling.protocol import KNOWN_TYPES
+
+
+class SignalingMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.connections = Gauge(
+            "parley_signaling_connections", "Open signalling WebSockets", registry=registry
+        )
+        self.messages_in = Counter(
+            "parley_signaling_messages_received",
+            "Client messages received, by type (invalid ones as 'invalid')",
+            ["type"],
+            registry=registry,
+        )
+        self.messages_out = Counter(
+            "parley_signaling_messages_sent", "Server messages sent, by type", ["type"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "parley_signaling_errors", "Error messages sent, by code", ["code"], registry=registry
+        )
+        self.auth_failures = Counter(
+            "parley_signaling_auth_failures", "Refused join tokens, by reason", ["reason"],
+            registry=registry,
+        )
+        self.join_latency = Histogram(
+            "parley_signaling_join_latency_seconds",
+            "Join message received → joined reply queued",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+
+    def received(self, mtype: str) -> None:
+        self.messages_in.labels(type=mtype if mtype in KNOWN_TYPES else "invalid").inc()
