@@ -1,0 +1,155 @@
+"""Consumer: one subscriber's copy of a producer, played out through a slot's track."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import av
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from sfu.frames import EncodedFrame
+
+if TYPE_CHECKING:
+    from sfu.producer import Producer
+
+VIDEO_CLOCK = 90000
+AUDIO_CLOCK = 48000
+
+
+class SlotTrack(MediaStreamTrack):
+    """The outgoing track of one subscribe transceiver; lives as long as the transceiver.
+
+    Consumers attach and detach; the slot keeps the RTP timestamp line
+    continuous across them, so a reused m-line never jumps backwards.
+    """
+
+    def __init__(self, kind: str, queue_size: int) -> None:
+        super().__init__()
+        self.kind = kind
+        self._clock = VIDEO_CLOCK if kind == "video" else AUDIO_CLOCK
+        self._time_base = fractions.Fraction(1, self._clock)
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(queue_size)
+        self._offset: int | None = None
+        self._last_pts = 0
+        self.consumer: Consumer | None = None
+        self.frames_out = 0
+        self.on_keyframe_request: Callable[[], None] = self._keyframe_request
+
+    def _keyframe_request(self) -> None:
+        if self.consumer is not None:
+            self.consumer.keyframe_requested()
+
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        return await self._queue.get()
+
+    def attach(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self._offset = None
+        self._clear()
+
+    def detach(self) -> None:
+        self.consumer = None
+        self._clear()
+
+    def _clear(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    def push(self, frame: EncodedFrame) -> bool:
+        """Queue a frame; False when the queue is full (the frame is dropped)."""
+        if self._offset is None:
+            step = 3000 if self.kind == "video" else 960
+            self._offset = self._last_pts + step - frame.timestamp
+        pts = (frame.timestamp + self._offset) & 0xFFFFFFFF
+        packet = av.Packet(frame.data)
+        packet.pts = pts
+        packet.time_base = self._time_base
+        try:
+            self._queue.put_nowait(packet)
+        except asyncio.QueueFull:
+            self._clear()
+            return False
+        self._last_pts = pts
+        self.frames_out += 1
+        return True
+
+
+class Consumer:
+    """Created by a SubscribeTransport; ``close()`` is idempotent.
+
+    A video consumer starts (and restarts after any loss) waiting for a key
+    frame; frames before it are dropped, and the producer is asked for one.
+    """
+
+    def __init__(self, *, consumer_id: str, producer: Producer, slot: SlotTrack,
+                 app_data: dict[str, Any]) -> None:
+        self.id = consumer_id
+        self.producer = producer
+        self.kind = producer.kind
+        self.app_data = app_data
+        self._slot = slot
+        self.paused = False
+        self.closed = False
+        self.waiting_keyframe = producer.kind == "video"
+        self.frames_forwarded = 0
+        self.frames_dropped = 0
+        self.on_close: Callable[[Consumer], None] | None = None
+        slot.attach(self)
+        producer.add_consumer(self)
+
+    @property
+    def slot(self) -> SlotTrack:
+        return self._slot
+
+    def deliver(self, frame: EncodedFrame) -> None:
+        if self.paused or self.closed:
+            return
+        if self.kind == "video":
+            if frame.discontinuity and not frame.keyframe:
+                self.waiting_keyframe = True
+            if self.waiting_keyframe:
+                if not frame.keyframe:
+                    self.frames_dropped += 1
+                    return
+                self.waiting_keyframe = False
+        if self._slot.push(frame):
+            self.frames_forwarded += 1
+        else:
+            self.frames_dropped += 1
+            if self.kind == "video":
+                self.waiting_keyframe = True
+                self.producer.request_keyframe()
+
+    def keyframe_requested(self) -> None:
+        """The subscriber sent PLI/FIR: forward upstream (coalesced by the producer)."""
+        self.producer.request_keyframe()
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        if self.kind == "video":
+            self.waiting_keyframe = True
+            self.producer.request_keyframe()
+
+    def producer_closed(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.producer.remove_consumer(self)
+        if self._slot.consumer is self:
+            self._slot.detach()
+        if self.on_close is not None:
+            self.on_close(self)

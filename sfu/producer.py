@@ -1,0 +1,161 @@
+"""Producer: one incoming track of a publisher, fanned out to its consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCRtpReceiver
+
+from sfu.config import SfuConfig
+from sfu.frames import AudioAssembler, EncodedFrame, VideoAssembler
+from sfu.hooks import install_assembler, send_pli
+
+if TYPE_CHECKING:
+    from sfu.consumer import Consumer
+
+log = logging.getLogger("parley.sfu.producer")
+
+
+class Producer:
+    """Created by a PublishTransport for each incoming track.
+
+    Owns the monitor task (key-frame re-requests, stall detection) and closes
+    its consumers when closed. ``close()`` is idempotent.
+    """
+
+    def __init__(
+        self,
+        *,
+        producer_id: str,
+        kind: str,
+        receiver: RTCRtpReceiver,
+        config: SfuConfig,
+        app_data: dict[str, Any],
+    ) -> None:
+        self.id = producer_id
+        self.kind = kind
+        self.app_data = app_data
+        self._receiver = receiver
+        self._config = config
+        self.consumers: set[Consumer] = set()
+        self.paused = False
+        self.closed = False
+        self.stalled = False
+        self.audio_level = 127
+        self.frames_in = 0
+        self.bytes_in = 0
+        self.on_stalled: Callable[[Producer, bool], None] | None = None
+        self.on_close: Callable[[Producer], None] | None = None
+        self._last_pli = 0.0
+        self._pli_wanted = False
+        self._created = time.perf_counter()
+        self.assembler: AudioAssembler | VideoAssembler
+        if kind == "audio":
+            self.assembler = AudioAssembler(self._on_frame, self._on_level)
+        else:
+            self.assembler = VideoAssembler(self._on_frame, config.frame_wait)
+        install_assembler(receiver, _PliAwareAssembler(self))
+        self._pli_tasks: set[asyncio.Task[None]] = set()
+        self._monitor = asyncio.get_running_loop().create_task(
+            self._monitor_loop(), name=f"producer-{producer_id}")
+
+    # -- frames ----------------------------------------------------------------
+    def _on_frame(self, frame: EncodedFrame) -> None:
+        self.frames_in += 1
+        self.bytes_in += len(frame.data)
+        if self.paused:
+            return
+        for consumer in list(self.consumers):
+            consumer.deliver(frame)
+
+    def _on_level(self, level: int) -> None:
+        self.audio_level = level if self.audio_level == 127 else (self.audio_level * 3 + level) // 4
+
+    # -- key frames ----------------------------------------------------------
+    def request_keyframe(self) -> None:
+        """Coalesced: at most one PLI per ``keyframe_interval``; later ones are deferred."""
+        if self.kind != "video" or self.closed:
+            return
+        now = time.perf_counter()
+        if now - self._last_pli >= self._config.keyframe_interval:
+            self._send_pli(now)
+        else:
+            self._pli_wanted = True
+
+    def _send_pli(self, now: float) -> None:
+        ssrc = self.assembler.ssrc
+        if ssrc is None:
+            self._pli_wanted = True
+            return
+        self._last_pli = now
+        self._pli_wanted = False
+        task = asyncio.get_running_loop().create_task(send_pli(self._receiver, ssrc))
+        self._pli_tasks.add(task)
+        task.add_done_callback(self._pli_tasks.discard)
+
+    async def _monitor_loop(self) -> None:
+        tick = min(0.25, self._config.keyframe_interval / 2)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.perf_counter()
+            waiting = any(c.waiting_keyframe for c in self.consumers)
+            if (self._pli_wanted or waiting) and \
+                    now - self._last_pli >= self._config.keyframe_interval:
+                self._send_pli(now)
+            last = self.assembler.last_packet_at or self._created
+            stalled = now - last > self._config.stall_timeout
+            if stalled != self.stalled:
+                self.stalled = stalled
+                log.info("producer %s", "stalled" if stalled else "resumed",
+                         extra={"producer": self.id})
+                if self.on_stalled is not None:
+                    self.on_stalled(self, stalled)
+
+    # -- lifecycle -------------------------------------------------------------
+    def add_consumer(self, consumer: Consumer) -> None:
+        self.consumers.add(consumer)
+        self.request_keyframe()
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        self.consumers.discard(consumer)
+
+    async def close(self) -> None:
+        """Close every consumer and stop the monitor. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._monitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._monitor
+        for task in list(self._pli_tasks):
+            task.cancel()
+        if self._pli_tasks:
+            await asyncio.gather(*self._pli_tasks, return_exceptions=True)
+        for consumer in list(self.consumers):
+            consumer.producer_closed()
+        self.consumers.clear()
+        if self.on_close is not None:
+            self.on_close(self)
+
+
+class _PliAwareAssembler:
+    """Adapts the assembler to aiortc's jitter-buffer call; routes its PLI through coalescing."""
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+        self._assembler = producer.assembler
+
+    @property
+    def capacity(self) -> int:
+        return 1024
+
+    def add(self, packet: Any) -> tuple[bool, None]:
+        pli, _ = self._assembler.add(packet)
+        if pli:
+            self._producer.request_keyframe()
+        return False, None

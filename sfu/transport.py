@@ -1,0 +1,278 @@
+"""Transports: one aiortc peer connection per participant and direction.
+
+- :class:`PublishTransport`: the client offers, the SFU answers; each
+  incoming track becomes a Producer.
+- :class:`SubscribeTransport`: the SFU offers whenever its consumers change,
+  the client answers; one offer in flight at a time (no glare), changes made
+  meanwhile are folded into the next offer. Its transceivers are slots that
+  are reused, so m-lines are never removed; the SFU is always the offerer on
+  this connection, which keeps payload types and extension ids stable.
+
+``close()`` on either closes its producers or consumers, then the peer
+connection; it is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.sdp import candidate_from_sdp
+
+from sfu.config import SfuConfig
+from sfu.consumer import Consumer, SlotTrack
+from sfu.errors import SfuCode, SfuError
+from sfu.hooks import redirect_keyframe_requests
+from sfu.producer import Producer
+from sfu.sdp import FORWARDED, filter_codecs, media_sections
+
+log = logging.getLogger("parley.sfu.transport")
+_ids = itertools.count(1)
+
+DATA_CHANNEL_LABEL = "parley"
+
+
+def _new_pc() -> RTCPeerConnection:
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+
+async def _add_candidate(pc: RTCPeerConnection, candidate: dict[str, Any] | None) -> None:
+    if candidate is None or not candidate.get("candidate"):
+        return  # end of candidates
+    try:
+        text = str(candidate["candidate"])
+        ice = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
+        ice.sdpMid = candidate.get("sdpMid")
+        ice.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        await pc.addIceCandidate(ice)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise SfuError(SfuCode.INVALID_CANDIDATE, f"cannot use candidate: {exc}") from exc
+
+
+class _Transport:
+    def __init__(self, config: SfuConfig, app_data: dict[str, Any]) -> None:
+        self.id = f"T{next(_ids)}"
+        self.config = config
+        self.app_data = app_data
+        self.pc = _new_pc()
+        self.closed = False
+        self.on_failed: Callable[[], None] | None = None
+
+        @self.pc.on("connectionstatechange")
+        def _state() -> None:
+            if self.pc.connectionState == "failed" and self.on_failed is not None:
+                self.on_failed()
+
+    @property
+    def connection_state(self) -> str:
+        return str(self.pc.connectionState)
+
+    async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
+        if self.closed:
+            raise SfuError(SfuCode.CLOSED, "connection closed")
+        await _add_candidate(self.pc, candidate)
+
+
+class PublishTransport(_Transport):
+    def __init__(self, config: SfuConfig, app_data: dict[str, Any],
+                 on_producer: Callable[[Producer], None]) -> None:
+        super().__init__(config, app_data)
+        self.producers: dict[str, Producer] = {}
+        """By mid."""
+        self._on_producer = on_producer
+        self._pending: list[Any] = []
+
+        @self.pc.on("track")
+        def _track(track: Any) -> None:
+            self._pending.append(track)
+
+    async def handle_offer(self, sdp: str, track_meta: dict[str, dict[str, Any]]) -> str:
+        """Apply the client's offer; returns the answer SDP.
+
+        ``track_meta`` maps mid → app data for new producers. Sections that
+        stopped sending close their producers.
+        """
+        if self.closed:
+            raise SfuError(SfuCode.CLOSED, "connection closed")
+        sections = media_sections(sdp)
+        sending = [s for s in sections if s.sending]
+        if len(sending) > self.config.max_tracks_per_connection:
+            raise SfuError(SfuCode.TOO_MANY_TRACKS,
+                           f"at most {self.config.max_tracks_per_connection} tracks per "
+                           "connection")
+        filtered = filter_codecs(sdp)
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=filtered, type="offer"))
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+            raise SfuError(SfuCode.INVALID_SDP, f"offer rejected: {exc}") from exc
+        except Exception as exc:  # aiortc raises InvalidStateError/InvalidAccessError too
+            raise SfuError(SfuCode.INVALID_SDP, f"offer rejected: {exc}") from exc
+        sending_mids = {s.mid for s in sending}
+        for mid, producer in list(self.producers.items()):
+            if mid not in sending_mids:
+                del self.producers[mid]
+                await producer.close()
+        self._bind_tracks(track_meta)
+        return str(self.pc.localDescription.sdp)
+
+    def _bind_tracks(self, track_meta: dict[str, dict[str, Any]]) -> None:
+        pending, self._pending = self._pending, []
+        by_track = {id(t.receiver.track): t for t in self.pc.getTransceivers()}
+        for track in pending:
+            transceiver: RTCRtpTransceiver | None = by_track.get(id(track))
+            if transceiver is None or transceiver.mid is None:
+                continue
+            mid = str(transceiver.mid)
+            producer = Producer(
+                producer_id=f"{self.id}:{mid}", kind=track.kind,
+                receiver=transceiver.receiver, config=self.config,
+                app_data={**self.app_data, **track_meta.get(mid, {}), "mid": mid})
+            self.producers[mid] = producer
+            self._on_producer(producer)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for producer in list(self.producers.values()):
+            await producer.close()
+        self.producers.clear()
+        await self.pc.close()
+
+
+class _Slot:
+    def __init__(self, transceiver: RTCRtpTransceiver, track: SlotTrack) -> None:
+        self.transceiver = transceiver
+        self.track = track
+        self.consumer: Consumer | None = None
+
+
+class SubscribeTransport(_Transport):
+    def __init__(self, config: SfuConfig, app_data: dict[str, Any],
+                 on_offer: Callable[[str, dict[str, dict[str, Any]]], None],
+                 on_data: Callable[[str], None] | None = None) -> None:
+        super().__init__(config, app_data)
+        self._on_offer = on_offer
+        self._on_data = on_data
+        self._slots: list[_Slot] = []
+        self.consumers: dict[str, Consumer] = {}
+        self._dirty = asyncio.Event()
+        self._answered = asyncio.Event()
+        self._awaiting_answer = False
+        self.offers_sent = 0
+        self.channel: RTCDataChannel = self.pc.createDataChannel(DATA_CHANNEL_LABEL)
+
+        @self.channel.on("message")
+        def _message(message: Any) -> None:
+            if self._on_data is not None and isinstance(message, str):
+                self._on_data(message)
+
+        self._dirty.set()
+        self._task = asyncio.get_running_loop().create_task(
+            self._negotiate_loop(), name=f"negotiate-{self.id}")
+
+    # -- consumers --------------------------------------------------------------
+    def consume(self, producer: Producer, app_data: dict[str, Any]) -> Consumer:
+        if self.closed:
+            raise SfuError(SfuCode.CLOSED, "connection closed")
+        slot = next((s for s in self._slots
+                     if s.consumer is None and s.track.kind == producer.kind), None)
+        if slot is None:
+            slot = self._new_slot(producer.kind)
+        consumer = Consumer(consumer_id=f"{self.id}:{producer.id}", producer=producer,
+                            slot=slot.track, app_data=app_data)
+        slot.consumer = consumer
+        consumer.on_close = self._consumer_closed
+        slot.transceiver.direction = "sendonly"
+        self.consumers[consumer.id] = consumer
+        self._dirty.set()
+        return consumer
+
+    def _new_slot(self, kind: str) -> _Slot:
+        track = SlotTrack(kind, self.config.consumer_queue)
+        transceiver = self.pc.addTransceiver(track, direction="sendonly")
+        caps = RTCRtpSender.getCapabilities(kind)
+        wanted = [c for c in caps.codecs
+                  if c.mimeType.split("/")[1].lower() in (*FORWARDED[kind], "rtx")]
+        transceiver.setCodecPreferences(wanted)
+        redirect_keyframe_requests(transceiver.sender, track.on_keyframe_request)
+        slot = _Slot(transceiver, track)
+        self._slots.append(slot)
+        return slot
+
+    def _consumer_closed(self, consumer: Consumer) -> None:
+        self.consumers.pop(consumer.id, None)
+        for slot in self._slots:
+            if slot.consumer is consumer:
+                slot.consumer = None
+                slot.transceiver.direction = "inactive"
+        if not self.closed:
+            self._dirty.set()
+
+    def mapping(self) -> dict[str, dict[str, Any]]:
+        """mid → app data of the consumer it carries (sent with each offer)."""
+        out: dict[str, dict[str, Any]] = {}
+        for slot in self._slots:
+            if slot.consumer is not None and slot.transceiver.mid is not None:
+                out[str(slot.transceiver.mid)] = slot.consumer.app_data
+        return out
+
+    # -- negotiation ------------------------------------------------------------
+    async def _negotiate_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            offer = await self.pc.createOffer()
+            await self.pc.setLocalDescription(offer)
+            self._awaiting_answer = True
+            self._answered.clear()
+            self.offers_sent += 1
+            self._on_offer(str(self.pc.localDescription.sdp), self.mapping())
+            await self._answered.wait()
+
+    async def set_answer(self, sdp: str) -> None:
+        if self.closed:
+            raise SfuError(SfuCode.CLOSED, "connection closed")
+        if not self._awaiting_answer:
+            raise SfuError(SfuCode.NO_OFFER_PENDING, "no offer is waiting for an answer")
+        media_sections(sdp)
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        except Exception as exc:
+            raise SfuError(SfuCode.INVALID_SDP, f"answer rejected: {exc}") from exc
+        self._awaiting_answer = False
+        self._answered.set()
+
+    def send_data(self, message: str) -> bool:
+        if self.channel.readyState != "open":
+            return False
+        self.channel.send(message)
+        return True
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        for consumer in list(self.consumers.values()):
+            consumer.close()
+        self.consumers.clear()
+        for slot in self._slots:
+            slot.track.stop()
+        await self.pc.close()
