@@ -14,6 +14,7 @@ class ConferenceCode(StrEnum):
     UNKNOWN_TRACK = "unknown_track"
     UNKNOWN_PARTICIPANT = "unknown_participant"
     NODE_DRAINING = "node_draining"
+    MEDIA_DISABLED = "media_disabled"
 
 
 class ConferenceError(Exception):

@@ -49,6 +49,8 @@ class TrackInfo:
     source: TrackSource
     name: str = ""
     muted: bool = False
+    stalled: bool = False
+    """The publisher stopped sending RTP (no packets for ``sfu.stall_timeout``)."""
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,7 @@ class TrackInfo:
             "source": self.source.value,
             "name": self.name,
             "muted": self.muted,
+            "stalled": self.stalled,
         }
 
 
@@ -141,6 +144,31 @@ class Disconnected:
     message: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class SubscriberOffer:
+    """Sent to one participant: the SFU's offer for its subscribe connection."""
+
+    room: RoomName
+    sdp: str
+    tracks: dict[str, dict[str, Any]]
+    """mid → {track, participant, kind} for every m-line that carries a track."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActiveSpeakers:
+    room: RoomName
+    speakers: tuple[tuple[ParticipantId, int], ...]
+    """(participant, audio level in -dBov), loudest first."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionFailed:
+    """Sent to one participant: one of its media connections failed and was closed."""
+
+    room: RoomName
+    target: str
+
+
 RoomEvent = (
     ParticipantJoined
     | ParticipantLeft
@@ -150,4 +178,7 @@ RoomEvent = (
     | TrackUpdated
     | DataReceived
     | Disconnected
+    | SubscriberOffer
+    | ActiveSpeakers
+    | ConnectionFailed
 )

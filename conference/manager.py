@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from conference.config import RoomConfig
 from conference.errors import ConferenceCode, ConferenceError
 from conference.events import LeaveReason
 from conference.ids import Identity, NodeId, ParticipantId, RoomName, new_participant_id
+from conference.media import RoomMedia
 from conference.metrics import ConferenceMetrics
 from conference.participant import EventSink, Participant
 from conference.permissions import Grants
 from conference.registry import RoomRegistry
 from conference.room import Room
+from sfu.config import SfuConfig
 
 log = logging.getLogger("parley.rooms")
 
@@ -29,6 +33,8 @@ class JoinRequest:
     metadata: str
     grants: Grants
     sink: EventSink
+    media: bool = False
+    """Open a subscribe connection (and allow publishing) through the SFU."""
 
 
 class RoomManager:
@@ -44,8 +50,10 @@ class RoomManager:
         registry: RoomRegistry,
         node: NodeId,
         metrics: ConferenceMetrics,
+        sfu: SfuConfig | None = None,
     ) -> None:
         self._config = config
+        self._sfu = sfu or SfuConfig(enabled=False)
         self._registry = registry
         self._node = node
         self._metrics = metrics
@@ -80,6 +88,8 @@ class RoomManager:
         room = self._rooms.get(request.room)
         if room is None:
             room = Room(request.room, self._config)
+            if self._sfu.enabled:
+                room.media = RoomMedia(room, self._sfu)
             self._rooms[request.room] = room
             self._metrics.rooms.set(len(self._rooms))
             self._metrics.rooms_created.inc()
@@ -98,6 +108,11 @@ class RoomManager:
             sink=request.sink,
         )
         room.add(participant)  # raises room_full / room_closed
+        if request.media:
+            if room.media is None:
+                room.remove(participant.id, LeaveReason.DISCONNECTED)
+                raise ConferenceError(ConferenceCode.MEDIA_DISABLED, "media is off on this node")
+            room.media.attach(participant)
         self._cancel_empty_timer(room.name)
         self._metrics.participants.set(self.participant_count())
         await self._registry.set_participant_count(room.name, len(room))
@@ -121,6 +136,8 @@ class RoomManager:
     ) -> bool:
         if not room.remove(pid, reason, notify):
             return False
+        if room.media is not None:
+            room.media.detach(pid)
         self._metrics.participants.set(self.participant_count())
         self._metrics.participants_left.labels(reason=reason.value).inc()
         log.info("participant left",
@@ -159,12 +176,15 @@ class RoomManager:
         self._cancel_empty_timer(room.name)
         room.close(reason, message)
         self._rooms.pop(room.name, None)
+        if room.media is not None:
+            self._spawn(room.media.close())
         self._metrics.rooms.set(len(self._rooms))
         self._metrics.participants.set(self.participant_count())
         log.info("room closed", extra={"room": room.name, "reason": reason.value})
-        task = asyncio.get_running_loop().create_task(
-            self._registry.release_room(room.name, self._node)
-        )
+        self._spawn(self._registry.release_room(room.name, self._node))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._release_tasks.add(task)
         task.add_done_callback(self._release_tasks.discard)
 
@@ -175,5 +195,5 @@ class RoomManager:
         self._closed = True
         for room in list(self._rooms.values()):
             self._close_room(room, LeaveReason.SERVER_SHUTDOWN, "the server is shutting down")
-        if self._release_tasks:
-            await asyncio.gather(*self._release_tasks, return_exceptions=True)
+        while self._release_tasks:
+            await asyncio.gather(*list(self._release_tasks), return_exceptions=True)

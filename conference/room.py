@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conference.config import RoomConfig
 from conference.errors import ConferenceCode, ConferenceError
@@ -27,6 +27,9 @@ from conference.events import (
 from conference.ids import Identity, ParticipantId, RoomName, TrackId, new_track_id
 from conference.participant import Participant
 
+if TYPE_CHECKING:
+    from conference.media import RoomMedia
+
 log = logging.getLogger("parley.room")
 
 
@@ -44,6 +47,8 @@ class Room:
         self.created_at = time.time()
         self.empty_since: float | None = time.monotonic()
         self.closed = False
+        self.media: RoomMedia | None = None
+        """The SFU side of the room; set by the RoomManager when media is enabled."""
 
     # -- queries ---------------------------------------------------------
     @property
@@ -165,16 +170,25 @@ class Room:
         return track
 
     def set_track_muted(self, pid: ParticipantId, tid: TrackId, muted: bool) -> TrackInfo:
+        """The publisher muted or unmuted its own track; the others are told."""
+        return self._update_track(pid, tid, exclude=pid, muted=muted)
+
+    def set_track_stalled(self, pid: ParticipantId, tid: TrackId, stalled: bool) -> TrackInfo:
+        """The SFU saw the track stop (or resume); everyone, the publisher too, is told."""
+        return self._update_track(pid, tid, exclude=None, stalled=stalled)
+
+    def _update_track(self, pid: ParticipantId, tid: TrackId, *,
+                      exclude: ParticipantId | None, **changes: Any) -> TrackInfo:
         p = self._require(pid)
         track = p.tracks.get(tid)
         if track is None:
             raise ConferenceError(ConferenceCode.UNKNOWN_TRACK, f"no track {tid!r}")
-        if track.muted != muted:
-            track = replace(track, muted=muted)
-            p.tracks[tid] = track
+        updated = replace(track, **changes)
+        if updated != track:
+            p.tracks[tid] = updated
             if not p.hidden:
-                self._broadcast(TrackUpdated(room=self.name, track=track), exclude=pid)
-        return track
+                self._broadcast(TrackUpdated(room=self.name, track=updated), exclude=exclude)
+        return updated
 
     # -- data --------------------------------------------------------------
     def send_data(

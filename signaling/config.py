@@ -17,6 +17,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from conference.config import RoomConfig
+from sfu.config import SfuConfig
 
 
 class ConfigError(Exception):
@@ -93,6 +94,7 @@ class NodeConfig:
     signaling: SignalingConfig = field(default_factory=SignalingConfig)
     rooms: RoomConfig = field(default_factory=RoomConfig)
     ice: IceConfig = field(default_factory=IceConfig)
+    sfu: SfuConfig = field(default_factory=SfuConfig)
 
     @property
     def base_url(self) -> str:
@@ -102,7 +104,7 @@ class NodeConfig:
         return f"http://{host}:{self.port}"
 
 
-_SECTIONS = ("auth", "signaling", "rooms", "ice")
+_SECTIONS = ("auth", "signaling", "rooms", "ice", "sfu")
 _LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -123,7 +125,7 @@ def parse_keys(value: str | Mapping[str, str]) -> dict[str, str]:
 
 
 def _coerce(name: str, hint: Any, value: Any) -> Any:
-    if name == "keys":
+    if name.rpartition(".")[2] == "keys":  # called with the dotted path, e.g. "auth.keys"
         return parse_keys(value)
     origin = get_origin(hint)
     if origin in (Union, types.UnionType):

@@ -39,6 +39,14 @@ class ErrorCode(StrEnum):
     UNKNOWN_TRACK = "unknown_track"
     UNKNOWN_PARTICIPANT = "unknown_participant"
     NODE_DRAINING = "node_draining"
+    MEDIA_DISABLED = "media_disabled"
+    # media (SFU)
+    INVALID_SDP = "invalid_sdp"
+    NO_SUPPORTED_CODEC = "no_supported_codec"
+    NO_OFFER_PENDING = "no_offer_pending"
+    UNKNOWN_CONNECTION = "unknown_connection"
+    INVALID_CANDIDATE = "invalid_candidate"
+    CONNECTION_CLOSED = "connection_closed"
     INTERNAL_ERROR = "internal_error"
 
 

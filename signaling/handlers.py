@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from conference.errors import ConferenceError
 from conference.events import LeaveReason, TrackKind, TrackSource
-from conference.ids import Identity, TrackId
+from conference.ids import Identity, ParticipantId, TrackId
 from conference.manager import JoinRequest
 from signaling import __version__
 from signaling.errors import CloseCode, ErrorCode, SignalError
@@ -16,6 +16,7 @@ from signaling.ice import ice_servers
 from signaling.protocol import PROTOCOL_VERSION, SUPPORTED_VERSIONS, ClientMessage
 
 if TYPE_CHECKING:
+    from conference.media import RoomMedia
     from signaling.session import SignalSession
 
 Handler = Callable[["SignalSession", ClientMessage], Awaitable[None]]
@@ -48,7 +49,8 @@ async def handle_join(s: SignalSession, m: ClientMessage) -> None:
     try:
         room, participant = await node.rooms.join(JoinRequest(
             room=claims.grants.room, identity=claims.identity, name=claims.name,
-            metadata=claims.metadata, grants=claims.grants, sink=s.deliver))
+            metadata=claims.metadata, grants=claims.grants, sink=s.deliver,
+            media=bool(m.body.get("media", True)) and node.config.sfu.enabled))
     except ConferenceError as err:
         s.send_error(ErrorCode(err.code.value), err.message, m.id)
         s.close(CloseCode.JOIN_REFUSED, err.code.value)
@@ -110,7 +112,64 @@ async def handle_remove_track(s: SignalSession, m: ClientMessage) -> None:
 async def handle_mute_track(s: SignalSession, m: ClientMessage) -> None:
     room, p = s.require_participant()
     track = room.set_track_muted(p.id, TrackId(m.body["track"]), m.body["muted"])
+    if room.media is not None:
+        room.media.set_muted(p.id, track.id, track.muted)
     s.reply(m.id, {"type": "track-updated", "track": track.to_wire()})
+
+
+def _media(s: SignalSession) -> tuple[RoomMedia, ParticipantId]:
+    room, p = s.require_participant()
+    if room.media is None:
+        raise SignalError(ErrorCode.MEDIA_DISABLED, "media is off on this node")
+    return room.media, p.id
+
+
+def _track_meta(raw: list[Any] | None, msg_id: str | None) -> dict[str, dict[str, Any]]:
+    meta: dict[str, dict[str, Any]] = {}
+    for item in raw or []:
+        if not isinstance(item, dict) or not isinstance(item.get("mid"), str):
+            raise SignalError(ErrorCode.INVALID_MESSAGE,
+                              "offer: tracks must be objects with a string mid", msg_id)
+        meta[item["mid"]] = {"source": str(item.get("source", ""))[:32],
+                             "name": str(item.get("name", ""))[:256]}
+    return meta
+
+
+async def handle_offer(s: SignalSession, m: ClientMessage) -> None:
+    media, pid = _media(s)
+    meta = _track_meta(m.body.get("tracks"), m.id)
+    answer, new = await media.publish(pid, m.body["sdp"], meta)
+    _, p = s.require_participant()
+    s.reply(m.id, {"type": "answer", "target": "publisher", "sdp": answer,
+                   "tracks": [p.tracks[t].to_wire() | {"mid": media.mid_of(pid, t)}
+                              for t in new if t in p.tracks]})
+
+
+async def handle_answer(s: SignalSession, m: ClientMessage) -> None:
+    media, pid = _media(s)
+    await media.answer(pid, m.body["sdp"])
+    if m.id is not None:
+        s.reply(m.id, {"type": "answer-accepted"})
+
+
+async def handle_candidate(s: SignalSession, m: ClientMessage) -> None:
+    media, pid = _media(s)
+    target = m.body["target"]
+    candidate = m.body.get("candidate")
+    if candidate is not None and not isinstance(candidate, dict):
+        raise SignalError(ErrorCode.INVALID_CANDIDATE, "candidate must be an object or null",
+                          m.id)
+    await media.candidate(pid, target, candidate)
+
+
+async def handle_subscription(s: SignalSession, m: ClientMessage) -> None:
+    media, pid = _media(s)
+    state = m.body["state"]
+    if state not in ("subscribed", "paused", "unsubscribed"):
+        raise SignalError(ErrorCode.INVALID_MESSAGE,
+                          "state must be subscribed, paused or unsubscribed", m.id)
+    media.set_subscription(pid, TrackId(m.body["track"]), state)
+    s.reply(m.id, {"type": "subscription-updated", "track": m.body["track"], "state": state})
 
 
 async def handle_data(s: SignalSession, m: ClientMessage) -> None:
@@ -135,6 +194,10 @@ HANDLERS: dict[str, Handler] = {
     "remove-track": handle_remove_track,
     "mute-track": handle_mute_track,
     "data": handle_data,
+    "offer": handle_offer,
+    "answer": handle_answer,
+    "candidate": handle_candidate,
+    "subscription": handle_subscription,
 }
 
 

@@ -14,6 +14,7 @@ from conference.ids import NodeId, new_node_id
 from conference.manager import RoomManager
 from conference.metrics import ConferenceMetrics
 from conference.registry import InMemoryRoomRegistry, RoomRegistry
+from sfu.hooks import restrict_host_addresses
 from signaling.auth import TokenVerifier
 from signaling.config import NodeConfig
 from signaling.metrics import SignalingMetrics
@@ -45,7 +46,10 @@ class Node:
         self.conference_metrics = ConferenceMetrics(self.metrics_registry)
         self.metrics = SignalingMetrics(self.metrics_registry)
         self.registry: RoomRegistry = registry or InMemoryRoomRegistry()
-        self.rooms = RoomManager(config.rooms, self.registry, self.id, self.conference_metrics)
+        if config.sfu.ice_addresses:
+            restrict_host_addresses(config.sfu.ice_addresses)
+        self.rooms = RoomManager(config.rooms, self.registry, self.id, self.conference_metrics,
+                                 config.sfu)
         self.verifier = TokenVerifier(config.auth)
         self.sessions: set[SignalSession] = set()
         self._no_sessions = asyncio.Event()

@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from conference.events import (
+    ActiveSpeakers,
+    ConnectionFailed,
     DataReceived,
     Disconnected,
     ParticipantJoined,
     ParticipantLeft,
     ParticipantUpdated,
     RoomEvent,
+    SubscriberOffer,
     TrackPublished,
     TrackUnpublished,
     TrackUpdated,
@@ -41,6 +44,20 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "token": Field(_STR, max_len=8192),
         "version": Field(_INT),
         "room": Field(_STR, max_len=256),
+        "media": Field(_BOOL),
+    },
+    "offer": {
+        "sdp": Field(_STR, required=True, max_len=60000),
+        "tracks": Field(_LIST),
+    },
+    "answer": {"sdp": Field(_STR, required=True, max_len=60000)},
+    "candidate": {
+        "target": Field(_STR, required=True, max_len=16),
+        "candidate": Field(_ANY),
+    },
+    "subscription": {
+        "track": Field(_STR, required=True, max_len=64),
+        "state": Field(_STR, required=True, max_len=16),
     },
     "leave": {},
     "ping": {},
@@ -149,4 +166,11 @@ def event_message(event: RoomEvent) -> dict[str, Any]:
                     "payload": payload}
         case Disconnected(reason=reason, message=message):
             return {"type": "disconnect", "reason": reason.value, "message": message}
+        case SubscriberOffer(sdp=sdp, tracks=tracks):
+            return {"type": "offer", "target": "subscriber", "sdp": sdp, "tracks": tracks}
+        case ActiveSpeakers(speakers=speakers):
+            return {"type": "active-speakers",
+                    "speakers": [{"participant": p, "level": lvl} for p, lvl in speakers]}
+        case ConnectionFailed(target=target):
+            return {"type": "connection-failed", "target": target}
     raise TypeError(f"unknown event {event!r}")

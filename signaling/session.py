@@ -24,6 +24,7 @@ from conference.errors import ConferenceError
 from conference.events import Disconnected, LeaveReason, RoomEvent
 from conference.participant import Participant
 from conference.room import Room
+from sfu.errors import SfuError
 from signaling.errors import CloseCode, ErrorCode, SignalError
 from signaling.handlers import dispatch
 from signaling.node import Node
@@ -138,7 +139,7 @@ class SignalSession:
             await dispatch(self, message)
         except SignalError as err:
             self.send_error(err.code, err.message, err.msg_id or message.id)
-        except ConferenceError as err:
+        except (ConferenceError, SfuError) as err:
             self.send_error(ErrorCode(err.code.value), err.message, message.id)
         except Exception:
             log.exception("handler failed", extra=self.log_extra())

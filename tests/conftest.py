@@ -62,6 +62,8 @@ class Client:
                 return msg
 
     async def join(self, tok: str, **extra: Any) -> dict[str, Any]:
+        """Join; signalling-only (``media: false``) unless the test asks for media."""
+        extra.setdefault("media", False)
         await self.send(type="join", token=tok, **extra)
         return await self.expect("joined")
 

@@ -1,0 +1,287 @@
+"""RoomMedia: binds a Room to its SFU Router and decides who receives what.
+
+The SFU sees ids and ``app_data`` only; this module turns its producers into
+published tracks, subscribes every allowed participant to them, and turns
+SFU callbacks (offers, stalls, active speakers, failures) into room events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from conference.errors import ConferenceCode, ConferenceError
+from conference.events import (
+    ActiveSpeakers,
+    ConnectionFailed,
+    DataReceived,
+    RoomEvent,
+    SubscriberOffer,
+    TrackKind,
+    TrackSource,
+)
+from conference.ids import Identity, ParticipantId, TrackId
+from conference.participant import Participant
+from conference.room import Room
+from sfu.config import SfuConfig
+from sfu.consumer import Consumer
+from sfu.errors import SfuCode, SfuError
+from sfu.producer import Producer
+from sfu.router import Router, Speakers
+from sfu.sdp import media_sections
+from sfu.transport import PublishTransport, SubscribeTransport
+
+log = logging.getLogger("parley.media")
+
+TARGETS = ("publisher", "subscriber")
+
+
+@dataclass(kw_only=True)
+class ParticipantMedia:
+    participant: Participant
+    subscriber: SubscribeTransport | None = None
+    publisher: PublishTransport | None = None
+    consumers: dict[TrackId, Consumer] = field(default_factory=dict)
+    producers: dict[TrackId, Producer] = field(default_factory=dict)
+
+
+class RoomMedia:
+    """One per room; owns the Router and the tasks that close transports."""
+
+    def __init__(self, room: Room, config: SfuConfig) -> None:
+        self.room = room
+        self.config = config
+        self.router = Router(config, on_active_speakers=self._speakers)
+        self.members: dict[ParticipantId, ParticipantMedia] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    # -- membership ------------------------------------------------------------
+    def attach(self, participant: Participant) -> None:
+        """Give a joined participant a subscribe connection with every track it may receive."""
+        if participant.id in self.members or self.closed:
+            return
+        member = ParticipantMedia(participant=participant)
+        self.members[participant.id] = member
+        pid = participant.id
+        member.subscriber = self.router.create_subscribe_transport(
+            {"participant": pid},
+            on_offer=lambda sdp, tracks: self._deliver(
+                pid, SubscriberOffer(room=self.room.name, sdp=sdp, tracks=tracks)),
+            on_data=lambda text: self._data_from(pid, text),
+        )
+        member.subscriber.on_failed = lambda: self._failed(pid, "subscriber")
+        original = participant.sink
+        channel = member.subscriber
+
+        def sink(event: RoomEvent) -> None:
+            if isinstance(event, DataReceived) and channel.send_data(json.dumps({
+                "from": event.sender, "identity": event.sender_identity,
+                "topic": event.topic, "payload": event.payload})):
+                return
+            original(event)
+
+        participant.sink = sink
+        if participant.grants.can_subscribe:
+            for other in self.members.values():
+                for tid, producer in other.producers.items():
+                    if other.participant.id != pid:
+                        self._consume(member, tid, producer)
+
+    def detach(self, pid: ParticipantId) -> None:
+        """The participant left: close its connections (in a task this object owns)."""
+        member = self.members.pop(pid, None)
+        if member is not None:
+            self._spawn(self._close_member(member))
+
+    async def _close_member(self, member: ParticipantMedia) -> None:
+        for transport in (member.publisher, member.subscriber):
+            if transport is not None:
+                await self.router.close_transport(transport)
+
+    # -- publishing ------------------------------------------------------------
+    async def publish(self, pid: ParticipantId, sdp: str,
+                      tracks: dict[str, dict[str, Any]]) -> tuple[str, list[TrackId]]:
+        """Apply a publish offer; returns the answer and the ids of new tracks."""
+        member = self._member(pid)
+        grants = member.participant.grants
+        sending = [s for s in media_sections(sdp) if s.sending]
+        if sending and not grants.can_publish:
+            raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "no permission to publish")
+        if member.publisher is None:
+            member.publisher = self.router.create_publish_transport(
+                {"participant": pid}, on_producer=lambda p: self._produced(pid, p))
+            member.publisher.on_failed = lambda: self._failed(pid, "publisher")
+        before = set(member.producers)
+        answer = await member.publisher.handle_offer(sdp, tracks)
+        return answer, [t for t in member.producers if t not in before]
+
+    def _produced(self, pid: ParticipantId, producer: Producer) -> None:
+        member = self.members.get(pid)
+        meta = producer.app_data
+        kind = TrackKind(producer.kind)
+        try:
+            source = TrackSource(meta.get("source") or (
+                TrackSource.MICROPHONE if kind is TrackKind.AUDIO else TrackSource.CAMERA))
+        except ValueError:
+            source = TrackSource.UNKNOWN
+        if member is None:
+            self._spawn(producer.close())
+            return
+        try:
+            track = self.room.add_track(pid, kind=kind, source=source,
+                                        name=str(meta.get("name", ""))[:256])
+        except ConferenceError as err:
+            log.info("track refused", extra={"participant": pid, "code": err.code.value})
+            self._spawn(producer.close())
+            return
+        producer.app_data["track"] = track.id
+        member.producers[track.id] = producer
+        producer.on_stalled = lambda p, stalled: self._stalled(pid, track.id, stalled)
+        producer.on_close = lambda p: self._unproduced(pid, track.id)
+        for other in self.members.values():
+            if other.participant.id != pid and other.participant.grants.can_subscribe:
+                self._consume(other, track.id, producer)
+
+    def _unproduced(self, pid: ParticipantId, tid: TrackId) -> None:
+        member = self.members.get(pid)
+        if member is not None:
+            member.producers.pop(tid, None)
+        if self.room.get(pid) is not None:
+            try:
+                self.room.remove_track(pid, tid)
+            except ConferenceError:
+                pass
+
+    def _stalled(self, pid: ParticipantId, tid: TrackId, stalled: bool) -> None:
+        if self.room.get(pid) is not None:
+            self.room.set_track_stalled(pid, tid, stalled)
+
+    def mid_of(self, pid: ParticipantId, tid: TrackId) -> str | None:
+        member = self.members.get(pid)
+        producer = member.producers.get(tid) if member else None
+        return str(producer.app_data.get("mid")) if producer else None
+
+    def set_muted(self, pid: ParticipantId, tid: TrackId, muted: bool) -> None:
+        member = self.members.get(pid)
+        producer = member.producers.get(tid) if member else None
+        if producer is not None:
+            producer.paused = muted
+
+    # -- subscribing -----------------------------------------------------------
+    def _consume(self, member: ParticipantMedia, tid: TrackId, producer: Producer) -> None:
+        if member.subscriber is None or tid in member.consumers:
+            return
+        consumer = member.subscriber.consume(producer, {
+            "track": tid, "participant": producer.app_data.get("participant"),
+            "kind": producer.kind})
+        member.consumers[tid] = consumer
+        previous = consumer.on_close
+
+        def closed(c: Consumer) -> None:
+            if member.consumers.get(tid) is c:
+                del member.consumers[tid]
+            if previous is not None:
+                previous(c)
+
+        consumer.on_close = closed
+
+    def set_subscription(self, pid: ParticipantId, tid: TrackId, state: str) -> None:
+        """``subscribed`` | ``paused`` | ``unsubscribed`` for one track."""
+        member = self._member(pid)
+        if not member.participant.grants.can_subscribe:
+            raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "no permission to subscribe")
+        producer = next((m.producers[tid] for m in self.members.values()
+                         if tid in m.producers), None)
+        if producer is None:
+            raise ConferenceError(ConferenceCode.UNKNOWN_TRACK, f"no track {tid!r}")
+        consumer = member.consumers.get(tid)
+        if state == "unsubscribed":
+            if consumer is not None:
+                consumer.close()
+        elif consumer is None:
+            self._consume(member, tid, producer)
+            if state == "paused":
+                member.consumers[tid].pause()
+        elif state == "paused":
+            consumer.pause()
+        else:
+            consumer.resume()
+
+    async def answer(self, pid: ParticipantId, sdp: str) -> None:
+        member = self._member(pid)
+        if member.subscriber is None:
+            raise SfuError(SfuCode.UNKNOWN_CONNECTION, "no subscribe connection")
+        await member.subscriber.set_answer(sdp)
+
+    async def candidate(self, pid: ParticipantId, target: str,
+                        candidate: dict[str, Any] | None) -> None:
+        member = self._member(pid)
+        transport = member.publisher if target == "publisher" else \
+            member.subscriber if target == "subscriber" else None
+        if transport is None:
+            raise SfuError(SfuCode.UNKNOWN_CONNECTION, f"no {target!r} connection")
+        await transport.add_candidate(candidate)
+
+    # -- events ----------------------------------------------------------------
+    def _member(self, pid: ParticipantId) -> ParticipantMedia:
+        member = self.members.get(pid)
+        if member is None:
+            raise ConferenceError(ConferenceCode.NOT_IN_ROOM, "no media session; join with media")
+        return member
+
+    def _deliver(self, pid: ParticipantId, event: RoomEvent) -> None:
+        participant = self.room.get(pid)
+        if participant is not None:
+            participant.deliver(event)
+
+    def _data_from(self, pid: ParticipantId, text: str) -> None:
+        try:
+            message = json.loads(text)
+            payload = message["payload"]
+            to = message.get("to")
+            topic = str(message.get("topic", ""))[:128]
+            targets = [Identity(str(i)) for i in to] if isinstance(to, list) else None
+            self.room.send_data(pid, payload, topic=topic, to=targets)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.info("bad data-channel message", extra={"participant": pid, "error": str(exc)})
+        except ConferenceError as err:
+            log.info("data refused", extra={"participant": pid, "code": err.code.value})
+
+    def _speakers(self, speakers: Speakers) -> None:
+        event = ActiveSpeakers(room=self.room.name, speakers=tuple(
+            (ParticipantId(str(app.get("participant"))), level) for app, level in speakers))
+        for p in self.room.participants:
+            p.deliver(event)
+
+    def _failed(self, pid: ParticipantId, target: str) -> None:
+        member = self.members.get(pid)
+        if member is None:
+            return
+        transport: PublishTransport | SubscribeTransport | None
+        if target == "publisher":
+            transport, member.publisher = member.publisher, None
+        else:
+            transport, member.subscriber = member.subscriber, None
+        if transport is not None:
+            self._spawn(self.router.close_transport(transport))
+        self._deliver(pid, ConnectionFailed(room=self.room.name, target=target))
+
+    # -- tasks -----------------------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Close every connection and the router. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.members.clear()
+        await self.router.close()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

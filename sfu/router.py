@@ -1,0 +1,95 @@
+"""Router: the SFU side of one room on this node; parent of its transports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from sfu.config import SfuConfig
+from sfu.producer import Producer
+from sfu.transport import PublishTransport, SubscribeTransport
+
+Speakers = list[tuple[dict[str, Any], int]]
+"""(producer app data, audio level in -dBov) of each active speaker, loudest first."""
+
+
+class Router:
+    """Creates transports; tracks live producers; computes active speakers.
+
+    ``close()`` closes every transport (and so every producer and consumer)
+    and stops the speaker task; it is idempotent.
+    """
+
+    def __init__(self, config: SfuConfig, *,
+                 on_active_speakers: Callable[[Speakers], None] | None = None) -> None:
+        self.config = config
+        self.transports: set[PublishTransport | SubscribeTransport] = set()
+        self.producers: dict[str, Producer] = {}
+        self._on_active_speakers = on_active_speakers
+        self._last_speakers: list[str] = []
+        self.closed = False
+        self._speaker_task = asyncio.get_running_loop().create_task(
+            self._speaker_loop(), name="active-speakers")
+
+    def create_publish_transport(
+        self, app_data: dict[str, Any], on_producer: Callable[[Producer], None]
+    ) -> PublishTransport:
+        def produced(producer: Producer) -> None:
+            self.producers[producer.id] = producer
+            previous = producer.on_close
+
+            def closed(p: Producer) -> None:
+                self.producers.pop(p.id, None)
+                if previous is not None:
+                    previous(p)
+
+            producer.on_close = closed
+            on_producer(producer)
+
+        transport = PublishTransport(self.config, app_data, produced)
+        self.transports.add(transport)
+        return transport
+
+    def create_subscribe_transport(
+        self, app_data: dict[str, Any],
+        on_offer: Callable[[str, dict[str, dict[str, Any]]], None],
+        on_data: Callable[[str], None] | None = None,
+    ) -> SubscribeTransport:
+        transport = SubscribeTransport(self.config, app_data, on_offer, on_data)
+        self.transports.add(transport)
+        return transport
+
+    async def close_transport(self, transport: PublishTransport | SubscribeTransport) -> None:
+        self.transports.discard(transport)
+        await transport.close()
+
+    def active_speakers(self) -> Speakers:
+        threshold = self.config.active_speaker_threshold
+        live = [(p.app_data, p.audio_level) for p in self.producers.values()
+                if p.kind == "audio" and not p.paused and not p.stalled
+                and p.audio_level < threshold]
+        return sorted(live, key=lambda item: item[1])
+
+    async def _speaker_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.active_speaker_interval)
+            speakers = self.active_speakers()
+            ids = [str(app.get("participant")) for app, _ in speakers]
+            if ids != self._last_speakers:
+                self._last_speakers = ids
+                if self._on_active_speakers is not None:
+                    self._on_active_speakers(speakers)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._speaker_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._speaker_task
+        for transport in list(self.transports):
+            await transport.close()
+        self.transports.clear()
+        self.producers.clear()

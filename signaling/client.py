@@ -1,0 +1,260 @@
+"""A Python client for Parley: join with a token, publish aiortc tracks, receive tracks and data.
+
+It is what the tests, bots and the load generator use::
+
+    client = ParleyClient("http://127.0.0.1:8080", token)
+    await client.connect()
+    await client.publish(VideoStreamTrack(), AudioStreamTrack())
+    remote = await client.next_track()        # a RemoteTrack with .track (aiortc)
+    await client.send_data({"text": "hi"})
+    await client.close()
+
+``close()`` is idempotent; the client owns its reader task and both peer
+connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+
+
+class ClientError(Exception):
+    """The server refused a request; ``code`` is the protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoteTrack:
+    track: MediaStreamTrack
+    track_id: str
+    participant: str
+    kind: str
+    mid: str
+
+
+class ParleyClient:
+    def __init__(self, url: str, token: str, *, media: bool = True) -> None:
+        base = url.rstrip("/")
+        self._ws_url = base.replace("https://", "wss://").replace("http://", "ws://") + "/rtc"
+        self._token = token
+        self._media = media
+        self._http: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.joined: dict[str, Any] = {}
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        """Every server message that is not a reply, in order."""
+        self.data: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        """Data messages from other participants (data channel or socket)."""
+        self.tracks: asyncio.Queue[RemoteTrack] = asyncio.Queue()
+        self.remote: dict[str, RemoteTrack] = {}
+        self.publisher: RTCPeerConnection | None = None
+        self.subscriber: RTCPeerConnection | None = None
+        self._mapping: dict[str, dict[str, Any]] = {}
+        self._config = RTCConfiguration(iceServers=[])
+        self._channel: Any = None
+        self.closed = False
+
+    @property
+    def participant_id(self) -> str:
+        return str(self.joined["participant"]["id"])
+
+    # -- connection ------------------------------------------------------------
+    async def connect(self) -> dict[str, Any]:
+        self._http = aiohttp.ClientSession()
+        self._ws = await self._http.ws_connect(self._ws_url, heartbeat=10.0)
+        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+        self.joined = await self.request({"type": "join", "token": self._token, "version": 1,
+                                          "media": self._media})
+        servers = [RTCIceServer(urls=s["urls"], username=s.get("username"),
+                                credential=s.get("credential"))
+                   for s in self.joined.get("ice_servers", [])]
+        self._config = RTCConfiguration(iceServers=servers)
+        return self.joined
+
+    async def request(self, message: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
+        """Send a message with a fresh id and wait for its reply (errors raise ClientError)."""
+        msg_id = str(next(self._ids))
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = future
+        await self.send({**message, "id": msg_id})
+        try:
+            reply = await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(msg_id, None)
+        if reply["type"] == "error":
+            raise ClientError(reply["code"], reply["message"])
+        return reply
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self._ws is not None, "connect() first"
+        await self._ws.send_str(json.dumps(message))
+
+    async def _read_loop(self) -> None:
+        assert self._ws is not None
+        async for msg in self._ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            data = json.loads(msg.data)
+            future = self._pending.get(str(data.get("id"))) if "id" in data else None
+            if future is not None and not future.done():
+                future.set_result(data)
+                continue
+            if data["type"] == "offer" and data.get("target") == "subscriber":
+                self._spawn(self._answer(data))
+            elif data["type"] == "data":
+                self.data.put_nowait(data)
+            self.events.put_nowait(data)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("signalling socket closed"))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def next_event(self, mtype: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait for the next server event of ``mtype``, skipping others."""
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.events.get()
+                if event["type"] == mtype:
+                    return event
+
+    async def next_track(self, timeout: float = 10.0) -> RemoteTrack:
+        return await asyncio.wait_for(self.tracks.get(), timeout)
+
+    # -- subscribing -----------------------------------------------------------
+    def _ensure_subscriber(self) -> RTCPeerConnection:
+        if self.subscriber is None:
+            pc = RTCPeerConnection(self._config)
+
+            @pc.on("track")
+            def on_track(track: MediaStreamTrack) -> None:
+                transceiver = next((t for t in pc.getTransceivers()
+                                    if t.receiver.track is track), None)
+                mid = str(transceiver.mid) if transceiver is not None else ""
+                info = self._mapping.get(mid, {})
+                remote = RemoteTrack(track=track, track_id=str(info.get("track", "")),
+                                     participant=str(info.get("participant", "")),
+                                     kind=track.kind, mid=mid)
+                self.remote[mid] = remote
+                self.tracks.put_nowait(remote)
+
+            @pc.on("datachannel")
+            def on_channel(channel: Any) -> None:
+                self._channel = channel
+                channel.on("message", self._on_channel_message)
+
+            self.subscriber = pc
+        return self.subscriber
+
+    def _on_channel_message(self, message: Any) -> None:
+        if isinstance(message, str):
+            self.data.put_nowait({"type": "data", **json.loads(message)})
+
+    async def _answer(self, offer: dict[str, Any]) -> None:
+        try:
+            await self._apply_offer(offer)
+        except Exception:
+            if not self.closed:
+                raise
+
+    async def _apply_offer(self, offer: dict[str, Any]) -> None:
+        pc = self._ensure_subscriber()
+        self._mapping = offer.get("tracks", {})
+        for mid, remote in list(self.remote.items()):
+            info = self._mapping.get(mid)
+            if info is not None and info.get("track") != remote.track_id:
+                self.remote[mid] = RemoteTrack(
+                    track=remote.track, track_id=str(info.get("track", "")),
+                    participant=str(info.get("participant", "")), kind=remote.kind, mid=mid)
+                self.tracks.put_nowait(self.remote[mid])
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        await self.request({"type": "answer", "sdp": pc.localDescription.sdp})
+
+    def track_for(self, track_id: str) -> RemoteTrack | None:
+        return next((r for r in self.remote.values() if r.track_id == track_id), None)
+
+    # -- publishing ------------------------------------------------------------
+    async def publish(self, *tracks: MediaStreamTrack,
+                      sources: list[str] | None = None) -> list[dict[str, Any]]:
+        """Publish tracks on the publish connection; returns the server's track infos."""
+        if self.publisher is None:
+            self.publisher = RTCPeerConnection(self._config)
+        pc = self.publisher
+        added = [pc.addTransceiver(t, direction="sendonly") for t in tracks]
+        return await self._offer(added, sources)
+
+    async def _offer(self, added: list[Any], sources: list[str] | None) -> list[dict[str, Any]]:
+        pc = self.publisher
+        assert pc is not None
+        await pc.setLocalDescription(await pc.createOffer())
+        meta = []
+        for i, transceiver in enumerate(added):
+            source = sources[i] if sources and i < len(sources) else ""
+            meta.append({"mid": transceiver.mid, "source": source})
+        reply = await self.request({"type": "offer", "sdp": pc.localDescription.sdp,
+                                    "tracks": meta})
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=reply["sdp"], type="answer"))
+        tracks: list[dict[str, Any]] = reply["tracks"]
+        return tracks
+
+    async def send_data(self, payload: Any, *, topic: str = "",
+                        to: list[str] | None = None) -> None:
+        """Over the data channel when open, else over the signalling socket."""
+        message: dict[str, Any] = {"payload": payload, "topic": topic}
+        if to is not None:
+            message["to"] = to
+        if self._channel is not None and self._channel.readyState == "open":
+            self._channel.send(json.dumps(message))
+        else:
+            await self.send({"type": "data", **message})
+
+    # -- leaving ---------------------------------------------------------------
+    async def leave(self) -> None:
+        with contextlib.suppress(ClientError, ConnectionError, asyncio.TimeoutError):
+            await self.request({"type": "leave"}, timeout=5.0)
+        await self.close()
+
+    async def close(self) -> None:
+        """Close both peer connections and the socket. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        for pc in (self.publisher, self.subscriber):
+            if pc is not None:
+                await pc.close()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
