@@ -141,7 +141,7 @@ class RoomMedia:
         producer.app_data["track"] = track.id
         member.producers[track.id] = producer
         producer.on_stalled = lambda p, stalled: self._stalled(pid, track.id, stalled)
-        producer.on_close = lambda p: self._unproduced(pid, track.id)
+        producer.add_close_listener(lambda p: self._unproduced(pid, track.id))
         for other in self.members.values():
             if other.participant.id != pid and other.participant.grants.can_subscribe:
                 self._consume(other, track.id, producer)

@@ -118,17 +118,23 @@ class VideoAssembler:
                 return False, None
             self._next = seq
             self._drop_before(seq)
+        before = self._next
         pli = self._emit_ready(now)
-        if self._next is not None and self._next in self._packets:
+        if not self._has_gap():
             self._gap_since = None
-        elif self._packets:
-            if self._gap_since is None:
-                self._gap_since = now
-            elif now - self._gap_since > self._wait or len(self._packets) > MAX_PACKETS:
-                self._give_up()
-                pli = True
-                pli |= self._emit_ready(now)
+        elif self._gap_since is None or self._next != before:
+            self._gap_since = now
+        elif now - self._gap_since > self._wait or len(self._packets) > MAX_PACKETS:
+            self._give_up()
+            pli = True
+            pli |= self._emit_ready(now)
         return pli, None
+
+    def _has_gap(self) -> bool:
+        """A packet is missing at or after ``_next`` while later ones are stored."""
+        if self._next is None or not self._packets:
+            return False
+        return max(self._packets) - self._next + 1 != len(self._packets)
 
     def _emit_ready(self, now: float) -> bool:
         """Send every complete frame starting at ``_next``."""

@@ -16,18 +16,27 @@ decoding or stalling.
   ``RTCRtpSender._send_keyframe``; the SFU replaces that method on its own
   senders to send the request upstream instead.
 - Key frames: ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)``.
+- Bundling: with ``max-bundle`` the first object created (here the data
+  channel's SCTP transport) owns the connection's one DTLS transport, but if
+  a media m-line comes first in the offer aiortc "unbundles" the SCTP side on
+  the answer and stops that very transport. Marking the SCTP transport as
+  already bundled (``RTCSctpTransport._bundled``) avoids it.
 - ICE: ``aioice.ice.get_host_addresses`` chooses host candidates.
 """
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs.base import Encoder
+from aiortc.codecs.vpx import Vp8Encoder
 
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+_DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
 _ENCODER_ATTR = "_RTCRtpSender__encoder"
 _original_host_addresses = aioice.ice.get_host_addresses
 
@@ -36,11 +45,71 @@ class HookError(RuntimeError):
     """The installed aiortc no longer has a hook point the SFU relies on."""
 
 
-def install_assembler(receiver: RTCRtpReceiver, assembler: Any) -> None:
-    """Make ``receiver`` give frames to ``assembler`` instead of its decoder."""
-    if not hasattr(receiver, _JITTER_ATTR):
-        raise HookError("RTCRtpReceiver has no jitter buffer attribute to replace")
+class NoDecodeQueue:
+    """Stands in for a receiver's decoder queue: the decoder thread only ever sees
+    the stop signal, so it never creates a decoder. ``frames_offered`` counts
+    frames that would have been decoded (it stays 0 for the SFU)."""
+
+    def __init__(self) -> None:
+        self._stop: queue.Queue[None] = queue.Queue()
+        self.frames_offered = 0
+
+    def put(self, item: Any) -> None:
+        if item is None:
+            self._stop.put(None)
+        else:
+            self.frames_offered += 1
+
+    def get(self) -> None:
+        return self._stop.get()
+
+
+def install_assembler(receiver: RTCRtpReceiver, assembler: Any) -> NoDecodeQueue:
+    """Make ``receiver`` give frames to ``assembler`` and never to a decoder.
+
+    Must run before the receiver starts (the ``track`` event is early enough).
+    """
+    for attr in (_JITTER_ATTR, _DECODER_QUEUE_ATTR):
+        if not hasattr(receiver, attr):
+            raise HookError(f"RTCRtpReceiver has no {attr} to replace")
+    no_decode = NoDecodeQueue()
     setattr(receiver, _JITTER_ATTR, assembler)
+    setattr(receiver, _DECODER_QUEUE_ATTR, no_decode)
+    return no_decode
+
+
+class ForwardPacker(Encoder):
+    """The codec object of an SFU sender: packs encoded frames, cannot encode.
+
+    ``target_bitrate`` receives the subscriber's REMB estimate (aiortc's sender
+    sets it when a REMB arrives).
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.picture_id = 0
+        self.target_bitrate: int | None = None
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> Any:
+        raise HookError("the SFU never encodes")
+
+    def pack(self, packet: Any) -> tuple[list[bytes], int]:
+        timestamp = int(packet.pts)
+        data = bytes(packet)
+        if self.kind == "audio":
+            return [data], timestamp
+        payloads = Vp8Encoder._packetize(data, self.picture_id)
+        self.picture_id = (self.picture_id + 1) % (1 << 15)
+        return payloads, timestamp
+
+
+def install_packer(sender: RTCRtpSender, kind: str) -> ForwardPacker:
+    """Give ``sender`` a pack-only codec object before it sends its first frame."""
+    if not hasattr(sender, _ENCODER_ATTR):
+        raise HookError("RTCRtpSender has no encoder attribute")
+    packer = ForwardPacker(kind)
+    setattr(sender, _ENCODER_ATTR, packer)
+    return packer
 
 
 def redirect_keyframe_requests(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
@@ -58,6 +127,14 @@ async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
 def sender_encoder(sender: RTCRtpSender) -> Any:
     """The sender's codec object (it only packs for the SFU; see tests)."""
     return getattr(sender, _ENCODER_ATTR, None)
+
+
+def mark_sctp_bundled(pc: RTCPeerConnection) -> None:
+    """Call right after the first ``createDataChannel`` on a max-bundle connection."""
+    sctp = getattr(pc, "_RTCPeerConnection__sctp", None)
+    if sctp is None or not hasattr(sctp, "_bundled"):
+        raise HookError("RTCPeerConnection has no SCTP transport with a _bundled flag")
+    sctp._bundled = True
 
 
 def restrict_host_addresses(addresses: tuple[str, ...]) -> None:

@@ -50,7 +50,7 @@ class Producer:
         self.frames_in = 0
         self.bytes_in = 0
         self.on_stalled: Callable[[Producer, bool], None] | None = None
-        self.on_close: Callable[[Producer], None] | None = None
+        self._close_listeners: list[Callable[[Producer], None]] = []
         self._last_pli = 0.0
         self._pli_wanted = False
         self._created = time.perf_counter()
@@ -59,7 +59,7 @@ class Producer:
             self.assembler = AudioAssembler(self._on_frame, self._on_level)
         else:
             self.assembler = VideoAssembler(self._on_frame, config.frame_wait)
-        install_assembler(receiver, _PliAwareAssembler(self))
+        self.decoder_queue = install_assembler(receiver, _PliAwareAssembler(self))
         self._pli_tasks: set[asyncio.Task[None]] = set()
         self._monitor = asyncio.get_running_loop().create_task(
             self._monitor_loop(), name=f"producer-{producer_id}")
@@ -139,8 +139,12 @@ class Producer:
         for consumer in list(self.consumers):
             consumer.producer_closed()
         self.consumers.clear()
-        if self.on_close is not None:
-            self.on_close(self)
+        for listener in self._close_listeners:
+            listener(self)
+
+    def add_close_listener(self, listener: Callable[[Producer], None]) -> None:
+        """Called once, after the producer and its consumers are closed."""
+        self._close_listeners.append(listener)
 
 
 class _PliAwareAssembler:

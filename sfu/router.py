@@ -38,14 +38,7 @@ class Router:
     ) -> PublishTransport:
         def produced(producer: Producer) -> None:
             self.producers[producer.id] = producer
-            previous = producer.on_close
-
-            def closed(p: Producer) -> None:
-                self.producers.pop(p.id, None)
-                if previous is not None:
-                    previous(p)
-
-            producer.on_close = closed
+            producer.add_close_listener(self._forget)
             on_producer(producer)
 
         transport = PublishTransport(self.config, app_data, produced)
@@ -60,6 +53,9 @@ class Router:
         transport = SubscribeTransport(self.config, app_data, on_offer, on_data)
         self.transports.add(transport)
         return transport
+
+    def _forget(self, producer: Producer) -> None:
+        self.producers.pop(producer.id, None)
 
     async def close_transport(self, transport: PublishTransport | SubscribeTransport) -> None:
         self.transports.discard(transport)

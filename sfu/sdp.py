@@ -85,6 +85,8 @@ def filter_codecs(sdp: str) -> str:
     out = list(session)
     for section in sections:
         parts = section[0][2:].split()
+        if len(parts) < 4:
+            raise SfuError(SfuCode.INVALID_SDP, f"bad m-line {section[0][:80]!r}")
         kind = parts[0]
         if kind not in FORWARDED:
             out.extend(section)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiortc import (
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCDataChannel,
     RTCPeerConnection,
@@ -34,7 +35,12 @@ from aiortc.sdp import candidate_from_sdp
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer, SlotTrack
 from sfu.errors import SfuCode, SfuError
-from sfu.hooks import redirect_keyframe_requests
+from sfu.hooks import (
+    ForwardPacker,
+    install_packer,
+    mark_sctp_bundled,
+    redirect_keyframe_requests,
+)
 from sfu.producer import Producer
 from sfu.sdp import FORWARDED, filter_codecs, media_sections
 
@@ -45,7 +51,10 @@ DATA_CHANNEL_LABEL = "parley"
 
 
 def _new_pc() -> RTCPeerConnection:
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    # One ICE/DTLS transport per connection: m-lines added by a re-offer join it
+    # instead of needing a new ICE negotiation.
+    return RTCPeerConnection(RTCConfiguration(iceServers=[],
+                                              bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
 
 
 async def _add_candidate(pc: RTCPeerConnection, candidate: dict[str, Any] | None) -> None:
@@ -59,6 +68,21 @@ async def _add_candidate(pc: RTCPeerConnection, candidate: dict[str, Any] | None
         await pc.addIceCandidate(ice)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise SfuError(SfuCode.INVALID_CANDIDATE, f"cannot use candidate: {exc}") from exc
+
+
+async def _settle(pc: RTCPeerConnection, timeout: float = 10.0) -> None:
+    """Wait until the first connection attempt has finished.
+
+    aiortc starts senders and receivers only from the connect step that runs
+    after each remote description; a second description applied while the
+    first DTLS handshake is still running leaves the new m-lines unstarted.
+    So the next negotiation waits for the first connect to settle.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while pc.connectionState in ("new", "connecting"):
+        if asyncio.get_running_loop().time() > deadline:
+            return
+        await asyncio.sleep(0.02)
 
 
 class _Transport:
@@ -113,6 +137,8 @@ class PublishTransport(_Transport):
                            f"at most {self.config.max_tracks_per_connection} tracks per "
                            "connection")
         filtered = filter_codecs(sdp)
+        if self.pc.remoteDescription is not None:
+            await _settle(self.pc)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=filtered, type="offer"))
             answer = await self.pc.createAnswer()
@@ -155,9 +181,11 @@ class PublishTransport(_Transport):
 
 
 class _Slot:
-    def __init__(self, transceiver: RTCRtpTransceiver, track: SlotTrack) -> None:
+    def __init__(self, transceiver: RTCRtpTransceiver, track: SlotTrack,
+                 packer: ForwardPacker) -> None:
         self.transceiver = transceiver
         self.track = track
+        self.packer = packer
         self.consumer: Consumer | None = None
 
 
@@ -175,6 +203,7 @@ class SubscribeTransport(_Transport):
         self._awaiting_answer = False
         self.offers_sent = 0
         self.channel: RTCDataChannel = self.pc.createDataChannel(DATA_CHANNEL_LABEL)
+        mark_sctp_bundled(self.pc)
 
         @self.channel.on("message")
         def _message(message: Any) -> None:
@@ -210,7 +239,7 @@ class SubscribeTransport(_Transport):
                   if c.mimeType.split("/")[1].lower() in (*FORWARDED[kind], "rtx")]
         transceiver.setCodecPreferences(wanted)
         redirect_keyframe_requests(transceiver.sender, track.on_keyframe_request)
-        slot = _Slot(transceiver, track)
+        slot = _Slot(transceiver, track, install_packer(transceiver.sender, kind))
         self._slots.append(slot)
         return slot
 
@@ -243,6 +272,7 @@ class SubscribeTransport(_Transport):
             self.offers_sent += 1
             self._on_offer(str(self.pc.localDescription.sdp), self.mapping())
             await self._answered.wait()
+            await _settle(self.pc)
 
     async def set_answer(self, sdp: str) -> None:
         if self.closed:

@@ -66,6 +66,7 @@ def _serve_config(args: argparse.Namespace) -> NodeConfig:
     if args.keys:
         flags["auth"] = {"keys": args.keys}
     config = load_config(path=args.config, overrides=flags)
+    config = replace(config, development=False)
     if not config.auth.keys:
         dev_key = {"dev": secrets.token_urlsafe(24)}
         config = replace(config, development=True, auth=replace(config.auth, keys=dev_key))
@@ -109,6 +110,8 @@ async def _serve(config: NodeConfig) -> None:
     log.info("shutting down")
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
+    # Drain while still listening, so /readyz answers 503 during the grace period.
+    await app[NODE].drain(config.shutdown_grace)
     await runner.cleanup()
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 from aiortc import (
+    RTCBundlePolicy,
     MediaStreamTrack,
     RTCConfiguration,
     RTCIceServer,
@@ -89,7 +90,8 @@ class ParleyClient:
         servers = [RTCIceServer(urls=s["urls"], username=s.get("username"),
                                 credential=s.get("credential"))
                    for s in self.joined.get("ice_servers", [])]
-        self._config = RTCConfiguration(iceServers=servers)
+        self._config = RTCConfiguration(iceServers=servers,
+                                        bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         return self.joined
 
     async def request(self, message: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
