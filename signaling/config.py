@@ -162,7 +162,7 @@ def _apply(obj: Any, values: Mapping[str, Any], where: str) -> Any:
     changes: dict[str, Any] = {}
     for key, value in values.items():
         if key not in hints:
-            raise ConfigError(f"{where.rstrip('.') or 'config'}: unknown setting {key!r}")
+            raise ConfigError(f"unknown setting '{where}{key}'")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, Mapping):

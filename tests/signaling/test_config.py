@@ -112,12 +112,12 @@ def test_unknown_top_level_setting_is_named(tmp_path: Path) -> None:
 
 
 def test_unknown_section_setting_is_named() -> None:
-    with pytest.raises(ConfigError, match=r"signaling\..*'join_timout'"):
+    with pytest.raises(ConfigError, match=r"'signaling\.join_timout'"):
         load_config(env={}, overrides={"signaling": {"join_timout": 1}})
 
 
 def test_unknown_env_setting_in_a_section_is_named() -> None:
-    with pytest.raises(ConfigError, match="'max_rooms'"):
+    with pytest.raises(ConfigError, match=r"'rooms\.max_rooms'"):
         load_config(env={"PARLEY_ROOMS_MAX_ROOMS": "3"})
 
 
