@@ -13,12 +13,13 @@ from conference.errors import ConferenceCode, ConferenceError
 from conference.events import LeaveReason
 from conference.ids import Identity, NodeId, ParticipantId, RoomName, new_participant_id
 from conference.media import RoomMedia
-from conference.metrics import ConferenceMetrics
+from conference.metrics import ConferenceMetrics, MediaCollector
 from conference.participant import EventSink, Participant
 from conference.permissions import Grants
 from conference.registry import RoomRegistry
 from conference.room import Room
 from sfu.config import SfuConfig
+from sfu.stats import ForwardingStats
 
 log = logging.getLogger("parley.rooms")
 
@@ -62,6 +63,23 @@ class RoomManager:
         self._release_tasks: set[asyncio.Task[None]] = set()
         self.draining = False
         self._closed = False
+        self._closed_stats = ForwardingStats()
+        metrics.registry.register(MediaCollector(self.media_snapshot))
+
+    def media_snapshot(self) -> tuple[ForwardingStats, dict[str, int]]:
+        """Cumulative forwarding stats of every room, and live SFU object counts."""
+        total = ForwardingStats()
+        total.add(self._closed_stats)
+        counts = {"producers": 0, "consumers": 0, "peer_connections": 0}
+        for room in self._rooms.values():
+            if room.media is None:
+                continue
+            router = room.media.router
+            total.add(router.stats)
+            counts["producers"] += len(router.producers)
+            counts["peer_connections"] += len(router.transports)
+            counts["consumers"] += sum(len(p.consumers) for p in router.producers.values())
+        return total, counts
 
     @property
     def node(self) -> NodeId:
@@ -177,6 +195,7 @@ class RoomManager:
         room.close(reason, message)
         self._rooms.pop(room.name, None)
         if room.media is not None:
+            self._closed_stats.add(room.media.router.stats)
             self._spawn(room.media.close())
         self._metrics.rooms.set(len(self._rooms))
         self._metrics.participants.set(self.participant_count())

@@ -27,3 +27,6 @@ class SfuConfig:
     """Audio level (-dBov, 0 loudest … 127 silence) below which a speaker counts as active."""
     consumer_queue: int = 64
     """Frames queued per subscriber before it is resynchronised with a key frame."""
+    transcode: bool = False
+    """Benchmark baseline only: decode each track once and re-encode it for every
+    subscriber (what aiortc's MediaRelay does) instead of forwarding."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from sfu.frames import EncodedFrame
+from sfu.stats import ForwardingStats
 
 if TYPE_CHECKING:
     from sfu.producer import Producer
@@ -27,12 +29,13 @@ class SlotTrack(MediaStreamTrack):
     continuous across them, so a reused m-line never jumps backwards.
     """
 
-    def __init__(self, kind: str, queue_size: int) -> None:
+    def __init__(self, kind: str, queue_size: int, stats: ForwardingStats | None = None) -> None:
         super().__init__()
+        self._stats = stats or ForwardingStats()
         self.kind = kind
         self._clock = VIDEO_CLOCK if kind == "video" else AUDIO_CLOCK
         self._time_base = fractions.Fraction(1, self._clock)
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[tuple[Any, float]] = asyncio.Queue(queue_size)
         self._offset: int | None = None
         self._last_pts = 0
         self.consumer: Consumer | None = None
@@ -46,7 +49,10 @@ class SlotTrack(MediaStreamTrack):
     async def recv(self) -> Any:
         if self.readyState != "live":
             raise MediaStreamError
-        return await self._queue.get()
+        packet, received_at = await self._queue.get()
+        if received_at:
+            self._stats.observe_latency(time.perf_counter() - received_at)
+        return packet
 
     def attach(self, consumer: Consumer) -> None:
         self.consumer = consumer
@@ -67,11 +73,20 @@ class SlotTrack(MediaStreamTrack):
             step = 3000 if self.kind == "video" else 960
             self._offset = self._last_pts + step - frame.timestamp
         pts = (frame.timestamp + self._offset) & 0xFFFFFFFF
-        packet = av.Packet(frame.data)
-        packet.pts = pts
-        packet.time_base = self._time_base
+        items: list[Any]
+        if frame.decoded:  # transcoding baseline: the sender encodes these
+            items = list(frame.decoded)
+            for item in items:
+                item.pts = pts
+                item.time_base = self._time_base
+        else:
+            packet = av.Packet(frame.data)
+            packet.pts = pts
+            packet.time_base = self._time_base
+            items = [packet]
         try:
-            self._queue.put_nowait(packet)
+            for item in items:
+                self._queue.put_nowait((item, frame.received_at))
         except asyncio.QueueFull:
             self._clear()
             return False

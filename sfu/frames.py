@@ -32,6 +32,8 @@ class EncodedFrame:
     tid: int | None = None
     received_at: float = 0.0
     """``time.perf_counter()`` when the frame's last packet arrived."""
+    decoded: tuple[Any, ...] = ()
+    """Decoded frames; only in the transcoding baseline (``SfuConfig.transcode``)."""
 
 
 FrameSink = Callable[[EncodedFrame], None]

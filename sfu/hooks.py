@@ -35,6 +35,8 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 
+from sfu.stats import ForwardingStats
+
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
 _ENCODER_ATTR = "_RTCRtpSender__encoder"
@@ -85,10 +87,11 @@ class ForwardPacker(Encoder):
     sets it when a REMB arrives).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, stats: ForwardingStats | None = None) -> None:
         self.kind = kind
         self.picture_id = 0
         self.target_bitrate: int | None = None
+        self.stats = stats or ForwardingStats()
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> Any:
         raise HookError("the SFU never encodes")
@@ -97,17 +100,23 @@ class ForwardPacker(Encoder):
         timestamp = int(packet.pts)
         data = bytes(packet)
         if self.kind == "audio":
-            return [data], timestamp
-        payloads = Vp8Encoder._packetize(data, self.picture_id)
-        self.picture_id = (self.picture_id + 1) % (1 << 15)
+            payloads = [data]
+        else:
+            payloads = Vp8Encoder._packetize(data, self.picture_id)
+            self.picture_id = (self.picture_id + 1) % (1 << 15)
+        stats = self.stats
+        stats.frames_out += 1
+        stats.packets_out += len(payloads)
+        stats.bytes_out += len(data)
         return payloads, timestamp
 
 
-def install_packer(sender: RTCRtpSender, kind: str) -> ForwardPacker:
+def install_packer(sender: RTCRtpSender, kind: str,
+                   stats: ForwardingStats | None = None) -> ForwardPacker:
     """Give ``sender`` a pack-only codec object before it sends its first frame."""
     if not hasattr(sender, _ENCODER_ATTR):
         raise HookError("RTCRtpSender has no encoder attribute")
-    packer = ForwardPacker(kind)
+    packer = ForwardPacker(kind, stats)
     setattr(sender, _ENCODER_ATTR, packer)
     return packer
 

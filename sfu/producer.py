@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiortc import RTCRtpReceiver
+from aiortc import RTCRtpCodecParameters, RTCRtpReceiver
+from aiortc.codecs import get_decoder
+from aiortc.jitterbuffer import JitterFrame
 
 from sfu.config import SfuConfig
 from sfu.frames import AudioAssembler, EncodedFrame, VideoAssembler
@@ -60,6 +63,9 @@ class Producer:
         else:
             self.assembler = VideoAssembler(self._on_frame, config.frame_wait)
         self.decoder_queue = install_assembler(receiver, _PliAwareAssembler(self))
+        self._decoder: Any = None
+        if config.transcode:
+            self._decoder = _baseline_decoder(kind)
         self._pli_tasks: set[asyncio.Task[None]] = set()
         self._monitor = asyncio.get_running_loop().create_task(
             self._monitor_loop(), name=f"producer-{producer_id}")
@@ -70,6 +76,9 @@ class Producer:
         self.bytes_in += len(frame.data)
         if self.paused:
             return
+        if self._decoder is not None:
+            decoded = tuple(self._decoder.decode(JitterFrame(frame.data, frame.timestamp)))
+            frame = dataclasses.replace(frame, decoded=decoded)
         for consumer in list(self.consumers):
             consumer.deliver(frame)
 
@@ -145,6 +154,15 @@ class Producer:
     def add_close_listener(self, listener: Callable[[Producer], None]) -> None:
         """Called once, after the producer and its consumers are closed."""
         self._close_listeners.append(listener)
+
+
+def _baseline_decoder(kind: str) -> Any:
+    """A decoder for the transcoding baseline (never used when forwarding)."""
+    if kind == "audio":
+        codec = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2)
+    else:
+        codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000)
+    return get_decoder(codec)
 
 
 class _PliAwareAssembler:

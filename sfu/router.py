@@ -9,6 +9,7 @@ from typing import Any
 
 from sfu.config import SfuConfig
 from sfu.producer import Producer
+from sfu.stats import ForwardingStats
 from sfu.transport import PublishTransport, SubscribeTransport
 
 Speakers = list[tuple[dict[str, Any], int]]
@@ -27,6 +28,7 @@ class Router:
         self.config = config
         self.transports: set[PublishTransport | SubscribeTransport] = set()
         self.producers: dict[str, Producer] = {}
+        self.stats = ForwardingStats()
         self._on_active_speakers = on_active_speakers
         self._last_speakers: list[str] = []
         self.closed = False
@@ -50,7 +52,7 @@ class Router:
         on_offer: Callable[[str, dict[str, dict[str, Any]]], None],
         on_data: Callable[[str], None] | None = None,
     ) -> SubscribeTransport:
-        transport = SubscribeTransport(self.config, app_data, on_offer, on_data)
+        transport = SubscribeTransport(self.config, app_data, on_offer, on_data, self.stats)
         self.transports.add(transport)
         return transport
 

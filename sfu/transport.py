@@ -43,6 +43,7 @@ from sfu.hooks import (
 )
 from sfu.producer import Producer
 from sfu.sdp import FORWARDED, filter_codecs, media_sections
+from sfu.stats import ForwardingStats
 
 log = logging.getLogger("parley.sfu.transport")
 _ids = itertools.count(1)
@@ -66,7 +67,8 @@ async def _add_candidate(pc: RTCPeerConnection, candidate: dict[str, Any] | None
         ice.sdpMid = candidate.get("sdpMid")
         ice.sdpMLineIndex = candidate.get("sdpMLineIndex")
         await pc.addIceCandidate(ice)
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError,
+            AssertionError) as exc:  # aiortc's candidate_from_sdp asserts on short lines
         raise SfuError(SfuCode.INVALID_CANDIDATE, f"cannot use candidate: {exc}") from exc
 
 
@@ -182,7 +184,7 @@ class PublishTransport(_Transport):
 
 class _Slot:
     def __init__(self, transceiver: RTCRtpTransceiver, track: SlotTrack,
-                 packer: ForwardPacker) -> None:
+                 packer: ForwardPacker | None) -> None:
         self.transceiver = transceiver
         self.track = track
         self.packer = packer
@@ -192,8 +194,10 @@ class _Slot:
 class SubscribeTransport(_Transport):
     def __init__(self, config: SfuConfig, app_data: dict[str, Any],
                  on_offer: Callable[[str, dict[str, dict[str, Any]]], None],
-                 on_data: Callable[[str], None] | None = None) -> None:
+                 on_data: Callable[[str], None] | None = None,
+                 stats: ForwardingStats | None = None) -> None:
         super().__init__(config, app_data)
+        self._stats = stats or ForwardingStats()
         self._on_offer = on_offer
         self._on_data = on_data
         self._slots: list[_Slot] = []
@@ -232,14 +236,17 @@ class SubscribeTransport(_Transport):
         return consumer
 
     def _new_slot(self, kind: str) -> _Slot:
-        track = SlotTrack(kind, self.config.consumer_queue)
+        track = SlotTrack(kind, self.config.consumer_queue, self._stats)
         transceiver = self.pc.addTransceiver(track, direction="sendonly")
         caps = RTCRtpSender.getCapabilities(kind)
         wanted = [c for c in caps.codecs
                   if c.mimeType.split("/")[1].lower() in (*FORWARDED[kind], "rtx")]
         transceiver.setCodecPreferences(wanted)
-        redirect_keyframe_requests(transceiver.sender, track.on_keyframe_request)
-        slot = _Slot(transceiver, track, install_packer(transceiver.sender, kind))
+        packer = None
+        if not self.config.transcode:
+            redirect_keyframe_requests(transceiver.sender, track.on_keyframe_request)
+            packer = install_packer(transceiver.sender, kind, self._stats)
+        slot = _Slot(transceiver, track, packer)
         self._slots.append(slot)
         return slot
 

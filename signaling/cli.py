@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import signal
@@ -21,6 +22,7 @@ from signaling.app import create_app
 from signaling.appkeys import NODE
 from signaling.auth import mint_token
 from signaling.config import ConfigError, NodeConfig, load_config, parse_keys
+from signaling.loadtest import LoadSpec, run_load
 from signaling.logs import setup_logging
 
 log = logging.getLogger("parley")
@@ -54,7 +56,28 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--config", "-c", help="YAML config file to read keys from")
     token.add_argument("--keys", help="key:secret pairs; the first is used unless --key")
     token.add_argument("--key", help="which API key to sign with")
+    load = sub.add_parser("loadtest", help="synthetic publishers and subscribers against a node")
+    load.add_argument("--url", default="http://127.0.0.1:8080")
+    load.add_argument("--keys", required=True, help="key:secret of the node")
+    load.add_argument("--rooms", type=int, default=1)
+    load.add_argument("--publishers", type=int, default=1, help="per room")
+    load.add_argument("--subscribers", type=int, default=2, help="per room")
+    load.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    load.add_argument("--bitrate", type=int, default=1_000_000, help="video clip bitrate")
+    load.add_argument("--no-audio", action="store_true")
+    load.add_argument("--room-prefix", default="load")
     return parser
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    key, secret = next(iter(parse_keys(args.keys).items()))
+    spec = LoadSpec(url=args.url, key=key, secret=secret, rooms=args.rooms,
+                    publishers=args.publishers, subscribers=args.subscribers,
+                    duration=args.duration, audio=not args.no_audio, bitrate=args.bitrate,
+                    room_prefix=args.room_prefix)
+    result = asyncio.run(run_load(spec))
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 def _serve_config(args: argparse.Namespace) -> NodeConfig:
@@ -146,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "token":
             return _token(args)
+        if args.command == "loadtest":
+            return _loadtest(args)
         config = _serve_config(args)
     except ConfigError as exc:
         print(f"parley: {exc}", file=sys.stderr)

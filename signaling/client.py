@@ -19,18 +19,22 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiortc import (
-    RTCBundlePolicy,
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
     RTCSessionDescription,
 )
+
+from sfu.frames import AudioAssembler, EncodedFrame, VideoAssembler
+from sfu.hooks import install_assembler, redirect_keyframe_requests
 
 
 class ClientError(Exception):
@@ -51,11 +55,16 @@ class RemoteTrack:
 
 
 class ParleyClient:
-    def __init__(self, url: str, token: str, *, media: bool = True) -> None:
+    def __init__(self, url: str, token: str, *, media: bool = True, decode: bool = True) -> None:
+        """``decode=False``: remote tracks are reassembled and counted, never decoded
+        (``frame_counts``, ``first_frame_at``); for load generation."""
         base = url.rstrip("/")
         self._ws_url = base.replace("https://", "wss://").replace("http://", "ws://") + "/rtc"
         self._token = token
         self._media = media
+        self._decode = decode
+        self.frame_counts: dict[str, int] = {}
+        self.first_frame_at: dict[str, float] = {}
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -157,6 +166,8 @@ class ParleyClient:
                 transceiver = next((t for t in pc.getTransceivers()
                                     if t.receiver.track is track), None)
                 mid = str(transceiver.mid) if transceiver is not None else ""
+                if not self._decode and transceiver is not None:
+                    self._count_frames(transceiver.receiver, track.kind, mid)
                 info = self._mapping.get(mid, {})
                 remote = RemoteTrack(track=track, track_id=str(info.get("track", "")),
                                      participant=str(info.get("participant", "")),
@@ -171,6 +182,17 @@ class ParleyClient:
 
             self.subscriber = pc
         return self.subscriber
+
+    def _count_frames(self, receiver: Any, kind: str, mid: str) -> None:
+        def counted(frame: EncodedFrame) -> None:
+            if mid not in self.first_frame_at:
+                if kind == "video" and not frame.keyframe:
+                    return
+                self.first_frame_at[mid] = time.perf_counter()
+            self.frame_counts[mid] = self.frame_counts.get(mid, 0) + 1
+
+        assembler = AudioAssembler(counted) if kind == "audio" else VideoAssembler(counted, 0.3)
+        install_assembler(receiver, assembler)
 
     def _on_channel_message(self, message: Any) -> None:
         if isinstance(message, str):
@@ -208,6 +230,10 @@ class ParleyClient:
             self.publisher = RTCPeerConnection(self._config)
         pc = self.publisher
         added = [pc.addTransceiver(t, direction="sendonly") for t in tracks]
+        for transceiver, track in zip(added, tracks, strict=True):
+            restart = getattr(track, "restart", None)
+            if callable(restart):  # pre-encoded: a key-frame request restarts the clip
+                redirect_keyframe_requests(transceiver.sender, restart)
         return await self._offer(added, sources)
 
     async def _offer(self, added: list[Any], sources: list[str] | None) -> list[dict[str, Any]]:

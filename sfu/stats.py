@@ -1,0 +1,33 @@
+"""Forwarding counters of one Router, read by the conference layer's metrics collector."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
+"""Upper bounds (seconds) of the in → out latency histogram."""
+
+
+@dataclass
+class ForwardingStats:
+    """Cumulative; shared by every sender of a router. Plain ints: updated on the loop."""
+
+    frames_out: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+
+    def observe_latency(self, seconds: float) -> None:
+        """Frame's last packet in → frame handed to the packetizer."""
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    def add(self, other: ForwardingStats) -> None:
+        self.frames_out += other.frames_out
+        self.packets_out += other.packets_out
+        self.bytes_out += other.bytes_out
+        for i, count in enumerate(other.latency_counts):
+            self.latency_counts[i] += count
+        self.latency_sum += other.latency_sum

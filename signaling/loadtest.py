@@ -1,0 +1,112 @@
+"""``parley loadtest``: synthetic rooms of publishers and subscribers against a node.
+
+Publishers loop pre-encoded VP8 (and Opus) packets, so they spend no CPU on
+encoding; subscribers reassemble and count frames without decoding. Every
+phase is bounded in time; the result is one JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from signaling.auth import mint_token
+from signaling.client import ParleyClient
+from signaling.media import EncodedClip, EncodedTrack, encode_audio, encode_video
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadSpec:
+    url: str
+    key: str
+    secret: str
+    rooms: int = 1
+    publishers: int = 1
+    subscribers: int = 2
+    duration: float = 10.0
+    audio: bool = True
+    bitrate: int = 1_000_000
+    room_prefix: str = "load"
+    join_timeout: float = 20.0
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _start_publisher(spec: LoadSpec, room: str, n: int, video: EncodedClip,
+                           audio: EncodedClip | None) -> ParleyClient:
+    token = mint_token(key=spec.key, secret=spec.secret, room=room, identity=f"pub-{n}",
+                       role="speaker", ttl=spec.duration + 600)
+    client = ParleyClient(spec.url, token, media=True, decode=False)
+    await client.connect()
+    tracks = [EncodedTrack(video)] + ([EncodedTrack(audio)] if audio else [])
+    await client.publish(*tracks)
+    return client
+
+
+async def _start_subscriber(spec: LoadSpec, room: str, n: int) -> tuple[ParleyClient, float]:
+    token = mint_token(key=spec.key, secret=spec.secret, room=room, identity=f"sub-{n}",
+                       role="listener", ttl=spec.duration + 600)
+    client = ParleyClient(spec.url, token, media=True, decode=False)
+    started = time.perf_counter()
+    await client.connect()
+    return client, started
+
+
+async def run_load(spec: LoadSpec) -> dict[str, Any]:
+    """Start every room, hold the load for ``duration``, close everything; report."""
+    video = encode_video(seconds=2.0, bitrate=spec.bitrate)
+    audio = encode_audio(seconds=1.0) if spec.audio else None
+    publishers: list[ParleyClient] = []
+    subscribers: list[tuple[ParleyClient, float]] = []
+    try:
+        async with asyncio.timeout(spec.join_timeout):
+            for r in range(spec.rooms):
+                room = f"{spec.room_prefix}-{r}"
+                publishers += await asyncio.gather(*(
+                    _start_publisher(spec, room, p, video, audio)
+                    for p in range(spec.publishers)))
+            for r in range(spec.rooms):
+                room = f"{spec.room_prefix}-{r}"
+                subscribers += await asyncio.gather(*(
+                    _start_subscriber(spec, room, s) for s in range(spec.subscribers)))
+        warm = time.perf_counter()
+        await asyncio.sleep(min(3.0, spec.duration / 3))
+        counts_before = sum(sum(c.frame_counts.values()) for c, _ in subscribers)
+        measured_from = time.perf_counter()
+        await asyncio.sleep(spec.duration)
+        measured = time.perf_counter() - measured_from
+        counts_after = sum(sum(c.frame_counts.values()) for c, _ in subscribers)
+        first_frames = []
+        for client, started in subscribers:
+            video_mids = [mid for mid, r in client.remote.items() if r.kind == "video"]
+            times = [client.first_frame_at[m] - started for m in video_mids
+                     if m in client.first_frame_at]
+            first_frames += times
+        expected_streams = spec.rooms * spec.publishers * spec.subscribers
+        return {
+            "spec": {k: v for k, v in asdict(spec).items() if k != "secret"},
+            "video_streams": expected_streams,
+            "video_streams_receiving": len(first_frames),
+            "frames_received_per_second": (counts_after - counts_before) / measured,
+            "join_to_first_frame_p50": _quantile(first_frames, 0.5),
+            "join_to_first_frame_p99": _quantile(first_frames, 0.99),
+            "setup_seconds": warm - measured_from + measured,
+            "measured_seconds": measured,
+            "clip_bitrate": sum(len(f) for f in video.frames) * 8 / (len(video.frames) /
+                                                                     video.fps),
+            "clip_fps": video.fps,
+            "first_frame_mean": statistics.fmean(first_frames) if first_frames else None,
+        }
+    finally:
+        for client in [c for c, _ in subscribers] + publishers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), 5.0)
