@@ -15,6 +15,7 @@ class ConferenceCode(StrEnum):
     UNKNOWN_PARTICIPANT = "unknown_participant"
     NODE_DRAINING = "node_draining"
     MEDIA_DISABLED = "media_disabled"
+    METADATA_TOO_LARGE = "metadata_too_large"
 
 
 class ConferenceError(Exception):

@@ -130,7 +130,8 @@ class Room:
     ) -> Participant:
         p = self._require(pid)
         if metadata is not None and len(metadata.encode()) > self._config.max_metadata_bytes:
-            raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "metadata too large")
+            raise ConferenceError(ConferenceCode.METADATA_TOO_LARGE,
+                                  f"metadata is limited to {self._config.max_metadata_bytes} bytes")
         if name is not None:
             p.name = name
         if metadata is not None:

@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_PARTICIPANT = "unknown_participant"
     NODE_DRAINING = "node_draining"
     MEDIA_DISABLED = "media_disabled"
+    METADATA_TOO_LARGE = "metadata_too_large"
     # media (SFU)
     INVALID_SDP = "invalid_sdp"
     NO_SUPPORTED_CODEC = "no_supported_codec"

@@ -39,6 +39,9 @@ async def handle_join(s: SignalSession, m: ClientMessage) -> None:
         wanted = m.body.get("room") or s.url_room
         if wanted is not None and wanted != claims.grants.room:
             raise SignalError(ErrorCode.WRONG_ROOM, "the token is for another room")
+        if claims.grants.room == "*":
+            raise SignalError(ErrorCode.WRONG_ROOM,
+                              "a token for every room (\"*\") is for the admin API only")
         if not claims.grants.room_join:
             raise SignalError(ErrorCode.JOIN_NOT_ALLOWED, "the token does not grant room_join")
     except SignalError as err:

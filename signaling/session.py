@@ -87,7 +87,8 @@ class SignalSession:
                 if msg.type == WSMsgType.TEXT:
                     await self._on_text(msg.data)
                 elif msg.type == WSMsgType.BINARY:
-                    self.send_error(ErrorCode.BINARY_NOT_SUPPORTED, "send JSON text frames")
+                    if self._allow():
+                        self.send_error(ErrorCode.BINARY_NOT_SUPPORTED, "send JSON text frames")
                 elif msg.type == WSMsgType.PING:
                     await self.ws.pong(msg.data)
                 elif msg.type == WSMsgType.ERROR:
@@ -121,12 +122,7 @@ class SignalSession:
                             f"messages are limited to {self._cfg.max_message_bytes} bytes")
             self.close(CloseCode.MESSAGE_TOO_BIG, "message too large")
             return
-        if not self._bucket.take():
-            self.node.metrics.received("invalid")
-            self.send_error(ErrorCode.RATE_LIMITED, "too many messages; slow down")
-            if self._strikes.strike():
-                self._leave_reason = LeaveReason.PROTOCOL_VIOLATION
-                self.close(CloseCode.RATE_LIMITED, "rate limit exceeded")
+        if not self._allow():
             return
         try:
             message = parse_message(data)
@@ -144,6 +140,17 @@ class SignalSession:
         except Exception:
             log.exception("handler failed", extra=self.log_extra())
             self.send_error(ErrorCode.INTERNAL_ERROR, "internal error", message.id)
+
+    def _allow(self) -> bool:
+        """Take a token; on refusal send rate_limited and, on sustained abuse, close."""
+        if self._bucket.take():
+            return True
+        self.node.metrics.received("invalid")
+        self.send_error(ErrorCode.RATE_LIMITED, "too many messages; slow down")
+        if self._strikes.strike():
+            self._leave_reason = LeaveReason.PROTOCOL_VIOLATION
+            self.close(CloseCode.RATE_LIMITED, "rate limit exceeded")
+        return False
 
     async def _write_loop(self) -> None:
         while True:
