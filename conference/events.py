@@ -169,6 +169,76 @@ class ConnectionFailed:
     target: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class PermissionChanged:
+    """Sent to one participant: its grants changed (promoted, demoted)."""
+
+    room: RoomName
+    grants: dict[str, Any]
+    reason: str
+    by: ParticipantId | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeakerRequested:
+    """Sent to moderators: a listener asks to speak."""
+
+    room: RoomName
+    participant: ParticipantInfo
+    message: str
+    expires_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeakerRequestResolved:
+    """Sent to the requester and the moderators."""
+
+    room: RoomName
+    participant: ParticipantId
+    outcome: str
+    """approved | denied | cancelled | timeout"""
+    by: ParticipantId | None
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageInvited:
+    """Sent to one listener: a moderator (None: the admin API) invites it on stage."""
+
+    room: RoomName
+    by: ParticipantId | None
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageInviteResolved:
+    """Sent to the invitee and the moderators."""
+
+    room: RoomName
+    participant: ParticipantId
+    outcome: str
+    """accepted | declined | cancelled | timeout"""
+    by: ParticipantId | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackMuted:
+    """Sent to a track's publisher: a moderator muted (or unmuted) it."""
+
+    room: RoomName
+    track: TrackInfo
+    by: ParticipantId | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Removed:
+    """Sent to one participant just before its ``disconnect``: a moderator removed it."""
+
+    room: RoomName
+    by: ParticipantId | None
+    reason: str
+
+
 RoomEvent = (
     ParticipantJoined
     | ParticipantLeft
@@ -181,4 +251,11 @@ RoomEvent = (
     | SubscriberOffer
     | ActiveSpeakers
     | ConnectionFailed
+    | PermissionChanged
+    | SpeakerRequested
+    | SpeakerRequestResolved
+    | StageInvited
+    | StageInviteResolved
+    | TrackMuted
+    | Removed
 )

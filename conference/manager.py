@@ -10,7 +10,7 @@ from typing import Any
 
 from conference.config import RoomConfig
 from conference.errors import ConferenceCode, ConferenceError
-from conference.events import LeaveReason
+from conference.events import LeaveReason, Removed
 from conference.ids import Identity, NodeId, ParticipantId, RoomName, new_participant_id
 from conference.media import RoomMedia
 from conference.metrics import ConferenceMetrics, MediaCollector
@@ -36,6 +36,9 @@ class JoinRequest:
     sink: EventSink
     media: bool = False
     """Open a subscribe connection (and allow publishing) through the SFU."""
+    token_expires: float = 0.0
+    token_id: str = ""
+    """Identifies the join token (its ``jti``, else a hash); a removed token cannot rejoin."""
 
 
 class RoomManager:
@@ -113,17 +116,22 @@ class RoomManager:
             self._metrics.rooms_created.inc()
             log.info("room created", extra={"room": request.room})
             await self._registry.claim_room(request.room, self._node)
+        if request.token_id and room.is_banned(request.token_id):
+            raise ConferenceError(ConferenceCode.BANNED,
+                                  "removed from this room; a new token is needed to rejoin")
         older = room.by_identity(request.identity)
         if older is not None:
             self._leave(room, older.id, LeaveReason.DUPLICATE_IDENTITY,
                         notify="the same identity joined from another session")
         participant = Participant(
+            token_id=request.token_id,
             id=new_participant_id(),
             identity=request.identity,
             name=request.name,
             metadata=request.metadata,
             grants=request.grants,
             sink=request.sink,
+            token_expires=request.token_expires,
         )
         room.add(participant)  # raises room_full / room_closed
         if request.media:
@@ -148,6 +156,21 @@ class RoomManager:
         if room is None:
             return False
         return self._leave(room, pid, reason, notify)
+
+    def remove(self, room_name: RoomName, pid: ParticipantId, *, reason: str,
+               by: ParticipantId | None, token_expires: float | None = None) -> bool:
+        """Remove a participant (moderator or admin): it is told why and its token is barred
+        from this room until the token expires."""
+        room = self._rooms.get(room_name)
+        participant = room.get(pid) if room else None
+        if room is None or participant is None:
+            return False
+        if participant.token_id:
+            room.ban(participant.token_id, token_expires or participant.token_expires)
+        participant.deliver(Removed(room=room_name, by=by, reason=reason))
+        log.info("participant removed", extra={"room": room_name, "participant": pid,
+                                               "by": by, "reason": reason})
+        return self._leave(room, pid, LeaveReason.REMOVED, reason or "removed by a moderator")
 
     def _leave(
         self, room: Room, pid: ParticipantId, reason: LeaveReason, notify: str | None

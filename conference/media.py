@@ -160,6 +160,17 @@ class RoomMedia:
         if self.room.get(pid) is not None:
             self.room.set_track_stalled(pid, tid, stalled)
 
+    def stop_publishing(self, pid: ParticipantId) -> None:
+        """Stop forwarding this participant's media now and close its publish connection."""
+        member = self.members.get(pid)
+        if member is None or member.publisher is None:
+            return
+        transport, member.publisher = member.publisher, None
+        for producer in list(member.producers.values()):
+            producer.paused = True  # nothing more reaches anyone, even before the close
+        member.producers.clear()
+        self._spawn(self.router.close_transport(transport))
+
     def mid_of(self, pid: ParticipantId, tid: TrackId) -> str | None:
         member = self.members.get(pid)
         producer = member.producers.get(tid) if member else None

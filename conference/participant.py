@@ -25,6 +25,8 @@ class Participant:
     grants: Grants
     sink: EventSink
     joined_at: float = field(default_factory=time.time)
+    token_id: str = ""
+    token_expires: float = 0.0
     tracks: dict[TrackId, TrackInfo] = field(default_factory=dict)
 
     @property

@@ -7,7 +7,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from conference.config import RoomConfig
+from conference.config import RoomConfig, RoomOptions
 from conference.errors import ConferenceCode, ConferenceError
 from conference.events import (
     DataReceived,
@@ -16,6 +16,7 @@ from conference.events import (
     ParticipantJoined,
     ParticipantLeft,
     ParticipantUpdated,
+    PermissionChanged,
     RoomEvent,
     TrackInfo,
     TrackKind,
@@ -26,6 +27,8 @@ from conference.events import (
 )
 from conference.ids import Identity, ParticipantId, RoomName, TrackId, new_track_id
 from conference.participant import Participant
+from conference.permissions import Grants
+from conference.stage import Stage
 
 if TYPE_CHECKING:
     from conference.media import RoomMedia
@@ -49,6 +52,10 @@ class Room:
         self.closed = False
         self.media: RoomMedia | None = None
         """The SFU side of the room; set by the RoomManager when media is enabled."""
+        self.options: RoomOptions = config.options()
+        self.stage = Stage(self)
+        self._banned: dict[str, float] = {}
+        """Token ids removed from this room → when the token expires."""
 
     # -- queries ---------------------------------------------------------
     @property
@@ -70,6 +77,41 @@ class Room:
     def visible_participants(self, exclude: ParticipantId | None = None) -> list[Participant]:
         return [p for p in self._participants.values() if not p.hidden and p.id != exclude]
 
+    def moderators(self) -> list[Participant]:
+        return [p for p in self._participants.values() if p.grants.room_admin]
+
+    def speaker_count(self, exclude: ParticipantId | None = None) -> int:
+        return sum(1 for p in self._participants.values()
+                   if p.grants.can_publish and not p.hidden and p.id != exclude)
+
+    def stage_full(self, exclude: ParticipantId | None = None) -> bool:
+        cap = self.options.max_speakers
+        return cap > 0 and self.speaker_count(exclude) >= cap
+
+    def ban(self, token_id: str, until: float) -> None:
+        """The token that joined as a removed participant may not rejoin until it expires."""
+        now = time.time()
+        self._banned = {t: u for t, u in self._banned.items() if u > now}
+        self._banned[token_id] = until
+
+    def is_banned(self, token_id: str) -> bool:
+        return self._banned.get(token_id, 0.0) > time.time()
+
+    def set_grants(self, pid: ParticipantId, grants: Grants, *, reason: str,
+                   by: ParticipantId | None) -> Participant:
+        """Change a participant's grants live: it is told, the room sees the update."""
+        p = self._require(pid)
+        p.grants = grants
+        p.deliver(PermissionChanged(room=self.name, grants=grants.to_wire(), reason=reason,
+                                    by=by))
+        self._announce_update(p)
+        return p
+
+    def to_moderators(self, event: RoomEvent, exclude: ParticipantId | None = None) -> None:
+        for p in self.moderators():
+            if p.id != exclude:
+                p.deliver(event)
+
     def _require(self, pid: ParticipantId) -> Participant:
         p = self._participants.get(pid)
         if p is None:
@@ -80,6 +122,10 @@ class Room:
     def add(self, participant: Participant) -> None:
         if self.closed:
             raise ConferenceError(ConferenceCode.ROOM_CLOSED, "room is closed")
+        if participant.grants.can_publish and not participant.hidden and self.stage_full():
+            raise ConferenceError(
+                ConferenceCode.STAGE_FULL,
+                f"the stage is full ({self.options.max_speakers} speakers); join as a listener")
         if len(self._participants) >= self._config.max_participants:
             raise ConferenceError(
                 ConferenceCode.ROOM_FULL,
@@ -98,6 +144,7 @@ class Room:
         participant = self._participants.pop(pid, None)
         if participant is None:
             return False
+        self.stage.forget(pid)
         if notify is not None:
             participant.deliver(Disconnected(room=self.name, reason=reason, message=notify))
         if not participant.hidden:
@@ -120,6 +167,7 @@ class Room:
         if self.closed:
             return
         self.closed = True
+        self.stage.close()
         for p in list(self._participants.values()):
             p.deliver(Disconnected(room=self.name, reason=reason, message=message))
         self._participants.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Mapping
@@ -29,6 +30,8 @@ class Claims:
     grants: Grants
     expires_at: float
     jti: str | None
+    token_id: str
+    """``jti`` when present, else a hash of the token: what a removal bars from rejoining."""
 
 
 def _fail(code: ErrorCode, message: str) -> SignalError:
@@ -78,10 +81,10 @@ class TokenVerifier:
             raise _fail(ErrorCode.INVALID_ALGORITHM, str(exc)) from exc
         except jwt.PyJWTError as exc:
             raise _fail(ErrorCode.INVALID_TOKEN, str(exc)) from exc
-        return _claims_from(key, claims)
+        return _claims_from(key, claims, token)
 
 
-def _claims_from(key: str, claims: Mapping[str, Any]) -> Claims:
+def _claims_from(key: str, claims: Mapping[str, Any], token: str) -> Claims:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub or len(sub) > 256:
         raise _fail(ErrorCode.INVALID_TOKEN, "sub must be a non-empty string")
@@ -98,6 +101,8 @@ def _claims_from(key: str, claims: Mapping[str, Any]) -> Claims:
         grants=parse_grants(claims.get("grants")),
         expires_at=float(claims["exp"]),
         jti=jti if isinstance(jti, str) else None,
+        token_id=f"jti:{jti}" if isinstance(jti, str) and jti else
+        "sha256:" + hashlib.sha256(token.encode()).hexdigest(),
     )
 
 

@@ -40,6 +40,12 @@ class ErrorCode(StrEnum):
     UNKNOWN_PARTICIPANT = "unknown_participant"
     NODE_DRAINING = "node_draining"
     MEDIA_DISABLED = "media_disabled"
+    STAGE_FULL = "stage_full"
+    NO_PENDING_REQUEST = "no_pending_request"
+    ALREADY_REQUESTED = "already_requested"
+    ALREADY_SPEAKER = "already_speaker"
+    NOT_A_SPEAKER = "not_a_speaker"
+    BANNED = "removed_from_room"
     METADATA_TOO_LARGE = "metadata_too_large"
     # media (SFU)
     INVALID_SDP = "invalid_sdp"

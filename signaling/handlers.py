@@ -6,6 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from conference import moderation
 from conference.errors import ConferenceError
 from conference.events import LeaveReason, TrackKind, TrackSource
 from conference.ids import Identity, ParticipantId, TrackId
@@ -14,6 +15,7 @@ from signaling import __version__
 from signaling.errors import CloseCode, ErrorCode, SignalError
 from signaling.ice import ice_servers
 from signaling.protocol import PROTOCOL_VERSION, SUPPORTED_VERSIONS, ClientMessage
+from signaling.stage_handlers import STAGE_HANDLERS
 
 if TYPE_CHECKING:
     from conference.media import RoomMedia
@@ -53,6 +55,7 @@ async def handle_join(s: SignalSession, m: ClientMessage) -> None:
         room, participant = await node.rooms.join(JoinRequest(
             room=claims.grants.room, identity=claims.identity, name=claims.name,
             metadata=claims.metadata, grants=claims.grants, sink=s.deliver,
+            token_id=claims.token_id, token_expires=claims.expires_at,
             media=bool(m.body.get("media", True)) and node.config.sfu.enabled))
     except ConferenceError as err:
         s.send_error(ErrorCode(err.code.value), err.message, m.id)
@@ -67,6 +70,12 @@ async def handle_join(s: SignalSession, m: ClientMessage) -> None:
         "participants": [p.info().to_wire() for p in room.visible_participants(participant.id)],
         "grants": participant.grants.to_wire(),
         "ice_servers": ice_servers(node.config.ice, participant.identity),
+        "room_options": {"max_speakers": room.options.max_speakers,
+                         "stage_policy": room.options.stage_policy.value},
+        "speaker_requests": [
+            {"participant": rp.info().to_wire(), "message": msg, "expires_at": exp}
+            for rp, msg, exp in room.stage.pending_requests()
+        ] if participant.grants.room_admin else [],
         "server": {"version": __version__, "node": node.id, "protocol": PROTOCOL_VERSION},
     })
     node.metrics.join_latency.observe(time.perf_counter() - started)
@@ -114,7 +123,12 @@ async def handle_remove_track(s: SignalSession, m: ClientMessage) -> None:
 
 async def handle_mute_track(s: SignalSession, m: ClientMessage) -> None:
     room, p = s.require_participant()
-    track = room.set_track_muted(p.id, TrackId(m.body["track"]), m.body["muted"])
+    tid = TrackId(m.body["track"])
+    if tid not in p.tracks:  # someone else's track: a moderator action
+        track = moderation.set_track_muted(room, p.id, tid, m.body["muted"])
+        s.reply(m.id, {"type": "track-updated", "track": track.to_wire()})
+        return
+    track = room.set_track_muted(p.id, tid, m.body["muted"])
     if room.media is not None:
         room.media.set_muted(p.id, track.id, track.muted)
     s.reply(m.id, {"type": "track-updated", "track": track.to_wire()})
@@ -201,6 +215,7 @@ HANDLERS: dict[str, Handler] = {
     "answer": handle_answer,
     "candidate": handle_candidate,
     "subscription": handle_subscription,
+    **STAGE_HANDLERS,
 }
 
 

@@ -17,8 +17,15 @@ from conference.events import (
     ParticipantJoined,
     ParticipantLeft,
     ParticipantUpdated,
+    PermissionChanged,
+    Removed,
     RoomEvent,
+    SpeakerRequested,
+    SpeakerRequestResolved,
+    StageInvited,
+    StageInviteResolved,
     SubscriberOffer,
+    TrackMuted,
     TrackPublished,
     TrackUnpublished,
     TrackUpdated,
@@ -55,6 +62,22 @@ SCHEMAS: dict[str, dict[str, Field]] = {
         "target": Field(_STR, required=True, max_len=16),
         "candidate": Field(_ANY),
     },
+    "request-to-speak": {"message": Field(_STR, max_len=1024)},
+    "cancel-speaker-request": {},
+    "approve-speaker": {"participant": Field(_STR, required=True, max_len=64),
+                        "reason": Field(_STR, max_len=1024)},
+    "deny-speaker": {"participant": Field(_STR, required=True, max_len=64),
+                     "reason": Field(_STR, max_len=1024)},
+    "invite-to-stage": {"participant": Field(_STR, required=True, max_len=64),
+                        "message": Field(_STR, max_len=1024)},
+    "respond-to-invite": {"accept": Field(_BOOL, required=True)},
+    "move-to-audience": {"participant": Field(_STR, required=True, max_len=64),
+                         "reason": Field(_STR, max_len=1024)},
+    "remove-participant": {"participant": Field(_STR, required=True, max_len=64),
+                           "reason": Field(_STR, max_len=1024)},
+    "update-participant": {"participant": Field(_STR, required=True, max_len=64),
+                           "name": Field(_STR, max_len=256),
+                           "metadata": Field(_STR, max_len=65536)},
     "subscription": {
         "track": Field(_STR, required=True, max_len=64),
         "state": Field(_STR, required=True, max_len=16),
@@ -173,4 +196,21 @@ def event_message(event: RoomEvent) -> dict[str, Any]:
                     "speakers": [{"participant": p, "level": lvl} for p, lvl in speakers]}
         case ConnectionFailed(target=target):
             return {"type": "connection-failed", "target": target}
+        case PermissionChanged(grants=grants, reason=reason, by=by):
+            return {"type": "permission-changed", "grants": grants, "reason": reason, "by": by}
+        case SpeakerRequested(participant=p, message=message, expires_at=expires_at):
+            return {"type": "speaker-request", "participant": p.to_wire(), "message": message,
+                    "expires_at": expires_at}
+        case SpeakerRequestResolved(participant=pid, outcome=outcome, by=by, reason=reason):
+            return {"type": "speaker-request-result", "participant": pid, "outcome": outcome,
+                    "by": by, "reason": reason}
+        case StageInvited(by=by, message=message):
+            return {"type": "stage-invite", "by": by, "message": message}
+        case StageInviteResolved(participant=pid, outcome=outcome, by=by):
+            return {"type": "stage-invite-result", "participant": pid, "outcome": outcome,
+                    "by": by}
+        case TrackMuted(track=t, by=by):
+            return {"type": "track-muted", "track": t.to_wire(), "by": by}
+        case Removed(by=by, reason=reason):
+            return {"type": "removed", "by": by, "reason": reason}
     raise TypeError(f"unknown event {event!r}")
