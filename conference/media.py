@@ -160,6 +160,14 @@ class RoomMedia:
         if self.room.get(pid) is not None:
             self.room.set_track_stalled(pid, tid, stalled)
 
+    def unpublish(self, pid: ParticipantId, tid: TrackId) -> None:
+        """Close one producer (its track was already removed from the room)."""
+        member = self.members.get(pid)
+        producer = member.producers.pop(tid, None) if member else None
+        if producer is not None:
+            producer.paused = True
+            self._spawn(producer.close())
+
     def stop_publishing(self, pid: ParticipantId) -> None:
         """Stop forwarding this participant's media now and close its publish connection."""
         member = self.members.get(pid)

@@ -124,7 +124,8 @@ class Stage:
         self._room.to_moderators(event, exclude=pid)
 
     # -- invitations -----------------------------------------------------------
-    def invite(self, moderator: ParticipantId | None, pid: ParticipantId, message: str = "") -> None:
+    def invite(self, moderator: ParticipantId | None, pid: ParticipantId,
+               message: str = "") -> None:
         """A moderator invites a listener; nothing changes until the listener accepts."""
         self._require_moderator(moderator)
         p = self._room._require(pid)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from conference import moderation
 from conference.errors import ConferenceError
-from conference.events import LeaveReason, TrackKind, TrackSource
+from conference.events import LeaveReason
 from conference.ids import Identity, ParticipantId, TrackId
 from conference.manager import JoinRequest
 from signaling import __version__
@@ -97,27 +97,12 @@ async def handle_update(s: SignalSession, m: ClientMessage) -> None:
     s.reply(m.id, {"type": "updated", "participant": p.info().to_wire()})
 
 
-def _enum(enum: Any, value: str, field: str, msg_id: str | None) -> Any:
-    try:
-        return enum(value)
-    except ValueError:
-        choices = ", ".join(e.value for e in enum)
-        raise SignalError(ErrorCode.INVALID_MESSAGE, f"{field} must be one of: {choices}",
-                          msg_id) from None
-
-
-async def handle_add_track(s: SignalSession, m: ClientMessage) -> None:
-    room, p = s.require_participant()
-    kind = _enum(TrackKind, m.body["kind"], "kind", m.id)
-    default = TrackSource.MICROPHONE if kind is TrackKind.AUDIO else TrackSource.CAMERA
-    source = _enum(TrackSource, m.body.get("source", default.value), "source", m.id)
-    track = room.add_track(p.id, kind=kind, source=source, name=m.body.get("name", ""))
-    s.reply(m.id, {"type": "track-added", "track": track.to_wire()})
-
-
 async def handle_remove_track(s: SignalSession, m: ClientMessage) -> None:
+    """Unpublish: the room is told and, with media, forwarding stops at once."""
     room, p = s.require_participant()
     track = room.remove_track(p.id, TrackId(m.body["track"]))
+    if room.media is not None:
+        room.media.unpublish(p.id, track.id)
     s.reply(m.id, {"type": "track-removed", "track": track.to_wire()})
 
 
@@ -207,7 +192,6 @@ HANDLERS: dict[str, Handler] = {
     "leave": handle_leave,
     "ping": handle_ping,
     "update": handle_update,
-    "add-track": handle_add_track,
     "remove-track": handle_remove_track,
     "mute-track": handle_mute_track,
     "data": handle_data,

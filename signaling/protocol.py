@@ -85,11 +85,6 @@ SCHEMAS: dict[str, dict[str, Field]] = {
     "leave": {},
     "ping": {},
     "update": {"name": Field(_STR, max_len=256), "metadata": Field(_STR, max_len=65536)},
-    "add-track": {
-        "kind": Field(_STR, required=True, max_len=16),
-        "source": Field(_STR, max_len=32),
-        "name": Field(_STR, max_len=256),
-    },
     "remove-track": {"track": Field(_STR, required=True, max_len=64)},
     "mute-track": {"track": Field(_STR, required=True, max_len=64),
                    "muted": Field(_BOOL, required=True)},

@@ -1,0 +1,338 @@
+"""Frame assemblers fed with real aiortc RTP packets, depayloaded as aiortc does."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+
+import pytest
+from aiortc.codecs import depayload
+from aiortc.codecs.vpx import VpxPayloadDescriptor
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpParameters,
+)
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+from sfu import frames
+from sfu.frames import AudioAssembler, EncodedFrame, VideoAssembler
+
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
+                             payloadType=111)
+FPS = 30
+TICKS = 90000 // FPS
+
+
+class Clock:
+    """Stands in for the ``time`` module inside sfu.frames only."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(frames, "time", fake)
+    return fake
+
+
+def vp8_frame(index: int, size: int, key: bool = False) -> bytes:
+    """Bytes shaped like a VP8 frame: the P bit of the first byte marks inter frames."""
+    body = bytes((index * 31 + i) & 0xFF for i in range(size - 1))
+    return bytes([0x10 if key else 0x11]) + body
+
+
+def packetize(frame: bytes, *, seq: int, timestamp: int, tid: tuple[int, int] | None = None,
+              mtu: int = 1000) -> list[RtpPacket]:
+    chunks = [frame[i:i + mtu] for i in range(0, len(frame), mtu)]
+    packets = []
+    for n, chunk in enumerate(chunks):
+        payload = bytes(VpxPayloadDescriptor(partition_start=int(n == 0), partition_id=0,
+                                             picture_id=seq & 0x7FFF, tid=tid)) + chunk
+        packet = RtpPacket(payload_type=96, marker=int(n == len(chunks) - 1),
+                           sequence_number=(seq + n) & 0xFFFF,
+                           timestamp=timestamp & 0xFFFFFFFF, ssrc=4242, payload=payload)
+        packet._data = depayload(VP8, payload)  # type: ignore[attr-defined]
+        packets.append(packet)
+    return packets
+
+
+def stream(count: int, *, seq: int = 1000, timestamp: int = 5000,
+           tid: tuple[int, int] | None = None) -> tuple[list[bytes], list[list[RtpPacket]]]:
+    """``count`` frames of 1, 2, 3, 1, 2, 3… packets; the first is a key frame."""
+    data, packets = [], []
+    for i in range(count):
+        frame = vp8_frame(i, size=(600, 1500, 2500)[i % 3], key=i == 0)
+        pkts = packetize(frame, seq=seq, timestamp=timestamp + i * TICKS, tid=tid)
+        seq += len(pkts)
+        data.append(frame)
+        packets.append(pkts)
+    return data, packets
+
+
+def feed(assembler: VideoAssembler | AudioAssembler, packets: Iterable[RtpPacket],
+         clock: Clock | None = None, step: float = 0.0) -> list[bool]:
+    plis = []
+    for packet in packets:
+        if clock is not None:
+            clock.now += step
+        pli, frame = assembler.add(packet)
+        assert frame is None  # frames go to the sink, never back to aiortc
+        plis.append(pli)
+    return plis
+
+
+def video(frame_wait: float = 0.3) -> tuple[VideoAssembler, list[EncodedFrame]]:
+    out: list[EncodedFrame] = []
+    return VideoAssembler(out.append, frame_wait=frame_wait), out
+
+
+def test_in_order_frames_are_emitted_whole_with_keyframe_flags() -> None:
+    assembler, out = video()
+    data, packets = stream(20)
+    assert max(len(p) for p in packets) == 3
+    plis = feed(assembler, (p for frame in packets for p in frame))
+    assert not any(plis)
+    assert [f.data for f in out] == data
+    assert [f.keyframe for f in out] == [True] + [False] * 19
+    assert [f.timestamp for f in out] == [5000 + i * TICKS for i in range(20)]
+    assert not any(f.discontinuity for f in out)
+    assert assembler.ssrc == 4242 and assembler.frames_dropped == 0
+
+
+def test_each_frame_is_emitted_when_its_last_packet_arrives() -> None:
+    assembler, out = video()
+    data, packets = stream(5)
+    for i, frame in enumerate(packets):
+        feed(assembler, frame[:-1])
+        assert len(out) == i
+        feed(assembler, frame[-1:])
+        assert len(out) == i + 1 and out[-1].data == data[i]
+
+
+def test_temporal_layer_id_comes_from_the_first_packet() -> None:
+    assembler, out = video()
+    _, packets = stream(3, tid=(2, 1))
+    feed(assembler, (p for frame in packets for p in frame))
+    assert [f.tid for f in out] == [2, 2, 2]
+
+
+def test_packets_reordered_within_a_frame_give_one_correct_frame() -> None:
+    assembler, out = video()
+    data, packets = stream(3)
+    feed(assembler, packets[0])
+    feed(assembler, list(reversed(packets[1])))
+    a, b, c = packets[2]
+    feed(assembler, [c, a, b])
+    assert [f.data for f in out] == data
+    assert not any(f.discontinuity for f in out)
+
+
+def test_retransmission_within_frame_wait_completes_the_frame(clock: Clock) -> None:
+    assembler, out = video(frame_wait=0.3)
+    data, packets = stream(8)
+    lost = packets[4][1]
+    flat = [p for frame in packets for p in frame if p is not lost]
+    plis = feed(assembler, flat[: flat.index(packets[4][0]) + 1], clock, 0.01)
+    plis += feed(assembler, flat[flat.index(packets[4][0]) + 1:], clock, 0.01)
+    assert len(out) == 4  # frames after the gap wait for it, in order
+    plis += feed(assembler, [lost], clock, 0.01)
+    assert not any(plis)
+    assert [f.data for f in out] == data
+    assert not any(f.discontinuity for f in out)
+    assert assembler.frames_dropped == 0
+
+
+@pytest.mark.parametrize("position", [0, 1, 2], ids=["first", "middle", "last"])
+def test_permanently_lost_packet_drops_only_its_frame(clock: Clock, position: int) -> None:
+    assembler, out = video(frame_wait=0.05)
+    data, packets = stream(12)
+    assert len(packets[5]) == 3
+    lost = packets[5][position]
+    plis: list[bool] = []
+    for frame in packets:
+        clock.now += 1 / FPS
+        plis += feed(assembler, [p for p in frame if p is not lost])
+    assert plis.count(True) == 1, "one key-frame request when giving up"
+    assert [f.data for f in out] == data[:5] + data[6:]
+    assert [f.discontinuity for f in out] == [False] * 5 + [True] + [False] * 5
+    assert assembler.frames_dropped == 1
+    # The lost packet turning up after the give-up changes nothing.
+    assert feed(assembler, [lost]) == [False]
+    assert len(out) == 11
+
+
+def test_give_up_happens_only_after_frame_wait(clock: Clock) -> None:
+    assembler, out = video(frame_wait=0.05)
+    data, packets = stream(4)
+    feed(assembler, packets[0])
+    feed(assembler, packets[1][1:])  # first packet of frame 1 never comes
+    clock.now += 0.04
+    assert feed(assembler, packets[2]) == [False] * len(packets[2])
+    assert len(out) == 1
+    clock.now += 0.02
+    plis = feed(assembler, packets[3])
+    assert plis[0] is True
+    assert [f.data for f in out] == [data[0], data[2], data[3]]
+    assert out[1].discontinuity and not out[2].discontinuity
+
+
+def test_give_up_works_on_the_real_clock() -> None:
+    assembler, out = video(frame_wait=0.05)
+    data, packets = stream(4)
+    feed(assembler, packets[0])
+    feed(assembler, packets[1][:-1])  # marker packet lost
+    feed(assembler, packets[2])
+    assert len(out) == 1
+    time.sleep(0.06)
+    assert feed(assembler, packets[3])[0] is True
+    assert [f.data for f in out] == [data[0], data[2], data[3]]
+
+
+def test_one_lost_packet_in_300_does_not_stall_the_stream(clock: Clock) -> None:
+    wait = 0.3
+    assembler, out = video(frame_wait=wait)
+    data, packets = stream(150)
+    flat = [p for frame in packets for p in frame]
+    assert len(flat) >= 300
+    lost = {flat[97].sequence_number, flat[250].sequence_number}
+    damaged = [i for i, frame in enumerate(packets)
+               if any(p.sequence_number in lost for p in frame)]
+    emitted_at: dict[int, float] = {}
+    assembler._sink = lambda f: (out.append(f), emitted_at.setdefault(f.timestamp, clock.now))
+    arrived_at: dict[int, float] = {}
+    for frame in packets:
+        clock.now += 1 / FPS
+        feed(assembler, [p for p in frame if p.sequence_number not in lost])
+        arrived_at[frame[0].timestamp] = clock.now
+    expected = [d for i, d in enumerate(data) if i not in damaged]
+    assert [f.data for f in out] == expected
+    assert assembler.frames_dropped == len(damaged) == 2
+    held = [emitted_at[ts] - arrived_at[ts] for ts in emitted_at]
+    assert max(held) <= wait + 2 / FPS
+    # After the last give-up, every frame leaves as soon as it is complete.
+    last_gap = packets[damaged[-1]][0].timestamp
+    late = [ts for ts in emitted_at if ts > last_gap + 12 * TICKS]
+    assert late and all(emitted_at[ts] == arrived_at[ts] for ts in late)
+    assert sum(f.discontinuity for f in out) == 2
+
+
+def test_sequence_numbers_wrap_from_65535_to_0() -> None:
+    assembler, out = video()
+    data, packets = stream(10, seq=65530)
+    flat = [p for frame in packets for p in frame]
+    assert flat[0].sequence_number == 65530 and 0 in [p.sequence_number for p in flat]
+    wrap = [p.sequence_number for p in flat].index(0)
+    flat[wrap - 1], flat[wrap] = flat[wrap], flat[wrap - 1]  # 0 arrives before 65535
+    feed(assembler, flat)
+    assert [f.data for f in out] == data
+
+
+def test_timestamps_wrap_too() -> None:
+    assembler, out = video()
+    data, packets = stream(4, timestamp=0xFFFFFFFF - TICKS)
+    feed(assembler, (p for frame in packets for p in frame))
+    assert [f.data for f in out] == data
+    assert out[2].timestamp < out[1].timestamp
+
+
+def test_stream_joined_mid_frame_resyncs_at_next_frame_start() -> None:
+    assembler, out = video()
+    data, packets = stream(5)
+    assert len(packets[2]) > 1
+    plis = feed(assembler, packets[2][1:])
+    assert out == [] and not any(plis)
+    for frame in packets[3:]:
+        feed(assembler, frame)
+    assert [f.data for f in out] == data[3:]
+
+
+def test_late_and_duplicate_packets_are_dropped() -> None:
+    assembler, out = video()
+    data, packets = stream(6)
+    feed(assembler, packets[0])
+    feed(assembler, packets[1][:1] + packets[1][:1] + packets[1][1:])  # duplicate in flight
+    feed(assembler, [p for frame in packets[2:] for p in frame])
+    assert feed(assembler, packets[1] + packets[4]) == [False] * (len(packets[1]) + len(packets[4]))
+    assert [f.data for f in out] == data
+
+
+def test_randomly_reordered_stream_without_loss_is_complete() -> None:
+    assembler, out = video()
+    data, packets = stream(40)
+    flat = [p for frame in packets for p in frame]
+    rng = random.Random(7)
+    for i in range(0, len(flat) - 3, 3):  # swap within small windows, as networks do
+        window = flat[i:i + 3]
+        rng.shuffle(window)
+        flat[i:i + 3] = window
+    feed(assembler, flat)
+    assert [f.data for f in out] == data
+
+
+def opus_packets(seqs: Iterable[int], *, level: int | None = None) -> list[RtpPacket]:
+    ext_map = HeaderExtensionsMap()
+    ext_map.configure(RTCRtpParameters(headerExtensions=[RTCRtpHeaderExtensionParameters(
+        id=1, uri="urn:ietf:params:rtp-hdrext:ssrc-audio-level")]))
+    out = []
+    for seq in seqs:
+        sent = RtpPacket(payload_type=111, marker=1, sequence_number=seq & 0xFFFF,
+                         timestamp=seq * 960, ssrc=77, payload=b"opus-%d" % seq)
+        if level is not None:
+            sent.extensions.audio_level = (True, level)
+        packet = RtpPacket.parse(sent.serialize(ext_map), ext_map)  # as received
+        packet._data = depayload(OPUS, packet.payload)  # type: ignore[attr-defined]
+        out.append(packet)
+    return out
+
+
+def audio() -> tuple[AudioAssembler, list[EncodedFrame], list[int]]:
+    out: list[EncodedFrame] = []
+    levels: list[int] = []
+    return AudioAssembler(out.append, levels.append), out, levels
+
+
+def test_audio_packets_are_emitted_once_each_in_order() -> None:
+    assembler, out, _ = audio()
+    assert feed(assembler, opus_packets(range(10))) == [False] * 10
+    assert [f.data for f in out] == [b"opus-%d" % i for i in range(10)]
+    assert [f.timestamp for f in out] == [i * 960 for i in range(10)]
+    assert all(f.keyframe and not f.discontinuity for f in out)
+    assert assembler.ssrc == 77
+
+
+def test_late_and_duplicate_audio_packets_are_dropped() -> None:
+    assembler, out, _ = audio()
+    feed(assembler, opus_packets([0, 1, 3, 2, 3, 1, 4]))
+    assert [f.data for f in out] == [b"opus-0", b"opus-1", b"opus-3", b"opus-4"]
+
+
+def test_audio_sequence_numbers_wrap() -> None:
+    assembler, out, _ = audio()
+    feed(assembler, opus_packets([65534, 65535, 65536, 65537]))
+    assert len(out) == 4
+
+
+def test_audio_level_is_reported_from_the_header_extension() -> None:
+    assembler, out, levels = audio()
+    feed(assembler, opus_packets([0, 1], level=6))
+    feed(assembler, opus_packets([2]))  # no extension: nothing reported
+    feed(assembler, opus_packets([3], level=127))
+    feed(assembler, opus_packets([1], level=0))  # late: ignored
+    assert levels == [6, 6, 127]
+    assert len(out) == 4
+
+
+def test_empty_audio_packet_is_not_a_frame() -> None:
+    assembler, out, _ = audio()
+    packet = opus_packets([0])[0]
+    packet._data = b""  # type: ignore[attr-defined]
+    feed(assembler, [packet])
+    assert out == []
