@@ -239,6 +239,27 @@ class Removed:
     reason: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class ConnectionQualityChanged:
+    """Sent to the room: participants whose connection quality changed."""
+
+    room: RoomName
+    updates: tuple[tuple[ParticipantId, str], ...]
+    """(participant, excellent | good | poor | lost)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamStateChanged:
+    """Sent to one subscriber: what it receives of one video track changed."""
+
+    room: RoomName
+    track: TrackId
+    state: str
+    """active | paused_bandwidth"""
+    layer: int | None
+    """Temporal layer cap (2 full, 1 half, 0 quarter frame rate), None when paused."""
+
+
 RoomEvent = (
     ParticipantJoined
     | ParticipantLeft
@@ -258,4 +279,6 @@ RoomEvent = (
     | StageInviteResolved
     | TrackMuted
     | Removed
+    | ConnectionQualityChanged
+    | StreamStateChanged
 )

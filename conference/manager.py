@@ -110,7 +110,7 @@ class RoomManager:
         if room is None:
             room = Room(request.room, self._config)
             if self._sfu.enabled:
-                room.media = RoomMedia(room, self._sfu)
+                room.media = RoomMedia(room, self._sfu, self._metrics)
             self._rooms[request.room] = room
             self._metrics.rooms.set(len(self._rooms))
             self._metrics.rooms_created.inc()

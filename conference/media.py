@@ -17,18 +17,23 @@ from conference.errors import ConferenceCode, ConferenceError
 from conference.events import (
     ActiveSpeakers,
     ConnectionFailed,
+    ConnectionQualityChanged,
     DataReceived,
     RoomEvent,
+    StreamStateChanged,
     SubscriberOffer,
     TrackKind,
     TrackSource,
 )
 from conference.ids import Identity, ParticipantId, TrackId
+from conference.metrics import ConferenceMetrics
 from conference.participant import Participant
 from conference.room import Room
+from sfu.bandwidth import worst
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer
 from sfu.errors import SfuCode, SfuError
+from sfu.linkstats import SubscriberLink
 from sfu.producer import Producer
 from sfu.router import Router, Speakers
 from sfu.sdp import media_sections
@@ -46,15 +51,20 @@ class ParticipantMedia:
     publisher: PublishTransport | None = None
     consumers: dict[TrackId, Consumer] = field(default_factory=dict)
     producers: dict[TrackId, Producer] = field(default_factory=dict)
+    quality: str | None = None
+    stream_states: dict[TrackId, tuple[str, int | None]] = field(default_factory=dict)
 
 
 class RoomMedia:
     """One per room; owns the Router and the tasks that close transports."""
 
-    def __init__(self, room: Room, config: SfuConfig) -> None:
+    def __init__(self, room: Room, config: SfuConfig,
+                 metrics: ConferenceMetrics | None = None) -> None:
         self.room = room
         self.config = config
+        self._metrics = metrics
         self.router = Router(config, on_active_speakers=self._speakers)
+        self.router.on_links = self._links
         self.members: dict[ParticipantId, ParticipantMedia] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
@@ -275,6 +285,59 @@ class RoomMedia:
             (ParticipantId(str(app.get("participant"))), level) for app, level in speakers))
         for p in self.room.participants:
             p.deliver(event)
+
+    def _links(self, links: list[tuple[SubscribeTransport, SubscriberLink]]) -> None:
+        """After each bandwidth update: metrics, connection quality, stream states."""
+        changed: list[tuple[ParticipantId, str]] = []
+        for transport, link in links:
+            member = self.members.get(ParticipantId(str(transport.app_data.get("participant"))))
+            if member is None:
+                continue
+            self._observe(link)
+            quality = worst([link.quality] + [p.link.quality for p in member.producers.values()
+                                              if p.kind == "video"])
+            if quality.value != member.quality:
+                member.quality = quality.value
+                changed.append((member.participant.id, member.quality))
+            for tid, consumer in member.consumers.items():
+                if consumer.kind != "video":
+                    continue
+                state = ("paused_bandwidth", None) if consumer.bandwidth_paused \
+                    else ("active", consumer.target_layer)
+                if member.stream_states.get(tid) != state:
+                    member.stream_states[tid] = state
+                    member.participant.deliver(StreamStateChanged(
+                        room=self.room.name, track=tid, state=state[0], layer=state[1]))
+        if self._metrics is not None:
+            for producer in self.router.producers.values():
+                if producer.kind == "video":
+                    self._metrics.publisher_bitrate.observe(producer.link.bitrate)
+        if changed:
+            event = ConnectionQualityChanged(room=self.room.name, updates=tuple(changed))
+            for p in self.room.participants:
+                p.deliver(event)
+
+    def _observe(self, link: SubscriberLink) -> None:
+        if self._metrics is None:
+            return
+        self._metrics.subscriber_loss.observe(link.estimator.loss)
+        self._metrics.subscriber_estimate.observe(link.estimator.estimate)
+        if link.rtt is not None:
+            self._metrics.subscriber_rtt.observe(link.rtt)
+
+    def stats(self, pid: ParticipantId) -> dict[str, Any]:
+        """Per-participant link statistics for the admin API."""
+        member = self.members.get(pid)
+        if member is None:
+            return {}
+        out: dict[str, Any] = {"quality": member.quality}
+        if member.subscriber is not None:
+            out["subscriber"] = member.subscriber.link.snapshot()
+        out["published"] = {
+            tid: {"kind": p.kind, "bitrate": int(p.link.bitrate), "remb_target": p.link.target,
+                  "frames_in": p.frames_in, "stalled": p.stalled}
+            for tid, p in member.producers.items()}
+        return out
 
     def _failed(self, pid: ParticipantId, target: str) -> None:
         member = self.members.get(pid)

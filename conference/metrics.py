@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -23,6 +23,18 @@ class ConferenceMetrics:
         self.rooms_created = Counter(
             "parley_conference_rooms_created", "Rooms created", registry=registry
         )
+        self.subscriber_loss = Histogram(
+            "parley_sfu_subscriber_loss_ratio", "Smoothed loss of subscriber links, per update",
+            buckets=(0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0), registry=registry)
+        self.subscriber_rtt = Histogram(
+            "parley_sfu_subscriber_rtt_seconds", "Round-trip time of subscriber links",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6), registry=registry)
+        self.subscriber_estimate = Histogram(
+            "parley_sfu_subscriber_estimate_bps", "Estimated capacity of subscriber links",
+            buckets=(50e3, 100e3, 200e3, 400e3, 800e3, 1.6e6, 3.2e6, 6.4e6), registry=registry)
+        self.publisher_bitrate = Histogram(
+            "parley_sfu_publisher_bitrate_bps", "Incoming bitrate of video publishers",
+            buckets=(50e3, 100e3, 200e3, 400e3, 800e3, 1.6e6, 3.2e6), registry=registry)
         self.participants_left = Counter(
             "parley_conference_participants_left",
             "Participants that left, by reason",

@@ -62,7 +62,7 @@ class Stage:
         if pid in self.requests:
             raise ConferenceError(ConferenceCode.ALREADY_REQUESTED, "a request is pending")
         options = self._room.options
-        self._audit("request", pid, None, message=message)
+        self._audit("request", pid, None, text=message)
         if options.stage_policy is StagePolicy.AUTO:
             self._promote(p, by=None, reason="auto-approved")
             self._resolve_request(pid, "approved", None, "auto-approved", pending=False)
@@ -137,7 +137,7 @@ class Stage:
         timer = asyncio.get_running_loop().call_later(timeout, self._expire_invite, pid)
         self.invites[pid] = _Pending(participant=pid, message=message,
                                      expires_at=time.time() + timeout, timer=timer)
-        self._audit("invite", pid, moderator, message=message)
+        self._audit("invite", pid, moderator, text=message)
         p.deliver(StageInvited(room=self._room.name, by=moderator, message=message))
 
     def respond(self, pid: ParticipantId, accept: bool) -> None:
@@ -175,7 +175,7 @@ class Stage:
                 f"the stage is full ({self._room.options.max_speakers} speakers)")
         grants = replace(p.grants, can_publish=True, can_request_publish=False)
         self._room.set_grants(p.id, grants, reason=reason, by=by)
-        self.invites.pop(p.id, None)
+        self._resolve_invite(p.id, "accepted", p.id)  # an invitation it had is fulfilled
         self._audit("promoted", p.id, by, reason=reason)
 
     def demote(self, moderator: ParticipantId | None, pid: ParticipantId,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from sfu.bandwidth import BandwidthConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,6 +29,8 @@ class SfuConfig:
     """Audio level (-dBov, 0 loudest … 127 silence) below which a speaker counts as active."""
     consumer_queue: int = 64
     """Frames queued per subscriber before it is resynchronised with a key frame."""
+    bandwidth: BandwidthConfig = field(default_factory=BandwidthConfig)
+    """Estimation and adaptation (the top-level ``bandwidth`` config section)."""
     transcode: bool = False
     """Benchmark baseline only: decode each track once and re-encode it for every
     subscriber (what aiortc's MediaRelay does) instead of forwarding."""

@@ -16,6 +16,7 @@ from sfu.frames import EncodedFrame
 from sfu.stats import ForwardingStats
 
 if TYPE_CHECKING:
+    from sfu.linkstats import SubscriberLink
     from sfu.producer import Producer
 
 VIDEO_CLOCK = 90000
@@ -115,6 +116,14 @@ class Consumer:
         self.frames_forwarded = 0
         self.frames_dropped = 0
         self.on_close: Callable[[Consumer], None] | None = None
+        self.link: SubscriberLink | None = None
+        """The subscriber link this consumer is sent on (set by its transport)."""
+        self.bandwidth_paused = False
+        """Video held back because the subscriber's link cannot carry it."""
+        self.layer = 2
+        """Highest VP8 temporal layer forwarded (2: full, 1: half, 0: quarter rate)."""
+        self._target_layer = 2
+        self.frames_skipped_layer = 0
         slot.attach(self)
         producer.add_consumer(self)
 
@@ -122,9 +131,32 @@ class Consumer:
     def slot(self) -> SlotTrack:
         return self._slot
 
-    def deliver(self, frame: EncodedFrame) -> None:
-        if self.paused or self.closed:
+    @property
+    def target_layer(self) -> int:
+        return self._target_layer
+
+    def set_layer(self, layer: int | None) -> None:
+        """Bandwidth decision: a temporal-layer cap, or None to pause the video."""
+        if layer is None:
+            self.bandwidth_paused = True
             return
+        if self.bandwidth_paused:
+            self.bandwidth_paused = False
+            self.waiting_keyframe = True
+            self.producer.request_keyframe()
+        self._target_layer = layer
+        if layer < self.layer:
+            self.layer = layer  # going down is safe at once; going up waits for layer 0
+
+    def deliver(self, frame: EncodedFrame) -> None:
+        if self.paused or self.closed or self.bandwidth_paused:
+            return
+        if frame.tid is not None:
+            if self._target_layer > self.layer and (frame.tid == 0 or frame.keyframe):
+                self.layer = self._target_layer
+            if frame.tid > self.layer:
+                self.frames_skipped_layer += 1
+                return
         if self.kind == "video":
             if frame.discontinuity and not frame.keyframe:
                 self.waiting_keyframe = True

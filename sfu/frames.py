@@ -58,6 +58,33 @@ class _Unwrapper:
         return value
 
 
+class LossCounter:
+    """Packets expected vs received on the publisher's leg (after NACK recovery)."""
+
+    def __init__(self) -> None:
+        self.highest: int | None = None
+        self.first: int | None = None
+        self.received = 0
+        self._expected_prior = 0
+        self._received_prior = 0
+
+    def add(self, seq: int) -> None:
+        if self.first is None:
+            self.first = seq
+        if self.highest is None or seq > self.highest:
+            self.highest = seq
+        self.received += 1
+
+    def interval_loss(self) -> float:
+        """Loss fraction since the previous call (0 when nothing was expected)."""
+        if self.first is None or self.highest is None:
+            return 0.0
+        expected = self.highest - self.first + 1
+        exp, rec = expected - self._expected_prior, self.received - self._received_prior
+        self._expected_prior, self._received_prior = expected, self.received
+        return max(0.0, (exp - rec) / exp) if exp > 0 else 0.0
+
+
 class AudioAssembler:
     """Audio: every packet is a frame; late and duplicate packets are dropped."""
 
@@ -102,6 +129,7 @@ class VideoAssembler:
         self.ssrc: int | None = None
         self.last_packet_at = 0.0
         self.frames_dropped = 0
+        self.counter = LossCounter()
 
     def add(self, packet: Any) -> tuple[bool, None]:
         """Store a depayloaded packet; returns (ask for a key frame, None)."""
@@ -109,6 +137,7 @@ class VideoAssembler:
         self.last_packet_at = now
         self.ssrc = packet.ssrc
         seq = self._seq.unwrap(packet.sequence_number)
+        self.counter.add(seq)
         if self._next is not None and seq < self._next:
             return False, None  # late retransmission of something already sent or dropped
         desc = parse_descriptor(packet.payload)

@@ -34,6 +34,13 @@ import aioice.ice
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpSrPacket,
+    pack_remb_fci,
+)
 
 from sfu.stats import ForwardingStats
 
@@ -92,6 +99,7 @@ class ForwardPacker(Encoder):
         self.picture_id = 0
         self.target_bitrate: int | None = None
         self.stats = stats or ForwardingStats()
+        self.bytes_sent = 0
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> Any:
         raise HookError("the SFU never encodes")
@@ -104,6 +112,7 @@ class ForwardPacker(Encoder):
         else:
             payloads = Vp8Encoder._packetize(data, self.picture_id)
             self.picture_id = (self.picture_id + 1) % (1 << 15)
+        self.bytes_sent += len(data)
         stats = self.stats
         stats.frames_out += 1
         stats.packets_out += len(payloads)
@@ -144,6 +153,63 @@ def mark_sctp_bundled(pc: RTCPeerConnection) -> None:
     if sctp is None or not hasattr(sctp, "_bundled"):
         raise HookError("RTCPeerConnection has no SCTP transport with a _bundled flag")
     sctp._bundled = True
+
+
+def tap_sender_rtcp(sender: RTCRtpSender,
+                    on_report: Callable[[float, int, float | None], None]) -> None:
+    """Call ``on_report(fraction_lost 0..1, jitter, rtt seconds)`` for every receiver
+    report block about ``sender``'s stream, after aiortc has handled it."""
+    original = sender._handle_rtcp_packet
+    if not callable(original):
+        raise HookError("RTCRtpSender._handle_rtcp_packet is gone")
+
+    async def tapped(packet: Any) -> None:
+        await original(packet)
+        if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            for report in packet.reports:
+                if report.ssrc == sender._ssrc:
+                    rtt = getattr(sender, "_RTCRtpSender__rtt", None)
+                    on_report(report.fraction_lost / 256.0, report.jitter, rtt)
+
+    sender._handle_rtcp_packet = tapped  # type: ignore[method-assign]
+
+
+class RembInterceptor:
+    """Takes the place of a receiver's remote bitrate estimator: keeps its estimate of
+    the publisher's link (``estimate``) but stops aiortc from sending REMB itself,
+    so the SFU alone decides what the publisher is told."""
+
+    def __init__(self, estimator: Any) -> None:
+        self._estimator = estimator
+        self.estimate: int | None = None
+
+    def add(self, **kwargs: Any) -> None:
+        result = self._estimator.add(**kwargs)
+        if result is not None:
+            self.estimate = int(result[0])
+
+
+def intercept_remb(receiver: RTCRtpReceiver) -> RembInterceptor | None:
+    """Suppress the receiver's own REMB (video only; audio receivers have none)."""
+    attr = "_RTCRtpReceiver__remote_bitrate_estimator"
+    if not hasattr(receiver, attr):
+        raise HookError("RTCRtpReceiver has no remote bitrate estimator attribute")
+    estimator = getattr(receiver, attr)
+    if estimator is None:
+        return None
+    interceptor = RembInterceptor(estimator)
+    setattr(receiver, attr, interceptor)
+    return interceptor
+
+
+async def send_remb(receiver: RTCRtpReceiver, media_ssrc: int, bitrate: int) -> None:
+    """Tell the publisher behind ``receiver`` the bitrate it should send (goog-remb)."""
+    rtcp_ssrc = getattr(receiver, "_RTCRtpReceiver__rtcp_ssrc", None)
+    if rtcp_ssrc is None:
+        return
+    packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0,
+                            fci=pack_remb_fci(bitrate, [media_ssrc]))
+    await receiver._send_rtcp(packet)
 
 
 def restrict_host_addresses(addresses: tuple[str, ...]) -> None:

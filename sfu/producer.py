@@ -16,7 +16,8 @@ from aiortc.jitterbuffer import JitterFrame
 
 from sfu.config import SfuConfig
 from sfu.frames import AudioAssembler, EncodedFrame, VideoAssembler
-from sfu.hooks import install_assembler, send_pli
+from sfu.hooks import install_assembler, intercept_remb, send_pli, send_remb
+from sfu.linkstats import PublisherLink
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
@@ -63,6 +64,8 @@ class Producer:
         else:
             self.assembler = VideoAssembler(self._on_frame, config.frame_wait)
         self.decoder_queue = install_assembler(receiver, _PliAwareAssembler(self))
+        self.link = PublisherLink()
+        self._remb = intercept_remb(receiver) if config.bandwidth.enabled else None
         self._decoder: Any = None
         if config.transcode:
             self._decoder = _baseline_decoder(kind)
@@ -84,6 +87,18 @@ class Producer:
 
     def _on_level(self, level: int) -> None:
         self.audio_level = level if self.audio_level == 127 else (self.audio_level * 3 + level) // 4
+
+    def publisher_estimate(self) -> int | None:
+        """The receiver's delay-based estimate of the publisher's own link, if any."""
+        return self._remb.estimate if self._remb is not None else None
+
+    def send_remb(self, bitrate: int) -> None:
+        ssrc = self.assembler.ssrc
+        if ssrc is None or self.closed:
+            return
+        task = asyncio.get_running_loop().create_task(send_remb(self._receiver, ssrc, bitrate))
+        self._pli_tasks.add(task)
+        task.add_done_callback(self._pli_tasks.discard)
 
     # -- key frames ----------------------------------------------------------
     def request_keyframe(self) -> None:

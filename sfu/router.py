@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
 from sfu.config import SfuConfig
+from sfu.linkstats import SubscriberLink, update_publisher, update_subscriber
 from sfu.producer import Producer
 from sfu.stats import ForwardingStats
 from sfu.transport import PublishTransport, SubscribeTransport
@@ -32,8 +34,14 @@ class Router:
         self._on_active_speakers = on_active_speakers
         self._last_speakers: list[str] = []
         self.closed = False
-        self._speaker_task = asyncio.get_running_loop().create_task(
-            self._speaker_loop(), name="active-speakers")
+        self.on_links: Callable[[list[tuple[SubscribeTransport, SubscriberLink]]], None] | None \
+            = None
+        """Called after every bandwidth update with each subscriber link."""
+        loop = asyncio.get_running_loop()
+        self._speaker_task = loop.create_task(self._speaker_loop(), name="active-speakers")
+        self._bandwidth_task: asyncio.Task[None] | None = None
+        if config.bandwidth.enabled:
+            self._bandwidth_task = loop.create_task(self._bandwidth_loop(), name="bandwidth")
 
     def create_publish_transport(
         self, app_data: dict[str, Any], on_producer: Callable[[Producer], None]
@@ -80,13 +88,37 @@ class Router:
                 if self._on_active_speakers is not None:
                     self._on_active_speakers(speakers)
 
+    def update_bandwidth(self, now: float, dt: float) -> None:
+        """One allocation step (sfu/linkstats.py): estimates, layers and pauses, REMB."""
+        cfg = self.config.bandwidth
+        links = []
+        for transport in list(self.transports):
+            if isinstance(transport, SubscribeTransport) and not transport.closed:
+                links.append((transport, update_subscriber(transport, cfg, now, dt)))
+        for producer in list(self.producers.values()):
+            if producer.kind == "video" and not producer.closed:
+                producer.send_remb(update_publisher(producer, cfg, dt))
+        if self.on_links is not None:
+            self.on_links(links)
+
+    async def _bandwidth_loop(self) -> None:
+        interval = self.config.bandwidth.update_interval
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            self.update_bandwidth(now, now - last)
+            last = now
+
     async def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        self._speaker_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._speaker_task
+        for task in (self._speaker_task, self._bandwidth_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for transport in list(self.transports):
             await transport.close()
         self.transports.clear()

@@ -40,7 +40,9 @@ from sfu.hooks import (
     install_packer,
     mark_sctp_bundled,
     redirect_keyframe_requests,
+    tap_sender_rtcp,
 )
+from sfu.linkstats import SubscriberLink
 from sfu.producer import Producer
 from sfu.sdp import FORWARDED, filter_codecs, media_sections
 from sfu.stats import ForwardingStats
@@ -198,6 +200,7 @@ class SubscribeTransport(_Transport):
                  stats: ForwardingStats | None = None) -> None:
         super().__init__(config, app_data)
         self._stats = stats or ForwardingStats()
+        self.link = SubscriberLink.create(config.bandwidth)
         self._on_offer = on_offer
         self._on_data = on_data
         self._slots: list[_Slot] = []
@@ -230,6 +233,7 @@ class SubscribeTransport(_Transport):
                             slot=slot.track, app_data=app_data)
         slot.consumer = consumer
         consumer.on_close = self._consumer_closed
+        consumer.link = self.link
         slot.transceiver.direction = "sendonly"
         self.consumers[consumer.id] = consumer
         self._dirty.set()
@@ -246,6 +250,7 @@ class SubscribeTransport(_Transport):
         if not self.config.transcode:
             redirect_keyframe_requests(transceiver.sender, track.on_keyframe_request)
             packer = install_packer(transceiver.sender, kind, self._stats)
+        tap_sender_rtcp(transceiver.sender, self.link.on_report)
         slot = _Slot(transceiver, track, packer)
         self._slots.append(slot)
         return slot
@@ -258,6 +263,15 @@ class SubscribeTransport(_Transport):
                 slot.transceiver.direction = "inactive"
         if not self.closed:
             self._dirty.set()
+
+    def bytes_sent(self) -> int:
+        return sum(slot.packer.bytes_sent for slot in self._slots if slot.packer is not None)
+
+    def remb(self) -> int | None:
+        """The subscriber's own estimate (REMB), when it sends one."""
+        values = [slot.packer.target_bitrate for slot in self._slots
+                  if slot.packer is not None and slot.packer.target_bitrate is not None]
+        return max(values) if values else None
 
     def mapping(self) -> dict[str, dict[str, Any]]:
         """mid → app data of the consumer it carries (sent with each offer)."""

@@ -112,7 +112,9 @@ def room_view(room: Room) -> dict[str, Any]:
                     "stage_policy": room.options.stage_policy.value,
                     "speaker_request_timeout": room.options.speaker_request_timeout,
                     "moderator_can_unmute": room.options.moderator_can_unmute},
-        "participants": [p.info().to_wire() for p in room.participants],
+        "participants": [p.info().to_wire() | (
+            {"media": room.media.stats(p.id)} if room.media is not None else {})
+            for p in room.participants],
         "speaker_requests": [{"participant": p.id, "message": msg, "expires_at": exp}
                              for p, msg, exp in room.stage.pending_requests()],
     }

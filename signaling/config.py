@@ -17,6 +17,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from conference.config import RoomConfig
+from sfu.bandwidth import BandwidthConfig
 from sfu.config import SfuConfig
 
 
@@ -95,6 +96,11 @@ class NodeConfig:
     rooms: RoomConfig = field(default_factory=RoomConfig)
     ice: IceConfig = field(default_factory=IceConfig)
     sfu: SfuConfig = field(default_factory=SfuConfig)
+    bandwidth: BandwidthConfig = field(default_factory=BandwidthConfig)
+
+    def sfu_config(self) -> SfuConfig:
+        """The SFU section with the ``bandwidth`` section folded in."""
+        return replace(self.sfu, bandwidth=self.bandwidth)
 
     @property
     def base_url(self) -> str:
@@ -104,7 +110,7 @@ class NodeConfig:
         return f"http://{host}:{self.port}"
 
 
-_SECTIONS = ("auth", "signaling", "rooms", "ice", "sfu")
+_SECTIONS = ("auth", "signaling", "rooms", "ice", "sfu", "bandwidth")
 _LEVELS = ("debug", "info", "warning", "error")
 
 

@@ -49,7 +49,7 @@ class Node:
         if config.sfu.ice_addresses:
             restrict_host_addresses(config.sfu.ice_addresses)
         self.rooms = RoomManager(config.rooms, self.registry, self.id, self.conference_metrics,
-                                 config.sfu)
+                                 config.sfu_config())
         self.verifier = TokenVerifier(config.auth)
         self.sessions: set[SignalSession] = set()
         self._no_sessions = asyncio.Event()

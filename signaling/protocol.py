@@ -12,6 +12,7 @@ from typing import Any
 from conference.events import (
     ActiveSpeakers,
     ConnectionFailed,
+    ConnectionQualityChanged,
     DataReceived,
     Disconnected,
     ParticipantJoined,
@@ -24,6 +25,7 @@ from conference.events import (
     SpeakerRequestResolved,
     StageInvited,
     StageInviteResolved,
+    StreamStateChanged,
     SubscriberOffer,
     TrackMuted,
     TrackPublished,
@@ -206,6 +208,11 @@ def event_message(event: RoomEvent) -> dict[str, Any]:
                     "by": by}
         case TrackMuted(track=t, by=by):
             return {"type": "track-muted", "track": t.to_wire(), "by": by}
+        case ConnectionQualityChanged(updates=updates):
+            return {"type": "connection-quality",
+                    "updates": [{"participant": p, "quality": q} for p, q in updates]}
+        case StreamStateChanged(track=track, state=state, layer=layer):
+            return {"type": "stream-state", "track": track, "state": state, "layer": layer}
         case Removed(by=by, reason=reason):
             return {"type": "removed", "by": by, "reason": reason}
     raise TypeError(f"unknown event {event!r}")

@@ -1,0 +1,130 @@
+"""Per-leg statistics and the allocation step that turns them into decisions.
+
+Each interval the Router's bandwidth task calls :func:`allocate`:
+
+1. every subscriber link's estimate is updated from its receiver reports,
+   REMB and send rate (sfu/bandwidth.py);
+2. its video consumers get a temporal-layer cap, or are paused, from their
+   share of the estimate (audio is reserved first: audio always flows);
+3. every video publisher gets a REMB target that its subscribers can take,
+   within [floor, max], and never above what its own link carried.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sfu.bandwidth import (
+    BandwidthConfig,
+    LinkEstimator,
+    Quality,
+    VideoGate,
+    publisher_target,
+    quality_of,
+)
+
+if TYPE_CHECKING:
+    from sfu.producer import Producer
+    from sfu.transport import SubscribeTransport
+
+AUDIO_RESERVE = 40_000
+"""Bits per second kept for each audio stream before video is shared out."""
+
+
+@dataclass
+class SubscriberLink:
+    """What the SFU knows about the path to one subscriber."""
+
+    estimator: LinkEstimator
+    gate: VideoGate
+    fraction_lost: float | None = None
+    """Latest receiver report (0..1), consumed by the next update."""
+    jitter: int = 0
+    rtt: float | None = None
+    remb: int | None = None
+    last_report_at: float | None = None
+    bytes_seen: int = 0
+    send_rate: float = 0.0
+    share: float = 0.0
+    """Estimated bits per second available to each video stream of this link."""
+    quality: Quality = Quality.GOOD
+    max_layer: int | None = 2
+
+    @classmethod
+    def create(cls, config: BandwidthConfig) -> SubscriberLink:
+        return cls(estimator=LinkEstimator(config), gate=VideoGate(config))
+
+    def on_report(self, fraction_lost: float, jitter: int, rtt: float | None) -> None:
+        self.fraction_lost = fraction_lost if self.fraction_lost is None \
+            else max(self.fraction_lost, fraction_lost)
+        self.jitter = jitter
+        if rtt is not None:
+            self.rtt = rtt
+        self.last_report_at = time.monotonic()
+
+    def snapshot(self) -> dict[str, object]:
+        return {"estimate": int(self.estimator.estimate), "loss": round(self.estimator.loss, 4),
+                "rtt": self.rtt, "jitter": self.jitter, "remb": self.remb,
+                "send_rate": int(self.send_rate), "quality": self.quality.value,
+                "video_share": int(self.share),
+                "video_layer": self.max_layer if self.max_layer is not None else "paused"}
+
+
+@dataclass
+class PublisherLink:
+    """Incoming side of one video producer."""
+
+    bytes_seen: int = 0
+    bitrate: float = 0.0
+    target: int | None = None
+    """Last REMB sent to the publisher."""
+    loss: float = 0.0
+    """Smoothed loss on the publisher's leg, after retransmissions."""
+    quality: Quality = Quality.EXCELLENT
+    history: list[tuple[float, int]] = field(default_factory=list)
+
+
+def update_subscriber(transport: SubscribeTransport, config: BandwidthConfig, now: float,
+                      dt: float) -> SubscriberLink:
+    link: SubscriberLink = transport.link
+    sent = transport.bytes_sent()
+    link.send_rate = max(0, sent - link.bytes_seen) * 8 / max(dt, 1e-3)
+    link.bytes_seen = sent
+    link.remb = transport.remb()
+    link.estimator.update(now, fraction_lost=link.fraction_lost, rtt=link.rtt, remb=link.remb,
+                          send_rate=link.send_rate)
+    link.fraction_lost = None
+    consumers = [c for c in transport.consumers.values() if not c.paused]
+    videos = [c for c in consumers if c.kind == "video"]
+    audio = sum(1 for c in consumers if c.kind == "audio") * AUDIO_RESERVE
+    link.share = max(0.0, link.estimator.estimate - audio) / max(1, len(videos))
+    link.max_layer = link.gate.update(now, link.share)
+    for consumer in videos:
+        consumer.set_layer(link.max_layer)
+    if transport.consumers:
+        link.quality = link.estimator.quality(time.monotonic(), link.last_report_at)
+    else:  # nothing is sent on this link: nothing to judge it by
+        link.quality = Quality.EXCELLENT
+    return link
+
+
+def update_publisher(producer: Producer, config: BandwidthConfig, dt: float) -> int:
+    """Returns the REMB target for a video producer."""
+    pub = producer.link
+    pub.bitrate = max(0, producer.bytes_in - pub.bytes_seen) * 8 / max(dt, 1e-3)
+    pub.bytes_seen = producer.bytes_in
+    counter = getattr(producer.assembler, "counter", None)
+    if counter is not None:
+        pub.loss += config.smoothing * (counter.interval_loss() - pub.loss)
+    pub.quality = quality_of(pub.loss, None, None, config)
+    shares = [c.link.share for c in producer.consumers if c.link is not None and not c.paused]
+    target = publisher_target(shares, config)
+    own = producer.publisher_estimate()
+    if own is not None and own < 0.85 * pub.bitrate:
+        # The publisher's own link is congested (its delay-based estimate is below
+        # what arrives); otherwise that estimate only tracks the incoming rate.
+        target = max(config.floor_bitrate, min(target, own))
+    pub.target = target
+    return target
