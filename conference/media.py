@@ -121,6 +121,8 @@ class RoomMedia:
         sending = [s for s in media_sections(sdp) if s.sending]
         if sending and not grants.can_publish:
             raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "no permission to publish")
+        known = set(member.publisher.producers) if member.publisher is not None else set()
+        self.room.check_new_tracks(pid, sum(1 for s in sending if s.mid not in known))
         if member.publisher is None:
             member.publisher = self.router.create_publish_transport(
                 {"participant": pid}, on_producer=lambda p: self._produced(pid, p))
@@ -198,7 +200,7 @@ class RoomMedia:
         member = self.members.get(pid)
         producer = member.producers.get(tid) if member else None
         if producer is not None:
-            producer.paused = muted
+            producer.set_paused(muted)
 
     # -- subscribing -----------------------------------------------------------
     def _consume(self, member: ParticipantMedia, tid: TrackId, producer: Producer) -> None:

@@ -209,6 +209,14 @@ class Room:
             self._broadcast(TrackPublished(room=self.name, track=track), exclude=pid)
         return track
 
+    def check_new_tracks(self, pid: ParticipantId, count: int) -> None:
+        """Raise ``too_many_tracks`` unless ``count`` more tracks fit (checked before an offer)."""
+        p = self._require(pid)
+        limit = self._config.max_tracks_per_participant
+        if count and len(p.tracks) + count > limit:
+            raise ConferenceError(ConferenceCode.TOO_MANY_TRACKS,
+                                  f"at most {limit} tracks per participant")
+
     def remove_track(self, pid: ParticipantId, tid: TrackId) -> TrackInfo:
         p = self._require(pid)
         track = p.tracks.pop(tid, None)

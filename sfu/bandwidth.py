@@ -11,8 +11,8 @@ RTT-aware, with its inputs smoothed so it does not flap:
 - RTT more than ``rtt_slack`` above the smallest RTT seen: the queue is
   growing, so hold instead of increasing, and decrease gently (5 %) when it
   is also losing;
-- the receiver's own REMB, when it sends one and it is below what is being
-  sent, caps the estimate.
+- the receiver's own REMB, when it sends one, caps the estimate when it falls
+  below what is being sent (the receiver saw over-use).
 
 Everything here is pure computation on the numbers it is given: no I/O, no
 clock, no aiortc; sfu/linkstats.py feeds it.
@@ -97,16 +97,20 @@ class LinkEstimator:
             self.estimate *= 0.95
         elif self.loss < cfg.loss_low and not queueing:
             grown = self.estimate * (1.0 + cfg.increase_per_second) ** dt
-            ceiling = max(self.estimate, 1.5 * send_rate)
+            # Forwarding cannot probe beyond what publishers send, so growth is
+            # capped near the send rate; a link whose video is paused may still
+            # climb to the resume threshold by time, which is how it probes.
+            ceiling = max(self.estimate, 1.5 * send_rate, 1.2 * cfg.resume_above)
             self.estimate = min(grown, ceiling)
         if remb is not None:
-            self.remb = remb
             # A receiver's REMB tracks what it is sent (its estimator is bounded by
-            # 1.5 times the incoming rate), so it only means congestion when it is
-            # below what is being sent; otherwise capping by it would lock a quiet
-            # link at a low rate.
-            if remb < 0.85 * send_rate:
+            # 1.5 times the incoming rate and climbs slowly after a quiet spell), so
+            # it only means congestion when it falls, and below what is being sent.
+            # Capping by it otherwise would lock a link that was quiet at a low rate.
+            falling = self.remb is not None and remb < 0.97 * self.remb
+            if falling and remb < 0.85 * send_rate:
                 self.estimate = min(self.estimate, float(remb))
+            self.remb = remb
         self.estimate = max(float(cfg.min_bitrate), min(self.estimate, float(cfg.max_bitrate)))
         return self.estimate
 
@@ -166,10 +170,10 @@ class VideoGate:
 
 
 def publisher_target(estimates: list[float], config: BandwidthConfig) -> int:
-    """The REMB for one video publisher: what its subscribers can take, within
-    [floor, max]. Subscribers whose video is paused do not pull it down."""
-    wanted = [e for e in estimates if e >= config.pause_below]
-    target = min(wanted) if wanted else float(config.max_bitrate)
+    """The REMB for one video publisher: the smallest share among its subscribers,
+    never below the floor (a poor link is served by layers or a pause instead of
+    starving the room) and never above the ceiling."""
+    target = min(estimates) if estimates else float(config.max_bitrate)
     return int(max(config.floor_bitrate, min(target, config.max_bitrate)))
 
 

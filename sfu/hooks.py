@@ -46,6 +46,7 @@ from sfu.stats import ForwardingStats
 
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
+_DECODER_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
 _ENCODER_ATTR = "_RTCRtpSender__encoder"
 _original_host_addresses = aioice.ice.get_host_addresses
 
@@ -76,14 +77,21 @@ class NoDecodeQueue:
 def install_assembler(receiver: RTCRtpReceiver, assembler: Any) -> NoDecodeQueue:
     """Make ``receiver`` give frames to ``assembler`` and never to a decoder.
 
-    Must run before the receiver starts (the ``track`` event is early enough).
+    Best before the receiver starts (the ``track`` event is early enough). A
+    track added by a re-offer on a connected transport has its receiver started
+    by aiortc before the answer is returned: its decoder thread already waits on
+    the stock queue, so that thread is ended here (else closing the receiver
+    would join it forever, blocking the event loop).
     """
     for attr in (_JITTER_ATTR, _DECODER_QUEUE_ATTR):
         if not hasattr(receiver, attr):
             raise HookError(f"RTCRtpReceiver has no {attr} to replace")
+    previous = getattr(receiver, _DECODER_QUEUE_ATTR)
     no_decode = NoDecodeQueue()
     setattr(receiver, _JITTER_ATTR, assembler)
     setattr(receiver, _DECODER_QUEUE_ATTR, no_decode)
+    if getattr(receiver, _DECODER_THREAD_ATTR, None) is not None:
+        previous.put(None)  # the started decoder thread reads ``previous``: end it
     return no_decode
 
 

@@ -51,6 +51,10 @@ class SubscriberLink:
     """Estimated bits per second available to each video stream of this link."""
     quality: Quality = Quality.GOOD
     max_layer: int | None = 2
+    clean_since: float | None = None
+    probed_at: float | None = None
+    probe_wait: float = 2.0
+    """Seconds of clean audio-only link before video is tried again (doubles on failure)."""
 
     @classmethod
     def create(cls, config: BandwidthConfig) -> SubscriberLink:
@@ -96,6 +100,7 @@ def update_subscriber(transport: SubscribeTransport, config: BandwidthConfig, no
     link.estimator.update(now, fraction_lost=link.fraction_lost, rtt=link.rtt, remb=link.remb,
                           send_rate=link.send_rate)
     link.fraction_lost = None
+    _probe(link, config, now)
     consumers = [c for c in transport.consumers.values() if not c.paused]
     videos = [c for c in consumers if c.kind == "video"]
     audio = sum(1 for c in consumers if c.kind == "audio") * AUDIO_RESERVE
@@ -110,6 +115,32 @@ def update_subscriber(transport: SubscribeTransport, config: BandwidthConfig, no
     return link
 
 
+def _probe(link: SubscriberLink, config: BandwidthConfig, now: float) -> None:
+    """A link whose video is paused carries only audio, so its estimate can only creep
+    up. Once it has been clean for the probe interval, lift the estimate to the resume
+    threshold: video comes back, and if the link still cannot take it, loss pauses it
+    again and the next probe waits twice as long (up to 30 s)."""
+    clean = link.estimator.loss < config.loss_low
+    if link.max_layer is not None:
+        if link.probed_at is not None and now - link.probed_at > 10.0:
+            link.probe_wait = config.resume_hold  # the last probe held: reset the back-off
+            link.probed_at = None
+        link.clean_since = None
+        return
+    if link.probed_at is not None and now - link.probed_at < 10.0 and link.clean_since is None:
+        link.probe_wait = min(30.0, link.probe_wait * 2)  # paused again soon after a probe
+        link.probed_at = None
+    if not clean:
+        link.clean_since = None
+        return
+    if link.clean_since is None:
+        link.clean_since = now
+    elif now - link.clean_since >= link.probe_wait:
+        link.estimator.estimate = max(link.estimator.estimate, float(config.resume_above))
+        link.probed_at = now
+        link.clean_since = None
+
+
 def update_publisher(producer: Producer, config: BandwidthConfig, dt: float) -> int:
     """Returns the REMB target for a video producer."""
     pub = producer.link
@@ -120,6 +151,7 @@ def update_publisher(producer: Producer, config: BandwidthConfig, dt: float) -> 
         pub.loss += config.smoothing * (counter.interval_loss() - pub.loss)
     pub.quality = quality_of(pub.loss, None, None, config)
     shares = [c.link.share for c in producer.consumers if c.link is not None and not c.paused]
+    # (consumers paused by their subscriber do not count; paused for bandwidth do)
     target = publisher_target(shares, config)
     own = producer.publisher_estimate()
     if own is not None and own < 0.85 * pub.bitrate:

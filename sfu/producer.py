@@ -100,6 +100,16 @@ class Producer:
         self._pli_tasks.add(task)
         task.add_done_callback(self._pli_tasks.discard)
 
+    def set_paused(self, paused: bool) -> None:
+        """Stop or restart forwarding at the source (a muted track). Video consumers
+        restart from a key frame: the frames held back are references they lack."""
+        if self.paused and not paused and self.kind == "video":
+            for consumer in self.consumers:
+                consumer.waiting_keyframe = True
+            self.paused = False
+            self.request_keyframe()
+        self.paused = paused
+
     # -- key frames ----------------------------------------------------------
     def request_keyframe(self) -> None:
         """Coalesced: at most one PLI per ``keyframe_interval``; later ones are deferred."""

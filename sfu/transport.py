@@ -60,7 +60,7 @@ def _new_pc() -> RTCPeerConnection:
                                               bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
 
 
-async def _add_candidate(pc: RTCPeerConnection, candidate: dict[str, Any] | None) -> None:
+async def _add_candidate(ice_transport: Any, candidate: dict[str, Any] | None) -> None:
     if candidate is None or not candidate.get("candidate"):
         return  # end of candidates
     try:
@@ -68,9 +68,14 @@ async def _add_candidate(pc: RTCPeerConnection, candidate: dict[str, Any] | None
         ice = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
         ice.sdpMid = candidate.get("sdpMid")
         ice.sdpMLineIndex = candidate.get("sdpMLineIndex")
-        await pc.addIceCandidate(ice)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError,
             AssertionError) as exc:  # aiortc's candidate_from_sdp asserts on short lines
+        raise SfuError(SfuCode.INVALID_CANDIDATE, f"cannot use candidate: {exc}") from exc
+    if ice_transport is None:
+        raise SfuError(SfuCode.UNKNOWN_CONNECTION, "the connection has no description yet")
+    try:
+        await ice_transport.addRemoteCandidate(ice)
+    except (ValueError, TypeError) as exc:
         raise SfuError(SfuCode.INVALID_CANDIDATE, f"cannot use candidate: {exc}") from exc
 
 
@@ -110,7 +115,12 @@ class _Transport:
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
         if self.closed:
             raise SfuError(SfuCode.CLOSED, "connection closed")
-        await _add_candidate(self.pc, candidate)
+        await _add_candidate(self._ice_transport(), candidate)
+
+    def _ice_transport(self) -> Any:
+        """The connection's one ICE transport (max-bundle): candidates go straight to it,
+        whatever m-line they name (aiortc's addIceCandidate skips bundled m-lines)."""
+        raise NotImplementedError
 
 
 class PublishTransport(_Transport):
@@ -158,6 +168,10 @@ class PublishTransport(_Transport):
                 await producer.close()
         self._bind_tracks(track_meta)
         return str(self.pc.localDescription.sdp)
+
+    def _ice_transport(self) -> Any:
+        transceivers = self.pc.getTransceivers()
+        return transceivers[0].receiver.transport.transport if transceivers else None
 
     def _bind_tracks(self, track_meta: dict[str, dict[str, Any]]) -> None:
         pending, self._pending = self._pending, []
@@ -263,6 +277,9 @@ class SubscribeTransport(_Transport):
                 slot.transceiver.direction = "inactive"
         if not self.closed:
             self._dirty.set()
+
+    def _ice_transport(self) -> Any:
+        return self.channel.transport.transport.transport
 
     def bytes_sent(self) -> int:
         return sum(slot.packer.bytes_sent for slot in self._slots if slot.packer is not None)

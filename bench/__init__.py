@@ -1,0 +1,1 @@
+"""Parley's benchmarks: ``python -m bench.run [suite ...]`` (see docs/BENCHMARKS.md)."""

@@ -1,0 +1,187 @@
+"""Browser tests: Debian's Chromium driven by Playwright, on the meeting page of a real node.
+
+Chromium runs with a fake camera and microphone and keeps ICE on loopback
+(the node's SFU gathers on 127.0.0.1 only). Without Chromium or Playwright
+the tests are skipped locally and fail in CI (``PARLEY_CI=1``): CI never skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import pytest
+from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
+
+from sfu.config import SfuConfig
+from signaling.client import ParleyClient
+from tests.conftest import NodeHarness, StartNode, make_config, token
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, ConsoleMessage, Page
+
+CHROMIUM_ARGS = (
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+)
+STEP = 15.0
+"""Upper bound, in seconds, of any single wait in a browser test."""
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("PARLEY_CI") == "1":
+        pytest.fail(f"{reason}: browser tests must run in CI (PARLEY_CI=1)")
+    pytest.skip(reason)
+
+
+@asynccontextmanager
+async def launch_chromium() -> AsyncIterator[Browser]:
+    executable = shutil.which("chromium")
+    if executable is None:
+        _unavailable("chromium is not installed")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        _unavailable("playwright is not installed")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=executable,
+                                                   args=list(CHROMIUM_ARGS))
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def loopback_node(start_node: StartNode) -> NodeHarness:
+    """A node whose SFU gathers ICE candidates on 127.0.0.1 only."""
+    return await start_node(make_config(sfu=SfuConfig(ice_addresses=("127.0.0.1",))))
+
+
+async def wait_until(probe: Callable[[], Awaitable[Any]], what: str,
+                     timeout: float = STEP) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Any = None
+    while loop.time() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+class MeetingPage:
+    """One tab on the meeting page, with every page error and console error it reported."""
+
+    def __init__(self, page: Page, identity: str) -> None:
+        self.page = page
+        self.identity = identity
+        self.errors: list[str] = []
+        self.participant_id = ""
+        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+        page.on("console", self._console)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"console error: {message.text}")
+
+    @classmethod
+    async def join(cls, browser: Browser, node: NodeHarness, room: str,
+                   identity: str) -> MeetingPage:
+        """Open the page with a fresh token; returns once it joined and publishes."""
+        meeting = cls(await browser.new_page(), identity)
+        await meeting.page.goto(node.url("/?token=" + token(room, identity)))
+        await meeting.page.wait_for_function(
+            "window.parley && (window.parley.publishing || window.parley.state === 'failed')",
+            timeout=STEP * 1000)
+        assert await meeting.page.evaluate("parley.state") == "joined", await meeting.js_errors()
+        meeting.participant_id = await meeting.page.evaluate("parley.participantId")
+        return meeting
+
+    async def frames(self) -> dict[str, int]:
+        """framesDecoded of the video received from each remote participant."""
+        result: dict[str, int] = await self.page.evaluate("parley.stats()")
+        return result
+
+    async def js_errors(self) -> list[str]:
+        """Errors the page recorded itself (uncaught, server errors)."""
+        result: list[str] = await self.page.evaluate("parley.errors")
+        return result
+
+    async def showing(self, participant: str) -> bool:
+        """Whether the participant has a tile on the page."""
+        count = await self.page.locator(f'[data-participant="{participant}"]').count()
+        return count > 0
+
+    async def wait_decoding(self, participants: list[str]) -> None:
+        """Video from each participant is being decoded: frames > 0, then more ~2 s later."""
+        async def all_started() -> dict[str, int] | None:
+            frames = await self.frames()
+            return frames if all(frames.get(p, 0) > 0 for p in participants) else None
+
+        first = await wait_until(all_started, f"{self.identity} to decode {participants}")
+        await asyncio.sleep(2.0)
+        second = await self.frames()
+        for p in participants:
+            assert second.get(p, 0) > first[p], (
+                f"{self.identity}: video from {p} stopped at {first[p]} frames ({second})")
+
+    async def leave(self) -> None:
+        """Leave with the keyboard (Leave button), then close the tab."""
+        button = self.page.get_by_role("button", name="Leave")
+        await button.focus()
+        await self.page.keyboard.press("Enter")
+        await self.page.wait_for_function("parley.state === 'closed'", timeout=STEP * 1000)
+        await self.page.close()
+
+
+class Bot:
+    """An aiortc participant (signaling/client.py) that publishes or decodes video."""
+
+    def __init__(self, client: ParleyClient) -> None:
+        self.client = client
+
+    @classmethod
+    async def join(cls, node: NodeHarness, room: str, identity: str, *,
+                   publish: bool = False, subscribe: bool = True) -> Bot:
+        client = ParleyClient(node.url("/"), token(
+            room, identity, grants={"can_subscribe": subscribe}))
+        await client.connect()
+        if publish:
+            await client.publish(VideoStreamTrack(), sources=["camera"])
+        return cls(client)
+
+    @property
+    def participant_id(self) -> str:
+        return self.client.participant_id
+
+    async def video_sizes(self, participants: set[str]) -> dict[str, tuple[int, int]]:
+        """Decode one frame of each participant's video; returns (width, height) by id."""
+        sizes: dict[str, tuple[int, int]] = {}
+        async with asyncio.timeout(STEP):
+            while set(sizes) < participants:
+                remote = await self.client.next_track(timeout=STEP)
+                if remote.kind != "video" or remote.participant not in participants:
+                    continue
+                try:
+                    frame = await remote.track.recv()
+                except MediaStreamError:
+                    continue
+                sizes[remote.participant] = (frame.width, frame.height)
+        return sizes
+
+    async def leave(self) -> None:
+        await self.client.leave()

@@ -1,0 +1,134 @@
+"""Bandwidth adaptation under a real impairment: a UDP relay on loopback that limits
+the rate and drops packets on one subscriber's downlink."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
+
+from sfu.bandwidth import BandwidthConfig
+from signaling.client import ParleyClient
+from signaling.media import EncodedTrack, encode_audio, encode_video
+from tests.conftest import StartNode, token
+from tests.media_helpers import LOOPBACK_SFU, media_node
+from tests.netimpair import Impairment, UdpRelay, redirect_candidates, sdp_candidates
+
+FAST = BandwidthConfig(update_interval=0.5, resume_hold=1.0)
+
+
+class RelayedClient(ParleyClient):
+    """A client whose subscribe connection goes through UDP relays (one per SFU port)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.relays: dict[int, UdpRelay] = {}
+
+    async def _apply_offer(self, offer: dict[str, Any]) -> None:
+        for host, port in sdp_candidates(offer["sdp"]):
+            if port not in self.relays:
+                relay = UdpRelay((host, port))
+                await relay.start()
+                self.relays[port] = relay
+        ports = {port: relay.port for port, relay in self.relays.items()}
+        await super()._apply_offer({**offer, "sdp": redirect_candidates(offer["sdp"], ports)})
+
+    def impair(self, impairment: Impairment) -> None:
+        for relay in self.relays.values():
+            relay.impairment = impairment
+
+    async def close(self) -> None:
+        await super().close()
+        for relay in self.relays.values():
+            relay.close()
+
+
+def _kinds(client: ParleyClient) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for mid, count in client.frame_counts.items():
+        remote = client.remote.get(mid)
+        if remote is not None:
+            out[remote.kind] = out.get(remote.kind, 0) + count
+    return out
+
+
+async def _rate(client: ParleyClient, kind: str, seconds: float = 1.0) -> float:
+    before = _kinds(client).get(kind, 0)
+    await asyncio.sleep(seconds)
+    return (_kinds(client).get(kind, 0) - before) / seconds
+
+
+def _record_remb(publisher: ParleyClient) -> list[int]:
+    """REMB bitrates the publisher's video sender receives from the SFU."""
+    values: list[int] = []
+    assert publisher.publisher is not None
+    sender = next(t.sender for t in publisher.publisher.getTransceivers()
+                  if t.sender.track is not None and t.sender.track.kind == "video")
+    original = sender._handle_rtcp_packet
+
+    async def tap(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            values.append(unpack_remb_fci(packet.fci)[0])
+        await original(packet)
+
+    sender._handle_rtcp_packet = tap
+    return values
+
+
+async def _until(predicate: Any, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def test_a_constrained_subscriber_loses_video_not_audio_and_recovers(
+        start_node: StartNode) -> None:
+    node = await media_node(start_node, sfu=replace(LOOPBACK_SFU, bandwidth=FAST))
+    url = node.url("/")
+    video, audio = encode_video(seconds=2.0, bitrate=900_000), encode_audio(seconds=1.0)
+    publisher = ParleyClient(url, token("bw", "pub"), decode=False)
+    good = ParleyClient(url, token("bw", "good", role="listener"), decode=False)
+    poor = RelayedClient(url, token("bw", "poor", role="listener"), decode=False)
+    clients = [publisher, good, poor]
+    try:
+        for client in clients:
+            await client.connect()
+        await publisher.publish(EncodedTrack(video), EncodedTrack(audio))
+        rembs = _record_remb(publisher)
+        assert await _until(lambda: _kinds(poor).get("video", 0) > 30
+                            and _kinds(good).get("video", 0) > 30, 15)
+        assert poor.relays, "the poor subscriber's media must go through the relay"
+
+        poor.impair(Impairment(rate_bps=300_000, loss=0.05))
+        paused = await poor.next_event("stream-state", timeout=25)
+        while paused["state"] != "paused_bandwidth":
+            paused = await poor.next_event("stream-state", timeout=25)
+        await asyncio.sleep(1.0)
+        assert await _rate(poor, "video", 1.5) < 3  # video held back…
+        assert await _rate(poor, "audio", 1.5) > 30  # …audio keeps flowing (50 packets/s)
+        assert await _rate(good, "video", 1.5) > 20  # the other subscriber keeps full video
+        assert min(rembs[-4:]) <= FAST.floor_bitrate  # publisher told to slow down to the floor
+
+        poor.impair(Impairment())
+        recovered = False
+        for _ in range(30):  # video is back at full rate within a bounded time
+            if await _rate(poor, "video", 1.0) > 20:
+                recovered = True
+                break
+        assert recovered
+        states = []
+        while not poor.events.empty():
+            event = poor.events.get_nowait()
+            if event["type"] == "stream-state":
+                states.append(event["state"])
+        assert states and states[-1] == "active"
+        assert await _until(lambda: rembs[-1] > FAST.floor_bitrate * 2, 15)
+    finally:
+        for client in clients:
+            await client.close()

@@ -1,0 +1,121 @@
+"""A UDP relay on loopback that impairs one direction of a media path.
+
+The test client is given the relay's port in place of the SFU's ICE
+candidate; the relay forwards both ways and, towards the client, applies a
+rate limit (token bucket with a bounded queue), random loss and delay. ICE
+sees the relay as a NAT (peer-reflexive candidate) and works unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Impairment:
+    rate_bps: float | None = None
+    """Downlink rate limit (None: unlimited)."""
+    loss: float = 0.0
+    delay: float = 0.0
+    queue_seconds: float = 0.2
+    """Packets that would wait longer than this for the rate limit are dropped."""
+
+
+class _Side(asyncio.DatagramProtocol):
+    def __init__(self, on_packet: Any) -> None:
+        self.on_packet = on_packet
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.on_packet(data, addr)
+
+
+class UdpRelay:
+    """Client ⇄ relay ⇄ server; ``impairment`` applies to server → client packets."""
+
+    def __init__(self, server: tuple[str, int]) -> None:
+        self.server = server
+        self.impairment = Impairment()
+        self.client_addr: tuple[str, int] | None = None
+        self._front: _Side | None = None
+        self._back: _Side | None = None
+        self._busy_until = 0.0
+        self.forwarded = 0
+        self.dropped = 0
+        self._rng = random.Random(7)
+
+    @property
+    def port(self) -> int:
+        assert self._front is not None and self._front.transport is not None
+        return int(self._front.transport.get_extra_info("sockname")[1])
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, front = await loop.create_datagram_endpoint(
+            lambda: _Side(self._from_client), local_addr=("127.0.0.1", 0))
+        _, back = await loop.create_datagram_endpoint(
+            lambda: _Side(self._from_server), local_addr=("127.0.0.1", 0))
+        self._front, self._back = front, back
+
+    def _from_client(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.client_addr = addr
+        assert self._back is not None and self._back.transport is not None
+        self._back.transport.sendto(data, self.server)
+
+    def _from_server(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.client_addr is None:
+            return
+        imp = self.impairment
+        is_stun = len(data) > 0 and data[0] < 2  # keep ICE consent alive
+        if not is_stun and imp.loss and self._rng.random() < imp.loss:
+            self.dropped += 1
+            return
+        now = time.monotonic()
+        send_at = now + imp.delay
+        if imp.rate_bps and not is_stun:
+            start = max(now, self._busy_until)
+            if start - now > imp.queue_seconds:
+                self.dropped += 1
+                return
+            self._busy_until = start + len(data) * 8 / imp.rate_bps
+            send_at = self._busy_until + imp.delay
+        self.forwarded += 1
+        if send_at <= now:
+            self._send(data)
+        else:
+            asyncio.get_running_loop().call_at(
+                asyncio.get_running_loop().time() + (send_at - now), self._send, data)
+
+    def _send(self, data: bytes) -> None:
+        if self._front is not None and self._front.transport is not None \
+                and self.client_addr is not None:
+            self._front.transport.sendto(data, self.client_addr)
+
+    def close(self) -> None:
+        for side in (self._front, self._back):
+            if side is not None and side.transport is not None:
+                side.transport.close()
+
+
+_CANDIDATE = re.compile(r"^(a=candidate:\S+ \d+ udp \d+ )(\S+) (\d+)( typ host.*)$",
+                        re.IGNORECASE | re.MULTILINE)
+
+
+def sdp_candidates(sdp: str) -> list[tuple[str, int]]:
+    return [(m.group(2), int(m.group(3))) for m in _CANDIDATE.finditer(sdp)]
+
+
+def redirect_candidates(sdp: str, ports: dict[int, int]) -> str:
+    """Rewrite host candidates' ports (SFU port → relay port)."""
+    def sub(m: re.Match[str]) -> str:
+        port = ports.get(int(m.group(3)), int(m.group(3)))
+        return f"{m.group(1)}{m.group(2)} {port}{m.group(4)}"
+    return _CANDIDATE.sub(sub, sdp)
