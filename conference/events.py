@@ -217,7 +217,7 @@ class StageInviteResolved:
     room: RoomName
     participant: ParticipantId
     outcome: str
-    """accepted | declined | cancelled | timeout"""
+    """accepted | declined | timeout"""
     by: ParticipantId | None
 
 

@@ -121,6 +121,9 @@ class RoomMedia:
         sending = [s for s in media_sections(sdp) if s.sending]
         if sending and not grants.can_publish:
             raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "no permission to publish")
+        if sending and grants.hidden:
+            raise ConferenceError(ConferenceCode.PERMISSION_DENIED,
+                                  "hidden participants receive media but do not publish")
         known = set(member.publisher.producers) if member.publisher is not None else set()
         self.room.check_new_tracks(pid, sum(1 for s in sending if s.mid not in known))
         if member.publisher is None:
@@ -229,6 +232,9 @@ class RoomMedia:
                          if tid in m.producers), None)
         if producer is None:
             raise ConferenceError(ConferenceCode.UNKNOWN_TRACK, f"no track {tid!r}")
+        if tid in member.producers:
+            raise ConferenceError(ConferenceCode.PERMISSION_DENIED,
+                                  "a participant does not subscribe to its own track")
         consumer = member.consumers.get(tid)
         if state == "unsubscribed":
             if consumer is not None:
@@ -300,7 +306,8 @@ class RoomMedia:
                                               if p.kind == "video"])
             if quality.value != member.quality:
                 member.quality = quality.value
-                changed.append((member.participant.id, member.quality))
+                if not member.participant.hidden:
+                    changed.append((member.participant.id, member.quality))
             for tid, consumer in member.consumers.items():
                 if consumer.kind != "video":
                     continue

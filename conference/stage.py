@@ -37,6 +37,8 @@ class _Pending:
     message: str
     expires_at: float
     timer: asyncio.TimerHandle
+    by: ParticipantId | None = None
+    """Who invited (invitations only)."""
 
 
 class Stage:
@@ -86,6 +88,7 @@ class Stage:
                reason: str = "") -> None:
         """A moderator approves or denies a pending request."""
         self._require_moderator(moderator)
+        self._target(pid)
         if pid not in self.requests:
             raise ConferenceError(ConferenceCode.NO_PENDING_REQUEST,
                                   "that participant has no pending request")
@@ -128,7 +131,7 @@ class Stage:
                message: str = "") -> None:
         """A moderator invites a listener; nothing changes until the listener accepts."""
         self._require_moderator(moderator)
-        p = self._room._require(pid)
+        p = self._target(pid)
         if p.grants.can_publish:
             raise ConferenceError(ConferenceCode.ALREADY_SPEAKER, "already on stage")
         if pid in self.invites:
@@ -136,7 +139,7 @@ class Stage:
         timeout = self._room.options.speaker_request_timeout
         timer = asyncio.get_running_loop().call_later(timeout, self._expire_invite, pid)
         self.invites[pid] = _Pending(participant=pid, message=message,
-                                     expires_at=time.time() + timeout, timer=timer)
+                                     expires_at=time.time() + timeout, timer=timer, by=moderator)
         self._audit("invite", pid, moderator, text=message)
         p.deliver(StageInvited(room=self._room.name, by=moderator, message=message))
 
@@ -146,7 +149,7 @@ class Stage:
             raise ConferenceError(ConferenceCode.NO_PENDING_REQUEST, "no pending invitation")
         if accept:
             p = self._room._require(pid)
-            self._promote(p, by=None, reason="invitation accepted")
+            self._promote(p, by=self.invites[pid].by, reason="invitation accepted")
         self._resolve_invite(pid, "accepted" if accept else "declined", pid)
 
     def _expire_invite(self, pid: ParticipantId) -> None:
@@ -182,7 +185,7 @@ class Stage:
                reason: str = "") -> None:
         """Back to the audience: forwarding stops at once, the publish connection is closed."""
         self._require_moderator(moderator)
-        p = self._room._require(pid)
+        p = self._target(pid)
         if not p.grants.can_publish:
             raise ConferenceError(ConferenceCode.NOT_A_SPEAKER, "not on stage")
         if self._room.media is not None:
@@ -202,6 +205,12 @@ class Stage:
         p = self._room._require(pid)
         if not p.grants.room_admin:
             raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "moderators only")
+
+    def _target(self, pid: ParticipantId) -> Participant:
+        p = self._room.get(pid)
+        if p is None:
+            raise ConferenceError(ConferenceCode.UNKNOWN_PARTICIPANT, "no such participant")
+        return p
 
     def forget(self, pid: ParticipantId) -> None:
         """The participant left: its pending request or invitation ends quietly."""

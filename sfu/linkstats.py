@@ -51,6 +51,7 @@ class SubscriberLink:
     """Estimated bits per second available to each video stream of this link."""
     quality: Quality = Quality.GOOD
     max_layer: int | None = 2
+    consuming_since: float | None = None
     clean_since: float | None = None
     probed_at: float | None = None
     probe_wait: float = 2.0
@@ -108,8 +109,15 @@ def update_subscriber(transport: SubscribeTransport, config: BandwidthConfig, no
     link.max_layer = link.gate.update(now, link.share)
     for consumer in videos:
         consumer.set_layer(link.max_layer)
+    if link.consuming_since is None and transport.consumers:
+        link.consuming_since = time.monotonic()
+    elif not transport.consumers:
+        link.consuming_since = None
     if transport.consumers:
-        link.quality = link.estimator.quality(time.monotonic(), link.last_report_at)
+        reported = link.last_report_at
+        if reported is None and link.consuming_since is not None:
+            reported = link.consuming_since  # the first report is not due yet
+        link.quality = link.estimator.quality(time.monotonic(), reported)
     else:  # nothing is sent on this link: nothing to judge it by
         link.quality = Quality.EXCELLENT
     return link

@@ -148,7 +148,9 @@ async def update_room(request: web.Request, node: Node, room: Room,
         if "speaker_request_timeout" in body:
             changes["speaker_request_timeout"] = float(body["speaker_request_timeout"])
         if "moderator_can_unmute" in body:
-            changes["moderator_can_unmute"] = bool(body["moderator_can_unmute"])
+            if not isinstance(body["moderator_can_unmute"], bool):
+                raise ValueError("moderator_can_unmute must be true or false")
+            changes["moderator_can_unmute"] = body["moderator_can_unmute"]
     except (TypeError, ValueError) as exc:
         return json_error(400, "invalid_message", f"bad room option: {exc}")
     room.options = replace(room.options, **changes)

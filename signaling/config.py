@@ -246,4 +246,8 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError("signaling.max_message_bytes: at least 1024")
     if config.rooms.max_participants < 1:
         raise ConfigError("rooms.max_participants: at least 1")
+    if config.rooms.stage_policy not in ("moderated", "auto"):
+        raise ConfigError("rooms.stage_policy: moderated or auto")
+    if config.sfu.bandwidth != BandwidthConfig():
+        raise ConfigError("sfu.bandwidth: use the top-level bandwidth section")
     return config

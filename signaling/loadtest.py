@@ -61,12 +61,23 @@ async def _start_subscriber(spec: LoadSpec, room: str, n: int) -> tuple[ParleyCl
     return client, started
 
 
+def _frames_by_kind(subscribers: list[tuple[ParleyClient, float]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for client, _ in subscribers:
+        for mid, count in client.frame_counts.items():
+            remote = client.remote.get(mid)
+            if remote is not None:
+                out[remote.kind] = out.get(remote.kind, 0) + count
+    return out
+
+
 async def run_load(spec: LoadSpec) -> dict[str, Any]:
     """Start every room, hold the load for ``duration``, close everything; report."""
     video = encode_video(seconds=2.0, bitrate=spec.bitrate)
     audio = encode_audio(seconds=1.0) if spec.audio else None
     publishers: list[ParleyClient] = []
     subscribers: list[tuple[ParleyClient, float]] = []
+    started = time.perf_counter()
     try:
         async with asyncio.timeout(spec.join_timeout):
             for r in range(spec.rooms):
@@ -78,28 +89,32 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
                 room = f"{spec.room_prefix}-{r}"
                 subscribers += await asyncio.gather(*(
                     _start_subscriber(spec, room, s) for s in range(spec.subscribers)))
-        warm = time.perf_counter()
+        setup = time.perf_counter() - started
         await asyncio.sleep(min(3.0, spec.duration / 3))
-        counts_before = sum(sum(c.frame_counts.values()) for c, _ in subscribers)
+        before = _frames_by_kind(subscribers)
         measured_from = time.perf_counter()
         await asyncio.sleep(spec.duration)
         measured = time.perf_counter() - measured_from
-        counts_after = sum(sum(c.frame_counts.values()) for c, _ in subscribers)
+        after = _frames_by_kind(subscribers)
         first_frames = []
-        for client, started in subscribers:
+        for client, joined_at in subscribers:
             video_mids = [mid for mid, r in client.remote.items() if r.kind == "video"]
-            times = [client.first_frame_at[m] - started for m in video_mids
-                     if m in client.first_frame_at]
-            first_frames += times
+            first_frames += [client.first_frame_at[m] - joined_at for m in video_mids
+                             if m in client.first_frame_at]
         expected_streams = spec.rooms * spec.publishers * spec.subscribers
         return {
             "spec": {k: v for k, v in asdict(spec).items() if k != "secret"},
             "video_streams": expected_streams,
             "video_streams_receiving": len(first_frames),
-            "frames_received_per_second": (counts_after - counts_before) / measured,
+            "frames_received_per_second":
+                (sum(after.values()) - sum(before.values())) / measured,
+            "video_frames_received_per_second":
+                (after.get("video", 0) - before.get("video", 0)) / measured,
+            "audio_frames_received_per_second":
+                (after.get("audio", 0) - before.get("audio", 0)) / measured,
             "join_to_first_frame_p50": _quantile(first_frames, 0.5),
             "join_to_first_frame_p99": _quantile(first_frames, 0.99),
-            "setup_seconds": warm - measured_from + measured,
+            "setup_seconds": setup,
             "measured_seconds": measured,
             "clip_bitrate": sum(len(f) for f in video.frames) * 8 / (len(video.frames) /
                                                                      video.fps),

@@ -82,6 +82,7 @@ class NodeHarness:
     def __init__(self, server: TestServer, http: aiohttp.ClientSession) -> None:
         self.server = server
         self.http = http
+        self.clients: list[Client] = []
 
     @property
     def node(self) -> Node:
@@ -92,7 +93,9 @@ class NodeHarness:
 
     async def connect(self, path: str = "/rtc", **kw: Any) -> Client:
         ws = await self.http.ws_connect(self.url(path), **kw)
-        return Client(ws)
+        client = Client(ws)
+        self.clients.append(client)
+        return client
 
     async def joined(self, room: str = "r1", identity: str = "alice", **kw: Any) -> Client:
         client = await self.connect()
@@ -108,6 +111,7 @@ async def start_node() -> AsyncIterator[StartNode]:
     """Start real nodes on loopback: ``await start_node(rooms=RoomConfig(...))``."""
     servers: list[TestServer] = []
     sessions: list[aiohttp.ClientSession] = []
+    harnesses: list[NodeHarness] = []
 
     async def start(config: NodeConfig | None = None, **sections: Any) -> NodeHarness:
         server = TestServer(create_app(config or make_config(**sections)), host="127.0.0.1")
@@ -115,9 +119,15 @@ async def start_node() -> AsyncIterator[StartNode]:
         servers.append(server)
         http = aiohttp.ClientSession()
         sessions.append(http)
-        return NodeHarness(server, http)
+        harness = NodeHarness(server, http)
+        harnesses.append(harness)
+        return harness
 
     yield start
+    for harness in harnesses:
+        for client in harness.clients:
+            if not client.ws.closed:
+                await client.ws.close()
     for http in sessions:
         await http.close()
     for server in servers:
