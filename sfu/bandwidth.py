@@ -57,6 +57,9 @@ class BandwidthConfig:
     """How often estimates are recomputed and REMB is sent to publishers."""
     report_timeout: float = 5.0
     """No receiver report for this long: the link counts as lost."""
+    max_renditions: int = 2
+    """Node-wide budget of shared low-bitrate renditions (decode once, encode per tier)
+    served to subscribers that would otherwise be paused; 0 turns them off."""
 
 
 class Quality(StrEnum):

@@ -18,6 +18,7 @@ from sfu.stats import ForwardingStats
 if TYPE_CHECKING:
     from sfu.linkstats import SubscriberLink
     from sfu.producer import Producer
+    from sfu.rendition import RenditionSet, Tier
 
 VIDEO_CLOCK = 90000
 AUDIO_CLOCK = 48000
@@ -124,6 +125,9 @@ class Consumer:
         """Highest VP8 temporal layer forwarded (2: full, 1: half, 0: quarter rate)."""
         self._target_layer = 2
         self.frames_skipped_layer = 0
+        self.rendition: RenditionSet | None = None
+        """Served from a shared low-bitrate rendition instead of the original stream."""
+        self.rendition_tier: Tier | None = None
         slot.attach(self)
         producer.add_consumer(self)
 
@@ -148,8 +152,25 @@ class Consumer:
         if layer < self.layer:
             self.layer = layer  # going down is safe at once; going up waits for layer 0
 
+    def use_rendition(self, renditions: RenditionSet, tier: Tier) -> None:
+        self.rendition, self.rendition_tier = renditions, tier
+        self.bandwidth_paused = False
+        self.waiting_keyframe = True
+
+    def leave_rendition(self) -> None:
+        if self.rendition is None:
+            return
+        self.rendition, self.rendition_tier = None, None
+        self.waiting_keyframe = True
+        self.producer.request_keyframe()
+
+    def deliver_rendition(self, frame: EncodedFrame) -> None:
+        """A frame of the rendition this consumer is served from."""
+        if self.rendition is not None and not self.paused and not self.closed:
+            self._forward(frame)
+
     def deliver(self, frame: EncodedFrame) -> None:
-        if self.paused or self.closed or self.bandwidth_paused:
+        if self.paused or self.closed or self.bandwidth_paused or self.rendition is not None:
             return
         if frame.tid is not None:
             if self._target_layer > self.layer and (frame.tid == 0 or frame.keyframe):
@@ -157,6 +178,9 @@ class Consumer:
             if frame.tid > self.layer:
                 self.frames_skipped_layer += 1
                 return
+        self._forward(frame)
+
+    def _forward(self, frame: EncodedFrame) -> None:
         if self.kind == "video":
             if frame.discontinuity and not frame.keyframe:
                 self.waiting_keyframe = True
@@ -195,6 +219,9 @@ class Consumer:
         if self.closed:
             return
         self.closed = True
+        if self.rendition is not None:
+            self.rendition.detach(self)
+            self.rendition = None
         self.producer.remove_consumer(self)
         if self._slot.consumer is self:
             self._slot.detach()

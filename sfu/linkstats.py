@@ -13,6 +13,7 @@ Each interval the Router's bandwidth task calls :func:`allocate`:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ from sfu.bandwidth import (
 )
 
 if TYPE_CHECKING:
+    from sfu.consumer import Consumer
     from sfu.producer import Producer
     from sfu.transport import SubscribeTransport
 
@@ -53,6 +55,10 @@ class SubscriberLink:
     max_layer: int | None = 2
     consuming_since: float | None = None
     clean_since: float | None = None
+    on_rendition: bool = False
+    """Some video of this link is served from a shared low-bitrate rendition."""
+    probe_target: float = 0.0
+    """Estimate a probe lifts the link to (what its held-back video would need)."""
     probed_at: float | None = None
     probe_wait: float = 2.0
     """Seconds of clean audio-only link before video is tried again (doubles on failure)."""
@@ -91,8 +97,12 @@ class PublisherLink:
     history: list[tuple[float, int]] = field(default_factory=list)
 
 
+Serve = Callable[["Consumer", float, "int | None"], bool]
+"""Router hook: serve a consumer from a rendition (True) or leave it to layers/pause."""
+
+
 def update_subscriber(transport: SubscribeTransport, config: BandwidthConfig, now: float,
-                      dt: float) -> SubscriberLink:
+                      dt: float, serve: Serve | None = None) -> SubscriberLink:
     link: SubscriberLink = transport.link
     sent = transport.bytes_sent()
     link.send_rate = max(0, sent - link.bytes_seen) * 8 / max(dt, 1e-3)
@@ -107,8 +117,11 @@ def update_subscriber(transport: SubscribeTransport, config: BandwidthConfig, no
     audio = sum(1 for c in consumers if c.kind == "audio") * AUDIO_RESERVE
     link.share = max(0.0, link.estimator.estimate - audio) / max(1, len(videos))
     link.max_layer = link.gate.update(now, link.share)
+    link.probe_target = 0.0
     for consumer in videos:
-        consumer.set_layer(link.max_layer)
+        if serve is None or not serve(consumer, link.share, link.max_layer):
+            consumer.set_layer(link.max_layer)
+    link.on_rendition = any(c.rendition is not None for c in videos)
     if link.consuming_since is None and transport.consumers:
         link.consuming_since = time.monotonic()
     elif not transport.consumers:
@@ -129,7 +142,7 @@ def _probe(link: SubscriberLink, config: BandwidthConfig, now: float) -> None:
     threshold: video comes back, and if the link still cannot take it, loss pauses it
     again and the next probe waits twice as long (up to 30 s)."""
     clean = link.estimator.loss < config.loss_low
-    if link.max_layer is not None:
+    if link.max_layer is not None and not link.on_rendition:
         if link.probed_at is not None and now - link.probed_at > 10.0:
             link.probe_wait = config.resume_hold  # the last probe held: reset the back-off
             link.probed_at = None
@@ -144,7 +157,9 @@ def _probe(link: SubscriberLink, config: BandwidthConfig, now: float) -> None:
     if link.clean_since is None:
         link.clean_since = now
     elif now - link.clean_since >= link.probe_wait:
-        link.estimator.estimate = max(link.estimator.estimate, float(config.resume_above))
+        target = max(float(config.resume_above), link.probe_target)
+        link.estimator.estimate = max(link.estimator.estimate,
+                                      min(target, float(config.max_bitrate)))
         link.probed_at = now
         link.clean_since = None
 
@@ -158,7 +173,8 @@ def update_publisher(producer: Producer, config: BandwidthConfig, dt: float) -> 
     if counter is not None:
         pub.loss += config.smoothing * (counter.interval_loss() - pub.loss)
     pub.quality = quality_of(pub.loss, None, None, config)
-    shares = [c.link.share for c in producer.consumers if c.link is not None and not c.paused]
+    shares = [c.link.share for c in producer.consumers
+              if c.link is not None and not c.paused and c.rendition is None]
     # (consumers paused by their subscriber do not count; paused for bandwidth do)
     target = publisher_target(shares, config)
     own = producer.publisher_estimate()

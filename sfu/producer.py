@@ -21,6 +21,7 @@ from sfu.linkstats import PublisherLink
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
+    from sfu.rendition import RenditionSet
 
 log = logging.getLogger("parley.sfu.producer")
 
@@ -65,6 +66,10 @@ class Producer:
             self.assembler = VideoAssembler(self._on_frame, config.frame_wait)
         self.decoder_queue = install_assembler(receiver, _PliAwareAssembler(self))
         self.link = PublisherLink()
+        self.renditions: RenditionSet | None = None
+        """Shared low-bitrate renditions of this producer, while someone needs one."""
+        self.has_layers = False
+        """The publisher sends VP8 temporal layers (seen in its descriptors)."""
         self._remb = intercept_remb(receiver) if config.bandwidth.enabled else None
         self._decoder: Any = None
         if config.transcode:
@@ -77,8 +82,12 @@ class Producer:
     def _on_frame(self, frame: EncodedFrame) -> None:
         self.frames_in += 1
         self.bytes_in += len(frame.data)
+        if frame.tid is not None:
+            self.has_layers = True
         if self.paused:
             return
+        if self.renditions is not None:
+            self.renditions.feed(frame)
         if self._decoder is not None:
             decoded = tuple(self._decoder.decode(JitterFrame(frame.data, frame.timestamp)))
             frame = dataclasses.replace(frame, decoded=decoded)

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
+from conference.ids import RoomName
 from sfu.bandwidth import BandwidthConfig
 from signaling.client import ParleyClient
 from signaling.media import EncodedTrack, encode_audio, encode_video
@@ -16,7 +17,7 @@ from tests.conftest import StartNode, token
 from tests.media_helpers import LOOPBACK_SFU, media_node
 from tests.netimpair import Impairment, UdpRelay, redirect_candidates, sdp_candidates
 
-FAST = BandwidthConfig(update_interval=0.5, resume_hold=1.0)
+FAST = BandwidthConfig(update_interval=0.5, resume_hold=1.0, max_renditions=0)
 
 
 class RelayedClient(ParleyClient):
@@ -129,6 +130,44 @@ async def test_a_constrained_subscriber_loses_video_not_audio_and_recovers(
                 states.append(event["state"])
         assert states and states[-1] == "active"
         assert await _until(lambda: rembs[-1] > FAST.floor_bitrate * 2, 15)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_a_constrained_subscriber_gets_a_shared_low_rendition_instead_of_a_pause(
+        start_node: StartNode) -> None:
+    config = replace(FAST, max_renditions=2)
+    node = await media_node(start_node, sfu=replace(LOOPBACK_SFU, bandwidth=config))
+    url = node.url("/")
+    video = encode_video(seconds=2.0, bitrate=900_000)
+    publisher = ParleyClient(url, token("bw", "pub"), decode=False)
+    good = ParleyClient(url, token("bw", "good", role="listener"), decode=False)
+    poor = RelayedClient(url, token("bw", "poor", role="listener"), decode=False)
+    clients = [publisher, good, poor]
+    try:
+        for client in clients:
+            await client.connect()
+        await publisher.publish(EncodedTrack(video))
+        assert await _until(lambda: _kinds(poor).get("video", 0) > 30, 15)
+        room = node.node.rooms.get(RoomName("bw"))
+        assert room is not None and room.media is not None
+        router = room.media.router
+
+        poor.impair(Impairment(rate_bps=300_000, loss=0.05))
+        assert await _until(lambda: bool(router.renditions), 25)  # started on demand
+        renditions = next(iter(router.renditions.values()))
+        assert await _until(lambda: renditions.frames_encoded > 30, 10)
+        assert await _rate(poor, "video", 2.0) > 5  # video, not a pause
+        assert await _rate(good, "video", 1.5) > 20  # full-quality subscriber: forwarding
+        good_consumers = [c for m in room.media.members.values()
+                          if m.participant.identity == "good" for c in m.consumers.values()]
+        assert good_consumers and all(c.rendition is None for c in good_consumers)
+
+        poor.impair(Impairment())
+        assert await _until(lambda: not router.renditions, 40)  # stopped when no longer needed
+        rates = [await _rate(poor, "video", 1.0) for _ in range(15)]
+        assert max(rates) > 20, rates  # back on the original stream at full rate
     finally:
         for client in clients:
             await client.close()
