@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
@@ -22,6 +21,23 @@ if TYPE_CHECKING:
 
 VIDEO_CLOCK = 90000
 AUDIO_CLOCK = 48000
+
+
+class ForwardedFrame:
+    """What a slot hands its sender: encoded bytes and the outgoing RTP timestamp.
+
+    aiortc's sender packs anything that is not an ``av.Frame``; the SFU's packer
+    reads these two fields, so no ``av.Packet`` (and no copy) is made per subscriber.
+    """
+
+    __slots__ = ("data", "pts")
+
+    def __init__(self, data: bytes, pts: int) -> None:
+        self.data = data
+        self.pts = pts
+
+    def __bytes__(self) -> bytes:
+        return self.data
 
 
 class SlotTrack(MediaStreamTrack):
@@ -82,10 +98,7 @@ class SlotTrack(MediaStreamTrack):
                 item.pts = pts
                 item.time_base = self._time_base
         else:
-            packet = av.Packet(frame.data)
-            packet.pts = pts
-            packet.time_base = self._time_base
-            items = [packet]
+            items = [ForwardedFrame(frame.data, pts)]
         try:
             for item in items:
                 self._queue.put_nowait((item, frame.received_at))

@@ -42,6 +42,7 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
+from sfu.consumer import ForwardedFrame
 from sfu.stats import ForwardingStats
 
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
@@ -114,7 +115,7 @@ class ForwardPacker(Encoder):
 
     def pack(self, packet: Any) -> tuple[list[bytes], int]:
         timestamp = int(packet.pts)
-        data = bytes(packet)
+        data = packet.data if isinstance(packet, ForwardedFrame) else bytes(packet)
         if self.kind == "audio":
             payloads = [data]
         else:
