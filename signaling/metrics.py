@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from signaling.protocol import KNOWN_TYPES
@@ -36,5 +38,19 @@ class SignalingMetrics:
             registry=registry,
         )
 
+        self._sent: dict[str, Any] = {}
+        self._received: dict[str, Any] = {}
+
     def received(self, mtype: str) -> None:
-        self.messages_in.labels(type=mtype if mtype in KNOWN_TYPES else "invalid").inc()
+        key = mtype if mtype in KNOWN_TYPES else "invalid"
+        child = self._received.get(key)
+        if child is None:
+            child = self._received[key] = self.messages_in.labels(type=key)
+        child.inc()
+
+    def sent(self, mtype: str) -> None:
+        """Counted per message on the hot path: label children are looked up once."""
+        child = self._sent.get(mtype)
+        if child is None:
+            child = self._sent[mtype] = self.messages_out.labels(type=mtype)
+        child.inc()

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from signaling.admin import add_admin_routes, json_error
 from signaling.appkeys import NODE
+from signaling.devjoin import add_devjoin_routes
 from signaling.session import SignalSession
 
 log = logging.getLogger("parley.http")
@@ -87,5 +88,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     add_admin_routes(app)
+    add_devjoin_routes(app)
     app.router.add_get("/", index)
     app.router.add_static("/static/", Path(str(resources.files("signaling") / "static")))

@@ -161,7 +161,7 @@ class SignalSession:
                 return
             self._seq += 1
             item["seq"] = self._seq
-            self.node.metrics.messages_out.labels(type=item["type"]).inc()
+            self.node.metrics.sent(item["type"])
             try:
                 await self.ws.send_str(json.dumps(item, separators=(",", ":")))
             except ConnectionError:
