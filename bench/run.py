@@ -25,8 +25,10 @@ from bench.report import SuiteResult, markdown_table
 SUITES: dict[str, str] = {
     "signaling": "bench.signaling_bench",
     "sfu": "bench.sfu_bench",
+    "bandwidth": "bench.bandwidth_bench",
+    "stage": "bench.stage_bench",
 }
-"""Suite name → module. The SFU suite is added here when the SFU lands."""
+"""Suite name → module."""
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -211,6 +211,7 @@ class ParleyClient:
         for mid, remote in list(self.remote.items()):
             info = self._mapping.get(mid)
             if info is not None and info.get("track") != remote.track_id:
+                self.first_frame_at.pop(mid, None)  # the m-line now carries another track
                 self.remote[mid] = RemoteTrack(
                     track=remote.track, track_id=str(info.get("track", "")),
                     participant=str(info.get("participant", "")), kind=remote.kind, mid=mid)
