@@ -95,6 +95,10 @@ class RoomMedia:
             original(event)
 
         participant.sink = sink
+        known = tuple((m.participant.id, m.quality) for m in self.members.values()
+                      if m.quality is not None and not m.participant.hidden)
+        if known:  # a late joiner learns everyone's current quality at once
+            participant.deliver(ConnectionQualityChanged(room=self.room.name, updates=known))
         if participant.grants.can_subscribe:
             for other in self.members.values():
                 for tid, producer in other.producers.items():

@@ -222,7 +222,7 @@ export class Grid {
       tile.refs.media.append(element);
     }
     element.srcObject = new MediaStream([media]);
-    this.media.set(mid, { key, kind, element });
+    this.media.set(mid, { key, kind, element, media });
     element.play().catch(() => this.needSound());
     this.update(tile, tile.model);
   }

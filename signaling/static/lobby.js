@@ -41,7 +41,7 @@ export class Devices {
 
   /** List the devices (labels appear once access was granted). */
   async fill() {
-    const found = await listDevices().catch(() => ({ audio: [], video: [] }));
+    const found = await listDevices().catch(() => ({ audio: [], video: [], hidden: {} }));
     for (const kind of ["audio", "video"]) {
       const select = this.selects[kind];
       select.replaceChildren();
@@ -54,7 +54,8 @@ export class Devices {
       if (!found[kind].length) {
         const option = document.createElement("option");
         option.value = "";
-        option.textContent = kind === "audio" ? "No microphone found" : "No camera found";
+        const what = kind === "audio" ? "microphone" : "camera";
+        option.textContent = found.hidden[kind] ? `No access to the ${what}` : `No ${what} found`;
         select.append(option);
       }
       select.disabled = !found[kind].length;
@@ -70,6 +71,7 @@ export class Devices {
       return li;
     }));
     list.hidden = problems.length === 0;
+    $("devices-retry").hidden = problems.length === 0;
     const details = list.closest("details");
     if (details && problems.length) details.open = true;
   }

@@ -65,14 +65,21 @@ export async function openDevices({ audio = true, video = true, audioId = "", vi
   return out;
 }
 
-/** {audio: [{id, label}], video: [...]} of the devices the browser lists. */
+/**
+ * {audio: [{id, label}], video: [...], hidden: {audio, video}} of the devices the browser
+ * lists; `hidden` says that devices exist but the page may not see them (no access yet).
+ */
 export async function listDevices() {
-  const out = { audio: [], video: [] };
+  const out = { audio: [], video: [], hidden: { audio: false, video: false } };
   if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return out;
   const devices = await navigator.mediaDevices.enumerateDevices();
   for (const d of devices) {
     const kind = d.kind === "audioinput" ? "audio" : d.kind === "videoinput" ? "video" : null;
-    if (!kind || !d.deviceId) continue;
+    if (!kind) continue;
+    if (!d.deviceId) {
+      out.hidden[kind] = true;
+      continue;
+    }
     const n = out[kind].length + 1;
     out[kind].push({ id: d.deviceId, label: d.label || `${kind === "audio" ? "Microphone" : "Camera"} ${n}` });
   }

@@ -122,17 +122,19 @@ export class Publisher {
     return null;
   }
 
-  /** What the browser reports for each video sender: source, codec, scalabilityMode, frames. */
+  /** What the browser reports for each sender: source, device label, codec, scalabilityMode, frames. */
   async outbound() {
     const report = await this.pc.getStats();
     const codecs = new Map();
     report.forEach((s) => { if (s.type === "codec") codecs.set(s.id, s.mimeType); });
-    const bySsrcMid = new Map();
-    for (const [source, entry] of this.entries) bySsrcMid.set(entry.transceiver.mid, source);
+    const byMid = new Map();
+    for (const [source, entry] of this.entries) byMid.set(entry.transceiver.mid, { source, entry });
     const out = [];
     report.forEach((s) => {
       if (s.type !== "outbound-rtp") return;
-      out.push({ source: bySsrcMid.get(s.mid) || null, kind: s.kind,
+      const sender = byMid.get(s.mid);
+      out.push({ source: sender ? sender.source : null, kind: s.kind,
+                 label: sender && sender.entry.track ? sender.entry.track.label : null,
                  scalabilityMode: s.scalabilityMode || null, codec: codecs.get(s.codecId) || null,
                  framesEncoded: s.framesEncoded || 0, bytesSent: s.bytesSent || 0 });
     });

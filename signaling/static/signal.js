@@ -3,7 +3,7 @@
 // meeting opens a new one to reconnect.
 
 const PING_EVERY = 5000; // ms between application pings
-const SILENCE_LIMIT = 15000; // ms without any message before the socket counts as dead
+const SILENCE_LIMIT = 15000; // ms without an answer to a ping before the socket counts as dead
 
 export class SignalClosed extends Error {
   constructor(code, reason) {
@@ -32,7 +32,7 @@ export class Signal {
     this.nextId = 1;
     this.pending = new Map(); // id -> {resolve, reject, timer}
     this.closed = false;
-    this.lastHeard = 0;
+    this.awaiting = 0; // when the unanswered ping was sent; 0: something arrived since
     this.timer = null;
   }
 
@@ -42,12 +42,11 @@ export class Signal {
       const ws = new WebSocket(this.url);
       this.ws = ws;
       ws.onopen = () => {
-        this.lastHeard = Date.now();
         this.timer = setInterval(() => this.keepAlive(), PING_EVERY);
         resolve();
       };
       ws.onmessage = (ev) => {
-        this.lastHeard = Date.now();
+        this.awaiting = 0;
         let m;
         try { m = JSON.parse(ev.data); } catch { return; }
         this.dispatch(m);
@@ -72,12 +71,14 @@ export class Signal {
     this.handlers.onEvent(m);
   }
 
+  /** Ping, and give up on a socket that leaves a ping unanswered (a dead network). */
   keepAlive() {
-    if (Date.now() - this.lastHeard > SILENCE_LIMIT) {
+    const now = Date.now();
+    if (this.awaiting && now - this.awaiting > SILENCE_LIMIT) {
       this.close(4000, "silent");
       return;
     }
-    this.send({ type: "ping" });
+    if (!this.awaiting && this.send({ type: "ping" })) this.awaiting = now;
   }
 
   send(message) {

@@ -36,7 +36,8 @@ export class StageUI {
     const audience = !!grants && !grants.can_publish && !!grants.can_request_publish;
     this.speakButton.hidden = !audience;
     $("requests-panel").hidden = !(grants && grants.room_admin);
-    if (grants && grants.can_publish && this.requestState === "pending") this.setRequest("approved");
+    if (grants && grants.can_publish && this.requestState === "pending") this.requestState = "approved";
+    if (audience && this.requestState === "approved") this.requestState = "none"; // back in the audience
     this.renderSpeak();
   }
 

@@ -1,7 +1,9 @@
 """Browser tests: Debian's Chromium driven by Playwright, on the meeting page of a real node.
 
 Chromium runs with a fake camera and microphone and keeps ICE on loopback
-(the node's SFU gathers on 127.0.0.1 only). Without Chromium or Playwright
+(the node's SFU gathers on 127.0.0.1 only). Each page has its own browser
+context, which is granted camera and microphone access (or not, to test a
+refusal). Without Chromium or Playwright
 the tests are skipped locally and fail in CI (``PARLEY_CI=1``): CI never skips.
 """
 
@@ -26,7 +28,6 @@ if TYPE_CHECKING:
 
 CHROMIUM_ARGS = (
     "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
     "--no-sandbox",
     "--disable-gpu",
     "--disable-background-networking",
@@ -88,6 +89,7 @@ class MeetingPage:
 
     def __init__(self, page: Page, identity: str) -> None:
         self.page = page
+        self.context = page.context
         self.identity = identity
         self.errors: list[str] = []
         self.participant_id = ""
@@ -99,17 +101,53 @@ class MeetingPage:
             self.errors.append(f"console error: {message.text}")
 
     @classmethod
-    async def join(cls, browser: Browser, node: NodeHarness, room: str,
-                   identity: str) -> MeetingPage:
-        """Open the page with a fresh token; returns once it joined and publishes."""
-        meeting = cls(await browser.new_page(), identity)
-        await meeting.page.goto(node.url("/?token=" + token(room, identity)))
-        await meeting.page.wait_for_function(
-            "window.parley && (window.parley.publishing || window.parley.state === 'failed')",
-            timeout=STEP * 1000)
-        assert await meeting.page.evaluate("parley.state") == "joined", await meeting.js_errors()
+    async def open(cls, browser: Browser, url: str, identity: str, *,
+                   devices: bool = True) -> MeetingPage:
+        """A new tab in its own context; ``devices``: camera and microphone access granted."""
+        context = await browser.new_context(
+            permissions=["camera", "microphone"] if devices else [],
+            viewport={"width": 1280, "height": 720})
+        meeting = cls(await context.new_page(), identity)
+        await meeting.page.goto(url)
+        return meeting
+
+    @classmethod
+    async def join(cls, browser: Browser, node: NodeHarness | str, room: str,
+                   identity: str, *, role: str = "speaker", devices: bool = True) -> MeetingPage:
+        """Open the page with a fresh token; returns once it joined (and publishes, if allowed).
+
+        ``node`` is a node, or the base URL to open the page on (a relay in front of one).
+        """
+        base = node if isinstance(node, str) else node.url("/")
+        url = base.rstrip("/") + "/?token=" + token(room, identity, role=role)
+        meeting = await cls.open(browser, url, identity, devices=devices)
+        await meeting.wait_ready()
         meeting.participant_id = await meeting.page.evaluate("parley.participantId")
         return meeting
+
+    async def wait_ready(self) -> None:
+        """Joined, and publishing when allowed to."""
+        await self.page.wait_for_function(
+            "window.parley && (parley.ready"
+            " || ['failed', 'removed', 'ended'].includes(parley.state))",
+            timeout=STEP * 1000)
+        assert await self.page.evaluate("parley.state") == "joined", await self.js_errors()
+
+    async def tiles(self) -> list[dict[str, Any]]:
+        """What each tile of the grid shows (``parley.tiles()``)."""
+        result: list[dict[str, Any]] = await self.page.evaluate("parley.tiles()")
+        return result
+
+    async def tile(self, participant: str, source: str = "camera") -> dict[str, Any] | None:
+        return next((t for t in await self.tiles()
+                     if t["participant"] == participant and t["source"] == source), None)
+
+    async def chat_log(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.page.evaluate("parley.chatLog()")
+        return result
+
+    async def close(self) -> None:
+        await self.context.close()
 
     async def frames(self) -> dict[str, int]:
         """framesDecoded of the video received from each remote participant."""
@@ -123,7 +161,7 @@ class MeetingPage:
 
     async def showing(self, participant: str) -> bool:
         """Whether the participant has a tile on the page."""
-        count = await self.page.locator(f'[data-participant="{participant}"]').count()
+        count = await self.page.locator(f'.tile[data-participant="{participant}"]').count()
         return count > 0
 
     async def wait_decoding(self, participants: list[str]) -> None:
@@ -145,7 +183,7 @@ class MeetingPage:
         await button.focus()
         await self.page.keyboard.press("Enter")
         await self.page.wait_for_function("parley.state === 'closed'", timeout=STEP * 1000)
-        await self.page.close()
+        await self.close()
 
 
 class Bot:
@@ -185,3 +223,67 @@ class Bot:
 
     async def leave(self) -> None:
         await self.client.leave()
+
+
+class TcpRelay:
+    """A TCP relay on loopback in front of a node; ``cut()`` drops every connection at once.
+
+    Pages opened through it reach the node's HTTP and WebSocket through the relay
+    (media still flows directly), so cutting it is a network failure for the
+    signalling socket only: both ends see the TCP connection die without a close frame.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+        loop = asyncio.get_running_loop()
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = loop.create_task(self._pipe(source, sink))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            sink.transport.abort()
+            self._writers.discard(sink)
+
+    def cut(self) -> None:
+        """Abort every relayed connection, both sides, without a FIN or a close frame."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.cut()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()

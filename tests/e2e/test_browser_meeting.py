@@ -50,7 +50,8 @@ async def test_three_browsers_and_a_bot_see_each_other(browser: Browser,
         await message.fill("hello from ana")
         await message.press("Enter")
         for page in pages[1:]:
-            await page.page.get_by_text("ana: hello from ana").wait_for(timeout=STEP * 1000)
+            await page.page.locator(".msg", has_text="hello from ana").filter(
+                has_text="ana").wait_for(timeout=STEP * 1000)
         data = await asyncio.wait_for(bot.client.data.get(), STEP)
         assert (data["identity"], data["payload"]) == ("ana", {"text": "hello from ana"})
         for page in pages:
