@@ -17,6 +17,10 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+$(VENV)/.installed-bench: $(VENV)/.installed-test pyproject.toml
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
 run: $(VENV)/.installed
 	$(VENV)/bin/parley serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
@@ -31,7 +35,7 @@ unit: $(VENV)/.installed-test
 
 test: lint typecheck unit
 
-bench: $(VENV)/.installed-test
+bench: $(VENV)/.installed-bench
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:

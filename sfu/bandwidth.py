@@ -89,7 +89,7 @@ class LinkEstimator:
         self._updated_at = now
         if fraction_lost is not None:
             self.loss += cfg.smoothing * (fraction_lost - self.loss)
-        if rtt is not None:
+        if rtt is not None and rtt > 0:  # aiortc reports stale-SR pairings as negative
             self.rtt = rtt
             self.min_rtt = rtt if self.min_rtt is None else min(self.min_rtt, rtt)
         queueing = (self.rtt is not None and self.min_rtt is not None

@@ -60,6 +60,11 @@ class SubscriberLink:
     probe_target: float = 0.0
     """Estimate a probe lifts the link to (what its held-back video would need)."""
     probed_at: float | None = None
+    probe_from: int = -1
+    """Video level when the last probe started: -1 held back (paused or on a rendition),
+    else the temporal-layer cap."""
+    resumed_after_probe: bool = False
+    """The last probe lifted the video level (so falling back now means it failed)."""
     probe_wait: float = 2.0
     """Seconds of clean audio-only link before video is tried again (doubles on failure)."""
 
@@ -117,7 +122,10 @@ def update_subscriber(transport: SubscribeTransport, config: BandwidthConfig, no
     audio = sum(1 for c in consumers if c.kind == "audio") * AUDIO_RESERVE
     link.share = max(0.0, link.estimator.estimate - audio) / max(1, len(videos))
     link.max_layer = link.gate.update(now, link.share)
-    link.probe_target = 0.0
+    # A probe lifts every video's share to the next step up, audio reserved.
+    step = {None: config.resume_above, 0: config.quarter_rate_below,
+            1: config.half_rate_below}.get(link.max_layer, 0)
+    link.probe_target = float(step * len(videos) + audio)
     for consumer in videos:
         if serve is None or not serve(consumer, link.share, link.max_layer):
             consumer.set_layer(link.max_layer)
@@ -137,23 +145,31 @@ def update_subscriber(transport: SubscribeTransport, config: BandwidthConfig, no
 
 
 def _probe(link: SubscriberLink, config: BandwidthConfig, now: float) -> None:
-    """A link whose video is paused carries only audio, so its estimate can only creep
-    up. Once it has been clean for the probe interval, lift the estimate to the resume
-    threshold: video comes back, and if the link still cannot take it, loss pauses it
-    again and the next probe waits twice as long (up to 30 s)."""
-    clean = link.estimator.loss < config.loss_low
-    if link.max_layer is not None and not link.on_rendition:
-        if link.probed_at is not None and now - link.probed_at > 10.0:
-            link.probe_wait = config.resume_hold  # the last probe held: reset the back-off
+    """Video held back (paused, on a rendition, or capped to fewer temporal layers) makes
+    the link carry less than it may be able to, and its estimate, capped near what is
+    sent, cannot grow past that. Once the link has been free of congestion (smoothed loss
+    under ``loss_high``: steady random loss of a few percent is not congestion) for the
+    probe interval, lift the estimate to what the next step up needs (``probe_target``).
+    If the link cannot take it, loss brings the video back down and the next probe waits
+    twice as long (up to 30 s); a step that holds for 10 s resets the wait."""
+    clean = link.estimator.loss < config.loss_high
+    level = -1 if link.max_layer is None or link.on_rendition else link.max_layer
+    if link.probed_at is not None:
+        if level > link.probe_from:
+            link.resumed_after_probe = True
+        elif link.resumed_after_probe:  # back down after the probe lifted it
+            if now - link.probed_at < 10.0:
+                link.probe_wait = min(30.0, link.probe_wait * 2)
             link.probed_at = None
+        if link.probed_at is not None and now - link.probed_at > 10.0:
+            if link.resumed_after_probe:
+                link.probe_wait = config.resume_hold  # the last probe held: reset the back-off
+            link.probed_at = None
+    if level >= 2 or not clean:
         link.clean_since = None
         return
-    if link.probed_at is not None and now - link.probed_at < 10.0 and link.clean_since is None:
-        link.probe_wait = min(30.0, link.probe_wait * 2)  # paused again soon after a probe
-        link.probed_at = None
-    if not clean:
-        link.clean_since = None
-        return
+    if link.probed_at is not None and not link.resumed_after_probe:
+        return  # the last probe has not lifted the video yet (a resume waits resume_hold)
     if link.clean_since is None:
         link.clean_since = now
     elif now - link.clean_since >= link.probe_wait:
@@ -161,6 +177,8 @@ def _probe(link: SubscriberLink, config: BandwidthConfig, now: float) -> None:
         link.estimator.estimate = max(link.estimator.estimate,
                                       min(target, float(config.max_bitrate)))
         link.probed_at = now
+        link.probe_from = level
+        link.resumed_after_probe = False
         link.clean_since = None
 
 

@@ -146,7 +146,9 @@ class Producer:
         while True:
             await asyncio.sleep(tick)
             now = time.perf_counter()
-            waiting = any(c.waiting_keyframe for c in self.consumers)
+            # (held back for bandwidth, paused or on a rendition: no use for one yet)
+            waiting = any(c.waiting_keyframe and not (c.bandwidth_paused or c.paused)
+                          and c.rendition is None for c in self.consumers)
             if (self._pli_wanted or waiting) and \
                     now - self._last_pli >= self._config.keyframe_interval:
                 self._send_pli(now)

@@ -145,8 +145,22 @@ class RenditionSet:
         self.producer.request_keyframe()
         return True
 
+    def move(self, consumer: Consumer, tier: Tier) -> bool:
+        """Switch ``consumer`` to another tier of this set (the old tier stops if unused)."""
+        if not self.attach(consumer, tier):
+            return False
+        self._leave_tiers(consumer, keep=tier)
+        return True
+
     def detach(self, consumer: Consumer) -> None:
+        self._leave_tiers(consumer, keep=None)
+        if not self.consumers:
+            self._on_empty(self)
+
+    def _leave_tiers(self, consumer: Consumer, keep: Tier | None) -> None:
         for tier, users in list(self.consumers.items()):
+            if tier == keep:
+                continue
             users.discard(consumer)
             if not users:
                 del self.consumers[tier]
@@ -155,8 +169,6 @@ class RenditionSet:
                         self._budget.release()
                 log.info("rendition stopped", extra={"producer": self.producer.id,
                                                      "bitrate": tier.bitrate})
-        if not self.consumers:
-            self._on_empty(self)
 
     def feed(self, frame: EncodedFrame) -> None:
         """A frame from the producer (event loop); decoded and encoded in the worker."""

@@ -137,9 +137,15 @@ class Router:
                 tier == kept or (share >= 0.7 * kept.bitrate and (
                     tier is None or tier.bitrate < kept.bitrate))):
             return True  # hysteresis: keep the tier while the link roughly carries it
+        if current is renditions and tier is not None:
+            if renditions.move(consumer, tier):
+                consumer.use_rendition(renditions, tier)
+                return True
         if current is not None:
             consumer.leave_rendition()
             current.detach(consumer)
+            if current is renditions:  # it may have just closed: start afresh next time
+                return False
         if tier is None or not renditions.attach(consumer, tier):
             if not renditions.consumers:
                 self._rendition_idle(renditions)

@@ -95,9 +95,9 @@ class UdpRelay:
                 asyncio.get_running_loop().time() + (send_at - now), self._send, data)
 
     def _send(self, data: bytes) -> None:
-        if self._front is not None and self._front.transport is not None \
-                and self.client_addr is not None:
-            self._front.transport.sendto(data, self.client_addr)
+        transport = self._front.transport if self._front is not None else None
+        if transport is not None and not transport.is_closing() and self.client_addr is not None:
+            transport.sendto(data, self.client_addr)
 
     def close(self) -> None:
         for side in (self._front, self._back):

@@ -1,0 +1,350 @@
+"""Allocation (sfu/linkstats.py) and the consumer side of it (sfu/consumer.py layers).
+
+The consumers are real (a real SlotTrack each, read back with ``recv``); the
+producer behind them is a stand-in that counts key-frame requests (except in the
+key-frame test, which uses a real Producer on an unconnected receiver), and the
+subscribe transport is a stand-in exposing what ``update_subscriber`` reads:
+bytes sent, the subscriber's REMB, the consumers and the link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiortc import RTCPeerConnection
+
+from sfu.bandwidth import BandwidthConfig
+from sfu.config import SfuConfig
+from sfu.consumer import Consumer, SlotTrack
+from sfu.frames import EncodedFrame
+from sfu.linkstats import (
+    AUDIO_RESERVE,
+    PublisherLink,
+    SubscriberLink,
+    update_publisher,
+    update_subscriber,
+)
+from sfu.producer import Producer
+
+CFG = BandwidthConfig()
+TICKS = 3000
+"""RTP ticks per frame at 30 frames/s."""
+LAYERS = (0, 2, 1, 2)
+"""VP8 temporal layer ids of consecutive frames with three layers."""
+
+
+class Source:
+    """Stands in for the Producer a consumer reads from."""
+
+    def __init__(self, kind: str = "video") -> None:
+        self.kind = kind
+        self.consumers: set[Consumer] = set()
+        self.keyframe_requests = 0
+        self.link = PublisherLink()
+        self.bytes_in = 0
+        self.assembler = None
+        self.own_estimate: int | None = None
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        self.consumers.add(consumer)
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        self.consumers.discard(consumer)
+
+    def request_keyframe(self) -> None:
+        self.keyframe_requests += 1
+
+    def publisher_estimate(self) -> int | None:
+        return self.own_estimate
+
+
+class Leg:
+    """Stands in for a SubscribeTransport: what update_subscriber reads from it."""
+
+    def __init__(self, config: BandwidthConfig = CFG) -> None:
+        self.link = SubscriberLink.create(config)
+        self.consumers: dict[str, Consumer] = {}
+        self.sent = 0
+        self.remb_value: int | None = None
+
+    def add(self, source: Source) -> Consumer:
+        consumer = Consumer(consumer_id=f"c{len(self.consumers)}",
+                            producer=source,  # type: ignore[arg-type]
+                            slot=SlotTrack(source.kind, 256), app_data={})
+        consumer.link = self.link
+        self.consumers[consumer.id] = consumer
+        return consumer
+
+    def bytes_sent(self) -> int:
+        return self.sent
+
+    def remb(self) -> int | None:
+        return self.remb_value
+
+
+def frame(n: int, *, key: bool = False, tid: int | None = None) -> EncodedFrame:
+    return EncodedFrame(data=bytes([n % 256]) * 20, timestamp=1000 + n * TICKS, keyframe=key,
+                        discontinuity=False, tid=tid)
+
+
+async def forwarded(consumer: Consumer) -> list[int]:
+    """Frame numbers queued on the consumer's slot, in order (drains the queue)."""
+    out: list[int] = []
+    slot = consumer.slot
+    while not slot._queue.empty():
+        packet = await slot.recv()
+        out.append(packet.pts)
+    return [(pts - out[0]) // TICKS for pts in out] if out else []
+
+
+def video_consumer() -> tuple[Consumer, Source]:
+    source = Source()
+    leg = Leg()
+    consumer = leg.add(source)
+    consumer.deliver(frame(0, key=True, tid=0))
+    return consumer, source
+
+
+# -- consumer layers ------------------------------------------------------------------
+async def test_a_video_consumer_forwards_nothing_before_a_key_frame() -> None:
+    consumer = Leg().add(Source())
+    for n in range(4):
+        consumer.deliver(frame(n, tid=LAYERS[n % 4]))
+    consumer.deliver(frame(4, key=True, tid=0))
+    consumer.deliver(frame(5, tid=2))
+    assert await forwarded(consumer) == [0, 1]
+    assert consumer.frames_dropped == 4
+
+
+async def test_frames_above_the_layer_cap_are_dropped_at_once() -> None:
+    consumer, _ = video_consumer()
+    consumer.deliver(frame(1, tid=2))
+    consumer.set_layer(1)  # half rate: layer 2 frames go
+    for n in range(2, 10):
+        consumer.deliver(frame(n, tid=LAYERS[n % 4]))
+    consumer.set_layer(0)  # quarter rate
+    for n in range(10, 18):
+        consumer.deliver(frame(n, tid=LAYERS[n % 4]))
+    numbers = await forwarded(consumer)
+    assert numbers == [0, 1, 2, 4, 6, 8, 12, 16]  # 2, 6 are layer 1: kept at half rate
+    assert consumer.frames_skipped_layer == 10
+
+
+async def test_going_up_a_layer_waits_for_a_layer_0_frame() -> None:
+    consumer, _ = video_consumer()
+    consumer.set_layer(0)
+    consumer.deliver(frame(1, tid=2))
+    consumer.set_layer(2)
+    consumer.deliver(frame(2, tid=1))  # depends on frame 0 and layer-1 history it never got
+    consumer.deliver(frame(3, tid=2))
+    assert consumer.layer == 0 and consumer.target_layer == 2
+    consumer.deliver(frame(4, tid=0))
+    consumer.deliver(frame(5, tid=2))
+    consumer.deliver(frame(6, tid=1))
+    assert consumer.layer == 2
+    assert await forwarded(consumer) == [0, 4, 5, 6]
+
+
+async def test_a_stream_without_temporal_layers_is_not_thinned() -> None:
+    consumer = Leg().add(Source())
+    consumer.set_layer(0)
+    consumer.deliver(frame(0, key=True))
+    for n in range(1, 6):
+        consumer.deliver(frame(n))
+    assert await forwarded(consumer) == [0, 1, 2, 3, 4, 5]
+
+
+async def test_a_bandwidth_pause_drops_video_and_resumes_from_a_requested_key_frame() -> None:
+    consumer, source = video_consumer()
+    requests = source.keyframe_requests
+    consumer.set_layer(None)
+    assert consumer.bandwidth_paused
+    for n in range(1, 5):
+        consumer.deliver(frame(n, tid=LAYERS[n % 4]))
+    consumer.set_layer(0)
+    assert source.keyframe_requests == requests + 1 and not consumer.bandwidth_paused
+    consumer.deliver(frame(5, tid=2))
+    consumer.deliver(frame(6, tid=0))  # a delta frame: its references were never sent
+    consumer.deliver(frame(7, key=True, tid=0))
+    consumer.deliver(frame(8, tid=0))
+    assert await forwarded(consumer) == [0, 7, 8]
+
+
+async def test_an_audio_consumer_is_never_thinned_or_held_for_a_key_frame() -> None:
+    consumer = Leg().add(Source("audio"))
+    for n in range(5):
+        consumer.deliver(EncodedFrame(data=b"\xfc" * 10, timestamp=n * 960, keyframe=False,
+                                      discontinuity=False))
+    assert consumer.frames_forwarded == 5
+
+
+async def test_a_consumer_held_back_for_bandwidth_stops_the_key_frame_requests() -> None:
+    # A real producer on a real (unconnected) receiver; only the PLI's network send is
+    # replaced, by a recorder.
+    pc = RTCPeerConnection()
+    producer = Producer(producer_id="p", kind="video", receiver=pc.addTransceiver("video").receiver,
+                        config=SfuConfig(keyframe_interval=0.1), app_data={})
+    sent: list[float] = []
+
+    def record(now: float) -> None:
+        sent.append(now)
+        producer._last_pli = now
+        producer._pli_wanted = False
+
+    producer._send_pli = record  # type: ignore[method-assign]
+    try:
+        consumer = Consumer(consumer_id="c", producer=producer, slot=SlotTrack("video", 8),
+                            app_data={})
+        await asyncio.sleep(0.6)
+        assert consumer.waiting_keyframe and len(sent) >= 3  # asks until a key frame comes
+        consumer.set_layer(None)
+        await asyncio.sleep(0.2)
+        held = len(sent)
+        await asyncio.sleep(0.8)
+        assert len(sent) == held  # paused for bandwidth: a key frame is of no use yet
+        consumer.set_layer(0)
+        await asyncio.sleep(0.3)
+        assert len(sent) > held  # resumed: asks again
+    finally:
+        await producer.close()
+        await pc.close()
+
+
+# -- allocation and the probe -----------------------------------------------------------
+LAYER_SHARE = {2: 1.0, 1: 0.6, 0: 0.35}
+"""Part of an L1T3 stream's bitrate left at each temporal-layer cap."""
+
+
+class Room:
+    """One subscriber link with ``videos`` video and as many audio consumers, driven one
+    interval at a time as the Router's bandwidth task does.
+
+    Each publisher sends what the link's share allows (it follows the REMB), up to
+    600 kbit/s; ``layered``: it sends temporal layers, so a layer cap sends less.
+    """
+
+    def __init__(self, videos: int = 1, *, layered: bool = False) -> None:
+        self.leg = Leg()
+        self.sources = [Source() for _ in range(videos)]
+        self.videos = [self.leg.add(s) for s in self.sources]
+        self.audio = [self.leg.add(Source("audio")) for _ in range(videos)]
+        self.layered = layered
+        self.now = 0.0
+
+    def step(self, *, lost: float = 0.0, seconds: float = 1.0) -> SubscriberLink:
+        link = self.leg.link
+        paused = link.max_layer is None
+        per_video = 0 if paused else min(600_000, link.share)
+        if self.layered and link.max_layer is not None:
+            per_video *= LAYER_SHARE[link.max_layer]
+        self.leg.sent += int((len(self.videos) * per_video + len(self.audio) * 50_000)
+                             * seconds / 8)
+        link.on_report(lost, 0, 0.02)
+        self.now += seconds
+        return update_subscriber(self.leg, CFG, self.now, seconds)  # type: ignore[arg-type]
+
+    def pause(self) -> None:
+        """Drive the link into a pause with heavy loss, then let the loss clear."""
+        while self.leg.link.max_layer is not None:
+            self.step(lost=0.6)
+        while self.leg.link.estimator.loss >= CFG.loss_low:
+            self.step()
+
+    def until_video(self, limit: float) -> float | None:
+        """Seconds until video is sent again (None: not within ``limit``)."""
+        start = self.now
+        while self.now - start < limit:
+            if self.step().max_layer is not None:
+                return self.now - start
+        return None
+
+
+def test_heavy_loss_pauses_every_video_consumer_and_keeps_audio() -> None:
+    room = Room(videos=2)
+    room.pause()
+    assert all(c.bandwidth_paused for c in room.videos)
+    assert not any(c.bandwidth_paused for c in room.audio)
+    assert room.leg.link.share == pytest.approx(
+        max(0.0, room.leg.link.estimator.estimate - 2 * AUDIO_RESERVE) / 2)
+
+
+@pytest.mark.parametrize("videos", [1, 2, 3])
+def test_a_paused_link_probes_once_clean_and_its_video_comes_back(videos: int) -> None:
+    room = Room(videos)
+    room.pause()
+    back = room.until_video(limit=15.0)
+    assert back is not None, "a clean link must get its video back"
+    assert back <= room.leg.link.probe_wait + CFG.resume_hold + 3.0
+    assert not any(c.bandwidth_paused for c in room.videos)
+    assert all(s.keyframe_requests >= 1 for s in room.sources)  # resumed from a key frame
+
+
+def test_a_layered_stream_held_at_a_low_layer_probes_its_way_back_to_full_rate() -> None:
+    # At layer 0 a layered stream sends about a third of its rate, so 1.5 times what is
+    # sent stays under the estimate: without probing, the link would stay there.
+    room = Room(layered=True)
+    room.pause()
+    assert room.until_video(limit=15.0) is not None
+    layers = [room.step().max_layer for _ in range(40)]
+    assert layers[-1] == 2, layers
+    assert layers == sorted(layers, key=lambda layer: -1 if layer is None else layer)  # no flaps
+    assert room.leg.link.estimator.estimate >= CFG.half_rate_below
+
+
+def test_probe_back_off_doubles_when_video_is_paused_again_soon_after_a_probe() -> None:
+    room = Room(videos=2)  # two videos: only a probe brings them back, not slow growth
+    room.pause()
+    wait = room.leg.link.probe_wait
+    assert room.until_video(limit=15.0) is not None
+    assert room.leg.link.probe_wait == wait  # a probe that has not failed costs nothing
+    room.pause()  # the link could not carry it after all: well within 10 s of the probe
+    assert room.leg.link.probe_wait == 2 * wait
+    assert room.until_video(limit=20.0) is not None
+    room.pause()
+    assert room.leg.link.probe_wait == 4 * wait
+
+
+def test_probe_back_off_is_capped_at_30_seconds_and_resets_once_video_holds() -> None:
+    room = Room(videos=2)
+    for _ in range(6):
+        room.pause()
+        assert room.until_video(limit=40.0) is not None
+    assert room.leg.link.probe_wait == 30.0
+    for _ in range(12):  # video stays on for over 10 s after the last probe
+        assert room.step().max_layer is not None
+    assert room.leg.link.probe_wait == CFG.resume_hold
+
+
+# -- publisher target -------------------------------------------------------------------
+def _publisher_with(shares: list[float]) -> Source:
+    source = Source()
+    for share in shares:
+        leg = Leg()
+        leg.add(source)
+        leg.link.share = share
+    return source
+
+
+def test_a_publisher_is_told_its_smallest_subscriber_share_within_the_floor() -> None:
+    source = _publisher_with([900_000, 450_000, 1_400_000])
+    assert update_publisher(source, CFG, 1.0) == 450_000  # type: ignore[arg-type]
+    assert source.link.target == 450_000
+    poor = _publisher_with([900_000, 20_000])
+    assert update_publisher(poor, CFG, 1.0) == CFG.floor_bitrate  # type: ignore[arg-type]
+
+
+def test_a_subscriber_who_paused_the_track_does_not_limit_the_publisher() -> None:
+    source = _publisher_with([900_000, 20_000])
+    slowest = min(source.consumers, key=lambda c: c.link.share if c.link else 0)
+    slowest.pause()
+    assert update_publisher(source, CFG, 1.0) == 900_000  # type: ignore[arg-type]
+
+
+def test_a_congested_publisher_uplink_lowers_the_target_below_its_subscribers() -> None:
+    source = _publisher_with([900_000])
+    source.bytes_in = 100_000  # 800 kbit/s arriving over the last second
+    source.own_estimate = 400_000  # …and the uplink's delay-based estimate is half that
+    assert update_publisher(source, CFG, 1.0) == 400_000  # type: ignore[arg-type]
+    source.bytes_in += 40_000  # 320 kbit/s arrives: the estimate only tracks the input
+    assert update_publisher(source, CFG, 1.0) == 900_000  # type: ignore[arg-type]
