@@ -48,7 +48,7 @@ from signaling.client import ParleyClient
 from signaling.config import AuthConfig, NodeConfig
 from signaling.media import EncodedTrack, encode_audio, encode_video
 from signaling.node import Node
-from tests.netimpair import Impairment, UdpRelay, redirect_candidates, sdp_candidates
+from tests.netimpair import Impairment, RelayedClient
 
 NAME = "bandwidth"
 KEY = "bandwidth-bench"
@@ -261,32 +261,6 @@ async def cost(plan: Plan) -> dict[str, Any]:
 
 
 # -- phase 2: trace ------------------------------------------------------------
-class RelayedClient(ParleyClient):
-    """A client whose subscribe connection goes through UDP relays (one per SFU port)."""
-
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.relays: dict[int, UdpRelay] = {}
-
-    async def _apply_offer(self, offer: dict[str, Any]) -> None:
-        for host, port in sdp_candidates(offer["sdp"]):
-            if port not in self.relays:
-                relay = UdpRelay((host, port))
-                await relay.start()
-                self.relays[port] = relay
-        ports = {port: relay.port for port, relay in self.relays.items()}
-        await super()._apply_offer({**offer, "sdp": redirect_candidates(offer["sdp"], ports)})
-
-    def impair(self, impairment: Impairment) -> None:
-        for relay in self.relays.values():
-            relay.impairment = impairment
-
-    async def close(self) -> None:
-        await super().close()
-        for relay in self.relays.values():
-            relay.close()
-
-
 def _frames(client: ParleyClient, kind: str) -> int:
     return sum(count for mid, count in client.frame_counts.items()
                if (remote := client.remote.get(mid)) is not None and remote.kind == kind)

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from signaling.client import ParleyClient
+
 
 @dataclass
 class Impairment:
@@ -119,3 +121,33 @@ def redirect_candidates(sdp: str, ports: dict[int, int]) -> str:
         port = ports.get(int(m.group(3)), int(m.group(3)))
         return f"{m.group(1)}{m.group(2)} {port}{m.group(4)}"
     return _CANDIDATE.sub(sub, sdp)
+
+
+class RelayedClient(ParleyClient):
+    """A client whose subscribe connection goes through UDP relays (one per SFU port)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.relays: dict[int, UdpRelay] = {}
+
+    async def _apply_offer(self, offer: dict[str, Any]) -> None:
+        for host, port in sdp_candidates(offer["sdp"]):
+            if port not in self.relays:
+                relay = UdpRelay((host, port))
+                await relay.start()
+                self.relays[port] = relay
+        ports = {port: relay.port for port, relay in self.relays.items()}
+        await super()._apply_offer({**offer, "sdp": redirect_candidates(offer["sdp"], ports)})
+
+    def impair(self, impairment: Impairment) -> None:
+        for relay in self.relays.values():
+            relay.impairment = impairment
+
+    def frames_of(self, kind: str) -> int:
+        return sum(n for mid, n in self.frame_counts.items()
+                   if (remote := self.remote.get(mid)) is not None and remote.kind == kind)
+
+    async def close(self) -> None:
+        await super().close()
+        for relay in self.relays.values():
+            relay.close()

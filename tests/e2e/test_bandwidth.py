@@ -15,35 +15,9 @@ from signaling.client import ParleyClient
 from signaling.media import EncodedTrack, encode_audio, encode_video
 from tests.conftest import StartNode, token
 from tests.media_helpers import media_node
-from tests.netimpair import Impairment, UdpRelay, redirect_candidates, sdp_candidates
+from tests.netimpair import Impairment, RelayedClient
 
 FAST = BandwidthConfig(update_interval=0.5, resume_hold=1.0, max_renditions=0)
-
-
-class RelayedClient(ParleyClient):
-    """A client whose subscribe connection goes through UDP relays (one per SFU port)."""
-
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.relays: dict[int, UdpRelay] = {}
-
-    async def _apply_offer(self, offer: dict[str, Any]) -> None:
-        for host, port in sdp_candidates(offer["sdp"]):
-            if port not in self.relays:
-                relay = UdpRelay((host, port))
-                await relay.start()
-                self.relays[port] = relay
-        ports = {port: relay.port for port, relay in self.relays.items()}
-        await super()._apply_offer({**offer, "sdp": redirect_candidates(offer["sdp"], ports)})
-
-    def impair(self, impairment: Impairment) -> None:
-        for relay in self.relays.values():
-            relay.impairment = impairment
-
-    async def close(self) -> None:
-        await super().close()
-        for relay in self.relays.values():
-            relay.close()
 
 
 def _kinds(client: ParleyClient) -> dict[str, int]:

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from conference.ids import RoomName
 from sfu.bandwidth import BandwidthConfig
 from sfu.config import SfuConfig
-from signaling.client import ParleyClient
 from tests.conftest import NodeHarness, StartNode, make_config, token
 from tests.e2e.browser import MeetingPage, launch_chromium, wait_until
-from tests.netimpair import Impairment, UdpRelay, redirect_candidates, sdp_candidates
+from tests.netimpair import Impairment, RelayedClient
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -83,34 +82,11 @@ async () => {
 """
 
 
-class RelayedSubscriber(ParleyClient):
+class RelayedSubscriber(RelayedClient):
     """An aiortc subscriber whose media comes through UDP relays (one per SFU port)."""
 
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.relays: dict[int, UdpRelay] = {}
-
-    async def _apply_offer(self, offer: dict[str, Any]) -> None:
-        for host, port in sdp_candidates(offer["sdp"]):
-            if port not in self.relays:
-                relay = UdpRelay((host, port))
-                await relay.start()
-                self.relays[port] = relay
-        ports = {port: relay.port for port, relay in self.relays.items()}
-        await super()._apply_offer({**offer, "sdp": redirect_candidates(offer["sdp"], ports)})
-
-    def impair(self, impairment: Impairment) -> None:
-        for relay in self.relays.values():
-            relay.impairment = impairment
-
     def video_frames(self) -> int:
-        return sum(n for mid, n in self.frame_counts.items()
-                   if (remote := self.remote.get(mid)) is not None and remote.kind == "video")
-
-    async def close(self) -> None:
-        await super().close()
-        for relay in self.relays.values():
-            relay.close()
+        return self.frames_of("video")
 
 
 @pytest.fixture
