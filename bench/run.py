@@ -27,6 +27,7 @@ SUITES: dict[str, str] = {
     "sfu": "bench.sfu_bench",
     "bandwidth": "bench.bandwidth_bench",
     "stage": "bench.stage_bench",
+    "rendition": "bench.rendition_bench",
 }
 """Suite name → module."""
 

@@ -89,12 +89,14 @@ class _Encoder:
             codec.pix_fmt = "yuv420p"
             codec.time_base = _TIME_BASE
             codec.gop_size = 3000
+            codec.thread_count = 1  # small pictures: one thread, predictable cost
             codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
                              "error-resilient": "1", "maxrate": str(self.tier.bitrate),
                              "minrate": str(self.tier.bitrate),
                              "bufsize": str(self.tier.bitrate)}
             self.codec = codec
-        scaled = frame.reformat(width=width, height=height, format="yuv420p")
+        scaled = frame.reformat(width=width, height=height, format="yuv420p",
+                                interpolation="FAST_BILINEAR")
         scaled.pts = self.frames
         scaled.time_base = _TIME_BASE
         if keyframe:
