@@ -29,12 +29,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
-from bench.procs import REPO, BenchError, _Child, free_port, parley_script
+from bench.procs import REPO, BenchError, LoadGenerator, free_port
 from bench.report import Row, SuiteResult, percentile
 from conference.ids import RoomName
 from sfu.bandwidth import BandwidthConfig
@@ -119,42 +118,6 @@ async def _until(probe: Callable[[], bool], what: str, timeout: float) -> None:
 
 
 # -- phase 1: cost -------------------------------------------------------------
-class LoadProcess(_Child):
-    """``parley loadtest`` against the in-process node; its JSON result is read at the end."""
-
-    def __init__(self, url: str, subscribers: int, duration: float, prefix: str) -> None:
-        super().__init__(f"parley loadtest ({prefix})")
-        self._argv = [parley_script(), "loadtest", "--url", url, "--keys", f"{KEY}:{SECRET}",
-                      "--rooms", "1", "--publishers", "1", "--subscribers", str(subscribers),
-                      "--duration", f"{duration:g}", "--bitrate", "900000",
-                      "--room-prefix", prefix]
-
-    async def __aenter__(self) -> LoadProcess:
-        try:
-            await self._spawn(self._argv, None, pipes=True)
-        except BaseException:
-            await self.kill()
-            raise
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.kill()
-
-    async def result(self, timeout: float) -> dict[str, Any]:
-        if self.proc is None or self.proc.stdout is None:
-            raise BenchError(f"{self.label} is not running")
-        try:
-            out = await asyncio.wait_for(self.proc.stdout.read(), timeout)
-            status = await asyncio.wait_for(self.proc.wait(), 10.0)
-        except TimeoutError:
-            raise self.failure(f"no result within {timeout:.0f} s") from None
-        if status != 0:
-            raise self.failure(f"exited with status {status}")
-        result: dict[str, Any] = json.loads(out)
-        return result
-
-
 def _forwarding(router: Router, subscribers: int) -> bool:
     """Every subscriber has its video and audio consumer and video is flowing."""
     links = [t for t in router.transports if hasattr(t, "consumers") and t.consumers]
@@ -192,6 +155,7 @@ async def _estimation_cost(router: Router, plan: Plan) -> dict[str, Any]:
     producer = video[0]
     receiver = producer._receiver
     ssrc = producer.assembler.ssrc
+    assert ssrc is not None, "the producer has received RTP"
     sends: list[float] = []
     for _ in range(200):
         coro = send_remb(receiver, ssrc, 500_000)
@@ -213,7 +177,8 @@ async def cost(plan: Plan) -> dict[str, Any]:
     participants = plan.subscribers + 1
     async with local_node(config) as (url, node):
         duration = plan.warm + plan.window + 15.0
-        async with LoadProcess(url, plan.subscribers, duration, "bwcost") as load:
+        async with LoadGenerator(url=url, keys=f"{KEY}:{SECRET}", subscribers=plan.subscribers,
+                                 duration=duration, prefix="bwcost", bitrate=900_000) as load:
             await _until(lambda: (r := _router(node, room)) is not None
                          and _forwarding(r, plan.subscribers), "the load to join", 40.0)
             router = _router(node, room)

@@ -202,3 +202,52 @@ class ClientProcess(_Child):
             raise BenchError(f"{self.label} is not running")
         self.proc.stdin.write(word.encode() + b"\n")
         await self.proc.stdin.drain()
+
+
+class LoadGenerator(_Child):
+    """One ``parley loadtest`` process; its JSON result is read from stdout when it ends."""
+
+    def __init__(self, *, url: str, keys: str, subscribers: int, duration: float, prefix: str,
+                 publishers: int = 1, audio: bool = True, bitrate: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        super().__init__(f"parley loadtest ({prefix})")
+        self._env = env
+        self._argv = [parley_script(), "loadtest", "--url", url, "--keys", keys,
+                      "--rooms", "1", "--publishers", str(publishers),
+                      "--subscribers", str(subscribers), "--duration", f"{duration:g}",
+                      "--room-prefix", prefix]
+        if bitrate is not None:
+            self._argv += ["--bitrate", str(bitrate)]
+        if not audio:
+            self._argv.append("--no-audio")
+
+    async def __aenter__(self) -> LoadGenerator:
+        try:
+            await self._spawn(self._argv, self._env, pipes=True)
+        except BaseException:
+            await self.kill()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.kill()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    async def result(self, *, timeout: float) -> dict[str, Any]:
+        if self.proc is None or self.proc.stdout is None:
+            raise BenchError(f"{self.label} is not running")
+        try:
+            out = await asyncio.wait_for(self.proc.stdout.read(), timeout)
+            status = await asyncio.wait_for(self.proc.wait(), 10.0)
+        except TimeoutError:
+            raise self.failure(f"no result within {timeout:.0f} s") from None
+        if status != 0:
+            raise self.failure(f"exited with status {status}")
+        result: dict[str, Any] = json.loads(out)
+        return result

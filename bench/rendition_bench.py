@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import av
 from aiortc.codecs.vpx import Vp8Decoder
 from aiortc.jitterbuffer import JitterFrame
 
@@ -33,6 +34,8 @@ def _measure(seconds: float) -> dict[str, float]:
         pictures = decoder.decode(JitterFrame(data, i * 3000))
         decode_cpu += time.process_time() - started
         for picture in pictures:
+            if not isinstance(picture, av.VideoFrame):
+                continue
             for tier, encoder in encoders.items():
                 started = time.process_time()
                 encoded_bytes[tier] += len(encoder.encode(picture, keyframe=(i == 0)))

@@ -31,16 +31,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import aiohttp
 
 from bench.procs import (
     BenchError,
+    LoadGenerator,
     ServerProcess,
-    _Child,
-    cpu_seconds,
     free_port,
     parley_script,
 )
@@ -112,49 +110,11 @@ def node_process(config_path: Path, label: str) -> ServerProcess:
     return ServerProcess(label, argv, port=port, env=clean_env())
 
 
-class LoadGenerator(_Child):
-    """One ``parley loadtest`` process; its JSON result is read from stdout when it ends."""
-
-    def __init__(self, *, port: int, publishers: int, subscribers: int, duration: float,
-                 audio: bool, prefix: str) -> None:
-        super().__init__(f"parley loadtest ({prefix})")
-        self._argv = [parley_script(), "loadtest", "--url", f"http://127.0.0.1:{port}",
-                      "--keys", f"{KEY}:{SECRET}", "--rooms", "1",
-                      "--publishers", str(publishers), "--subscribers", str(subscribers),
-                      "--duration", f"{duration:g}", "--room-prefix", prefix]
-        if not audio:
-            self._argv.append("--no-audio")
-
-    async def __aenter__(self) -> LoadGenerator:
-        try:
-            await self._spawn(self._argv, clean_env(), pipes=True)
-        except BaseException:
-            await self.kill()
-            raise
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.kill()
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
-
-    async def result(self, *, timeout: float) -> dict[str, Any]:
-        if self.proc is None or self.proc.stdout is None:
-            raise BenchError(f"{self.label} is not running")
-        try:
-            out = await asyncio.wait_for(self.proc.stdout.read(), timeout)
-            status = await asyncio.wait_for(self.proc.wait(), 10.0)
-        except TimeoutError:
-            raise self.failure(f"no result within {timeout:.0f} s") from None
-        if status != 0:
-            raise self.failure(f"exited with status {status}")
-        result: dict[str, Any] = json.loads(out)
-        return result
+def load_generator(*, port: int, publishers: int, subscribers: int, duration: float,
+                   audio: bool, prefix: str) -> LoadGenerator:
+    return LoadGenerator(url=f"http://127.0.0.1:{port}", keys=f"{KEY}:{SECRET}",
+                         publishers=publishers, subscribers=subscribers, duration=duration,
+                         audio=audio, prefix=prefix, env=clean_env())
 
 
 # -- reading the node ----------------------------------------------------------
@@ -334,7 +294,7 @@ async def measure(config: dict[str, Any], load: Load, label: str) -> dict[str, A
             rss_before = node.rss_kib()
             # The load's own window starts min(3, D/3) s after its joins; ours 2 s after the
             # last consumer exists; a little extra duration keeps ours inside the load.
-            async with LoadGenerator(port=node.port, publishers=load.publishers,
+            async with load_generator(port=node.port, publishers=load.publishers,
                                      subscribers=load.subscribers, duration=load.window + 2.0,
                                      audio=load.audio, prefix=load.prefix) as gen:
                 joined_in = await _wait_consumers(

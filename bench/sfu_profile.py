@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bench.procs import ServerProcess, free_port
-from bench.sfu_bench import FORWARD_CONFIG, KEY, SECRET, LoadGenerator, clean_env
+from bench.sfu_bench import FORWARD_CONFIG, KEY, SECRET, clean_env, load_generator
 
 
 async def profile(*, subscribers: int, duration: float, audio: bool, out: Path) -> None:
@@ -34,7 +34,7 @@ async def profile(*, subscribers: int, duration: float, audio: bool, out: Path) 
                 "--keys", f"{KEY}:{SECRET}", "--log-level", "warning"]
         async with ServerProcess("parley serve (cProfile)", argv, port=port,
                                  env=clean_env()) as node:
-            async with LoadGenerator(port=port, publishers=1, subscribers=subscribers,
+            async with load_generator(port=port, publishers=1, subscribers=subscribers,
                                      duration=duration, audio=audio, prefix="prof") as load:
                 result = await load.result(timeout=duration + 60.0)
             print(json.dumps({k: result[k] for k in (
