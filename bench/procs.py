@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import aiohttp
 
@@ -107,6 +107,22 @@ class _Child:
     def failure(self, what: str) -> BenchError:
         return BenchError(f"{self.label}: {what}\n--- stderr ---\n{self.stderr_tail()}")
 
+    async def _start(self) -> None:
+        """Start the process (and wait until it is usable); subclasses say how."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self.kill()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.kill()
+
 
 class ServerProcess(_Child):
     """A WebSocket server under test, listening on 127.0.0.1:``port``."""
@@ -122,18 +138,9 @@ class ServerProcess(_Child):
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/rtc"
 
-    async def __aenter__(self) -> ServerProcess:
-        try:
-            await self._spawn(self._argv, self._env, pipes=False)
-            await self._wait_healthy(timeout=15.0)
-        except BaseException:
-            await self.kill()
-            raise
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.kill()
+    async def _start(self) -> None:
+        await self._spawn(self._argv, self._env, pipes=False)
+        await self._wait_healthy(timeout=15.0)
 
     async def _wait_healthy(self, *, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -163,17 +170,8 @@ class ClientProcess(_Child):
         super().__init__(label)
         self._argv = [sys.executable, "-m", module, json.dumps(spec)]
 
-    async def __aenter__(self) -> ClientProcess:
-        try:
-            await self._spawn(self._argv, None, pipes=True)
-        except BaseException:
-            await self.kill()
-            raise
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.kill()
+    async def _start(self) -> None:
+        await self._spawn(self._argv, None, pipes=True)
 
     async def read(self, event: str, *, timeout: float) -> dict[str, Any]:
         """Wait for the next line, which must be ``{"event": <event>, ...}``."""
@@ -221,17 +219,8 @@ class LoadGenerator(_Child):
         if not audio:
             self._argv.append("--no-audio")
 
-    async def __aenter__(self) -> LoadGenerator:
-        try:
-            await self._spawn(self._argv, self._env, pipes=True)
-        except BaseException:
-            await self.kill()
-            raise
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.kill()
+    async def _start(self) -> None:
+        await self._spawn(self._argv, self._env, pipes=True)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
