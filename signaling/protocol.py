@@ -216,3 +216,32 @@ def event_message(event: RoomEvent) -> dict[str, Any]:
         case Removed(by=by, reason=reason):
             return {"type": "removed", "by": by, "reason": reason}
     raise TypeError(f"unknown event {event!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """A room event already serialised once for every recipient; the writer appends
+    the recipient's own ``seq``."""
+
+    type: str
+    head: str
+    """The JSON object without its closing brace."""
+
+    def with_seq(self, seq: int) -> str:
+        return f'{self.head},"seq":{seq}}}'
+
+
+_last_encoded: tuple[RoomEvent, EncodedEvent] | None = None
+
+
+def encode_event(event: RoomEvent) -> EncodedEvent:
+    """Serialise an event once: a room delivers the same event object to each of its
+    participants in turn, so the previous result is reused for the same object."""
+    global _last_encoded
+    if _last_encoded is not None and _last_encoded[0] is event:
+        return _last_encoded[1]
+    message = event_message(event)
+    encoded = EncodedEvent(type=message["type"],
+                           head=json.dumps(message, separators=(",", ":"))[:-1])
+    _last_encoded = (event, encoded)
+    return encoded

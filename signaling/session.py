@@ -28,7 +28,7 @@ from sfu.errors import SfuError
 from signaling.errors import CloseCode, ErrorCode, SignalError
 from signaling.handlers import dispatch
 from signaling.node import Node
-from signaling.protocol import error_message, event_message, parse_message
+from signaling.protocol import EncodedEvent, encode_event, error_message, parse_message
 from signaling.ratelimit import StrikeCounter, TokenBucket
 
 log = logging.getLogger("parley.session")
@@ -53,6 +53,10 @@ class _Close:
     reason: str
 
 
+_Outgoing = dict[str, Any] | EncodedEvent | _Close
+"""What the writer sends: a reply (dict), a room event encoded once, or a close."""
+
+
 class SignalSession:
     def __init__(self, ws: web.WebSocketResponse, node: Node, *, url_token: str | None,
                  url_room: str | None, remote: str | None) -> None:
@@ -66,7 +70,7 @@ class SignalSession:
         self.state = State.CONNECTED
         self.room: Room | None = None
         self.participant: Participant | None = None
-        self._outbox: asyncio.Queue[dict[str, Any] | _Close] = asyncio.Queue(cfg.send_queue_size)
+        self._outbox: asyncio.Queue[_Outgoing] = asyncio.Queue(cfg.send_queue_size)
         self._seq = 0
         self._opened = time.monotonic()
         self._last_seen = self._opened
@@ -160,10 +164,15 @@ class SignalSession:
                 await self.ws.close(code=item.code, message=item.reason.encode()[:120])
                 return
             self._seq += 1
-            item["seq"] = self._seq
-            self.node.metrics.sent(item["type"])
+            if isinstance(item, EncodedEvent):
+                self.node.metrics.sent(item.type)
+                text = item.with_seq(self._seq)
+            else:
+                item["seq"] = self._seq
+                self.node.metrics.sent(item["type"])
+                text = json.dumps(item, separators=(",", ":"))
             try:
-                await self.ws.send_str(json.dumps(item, separators=(",", ":")))
+                await self.ws.send_str(text)
             except ConnectionError:
                 return
 
@@ -193,7 +202,7 @@ class SignalSession:
                     await self.ws.ping()
 
     # -- posting -------------------------------------------------------------
-    def _post(self, item: dict[str, Any] | _Close, *, force: bool = False) -> None:
+    def _post(self, item: _Outgoing, *, force: bool = False) -> None:
         try:
             self._outbox.put_nowait(item)
         except asyncio.QueueFull:
@@ -233,7 +242,7 @@ class SignalSession:
     # -- room side -----------------------------------------------------------
     def deliver(self, event: RoomEvent) -> None:
         """The participant's event sink (called by the Room; never blocks)."""
-        self._post(event_message(event))
+        self._post(encode_event(event))
         if isinstance(event, Disconnected):
             self.participant = None
             self.close(_CLOSE_FOR_REASON.get(event.reason, CloseCode.NORMAL), event.reason.value)
