@@ -1,8 +1,16 @@
-"""Coded errors of the conference layer. Only the edge maps them to wire codes."""
+"""Coded errors of the conference layer. Only the edge maps them to wire codes.
+
+The SFU's coded errors pass through this layer unchanged: they are re-exported
+here so the edge, which never imports the SFU, can name them.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from sfu.errors import SfuCode, SfuError
+
+__all__ = ["ConferenceCode", "ConferenceError", "SfuCode", "SfuError"]
 
 
 class ConferenceCode(StrEnum):

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
 
 from conference.config import RoomConfig
 from conference.errors import ConferenceCode, ConferenceError
 from conference.events import LeaveReason, Removed
 from conference.ids import Identity, NodeId, ParticipantId, RoomName, new_participant_id
 from conference.media import RoomMedia
+from conference.mediaport import MediaPort
 from conference.metrics import ConferenceMetrics, MediaCollector
 from conference.participant import EventSink, Participant
 from conference.permissions import Grants
 from conference.registry import RoomRegistry
 from conference.room import Room
 from sfu.config import SfuConfig
+from sfu.hooks import restrict_host_addresses
 from sfu.stats import ForwardingStats
+from sfu.tasks import TaskSet
 
 log = logging.getLogger("parley.rooms")
 
@@ -63,11 +64,16 @@ class RoomManager:
         self._metrics = metrics
         self._rooms: dict[RoomName, Room] = {}
         self._empty_timers: dict[RoomName, asyncio.TimerHandle] = {}
-        self._release_tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("room-release")
         self.draining = False
         self._closed = False
         self._closed_stats = ForwardingStats()
         metrics.registry.register(MediaCollector(self.media_snapshot))
+        if self._sfu.enabled and self._sfu.ice_addresses:
+            restrict_host_addresses(self._sfu.ice_addresses)
+
+    def _media(self, room: Room) -> MediaPort:
+        return RoomMedia(room, self._sfu, self._metrics)
 
     def media_snapshot(self) -> tuple[ForwardingStats, dict[str, int]]:
         """Cumulative forwarding stats of every room, and live SFU object counts."""
@@ -75,13 +81,9 @@ class RoomManager:
         total.add(self._closed_stats)
         counts = {"producers": 0, "consumers": 0, "peer_connections": 0}
         for room in self._rooms.values():
-            if room.media is None:
-                continue
-            router = room.media.router
-            total.add(router.stats)
-            counts["producers"] += len(router.producers)
-            counts["peer_connections"] += len(router.transports)
-            counts["consumers"] += sum(len(p.consumers) for p in router.producers.values())
+            total.add(room.media.forwarding_stats())
+            for key, value in room.media.counts().items():
+                counts[key] += value
         return total, counts
 
     @property
@@ -108,9 +110,8 @@ class RoomManager:
             raise ConferenceError(ConferenceCode.NODE_DRAINING, "node is not taking new joins")
         room = self._rooms.get(request.room)
         if room is None:
-            room = Room(request.room, self._config)
-            if self._sfu.enabled:
-                room.media = RoomMedia(room, self._sfu, self._metrics)
+            room = Room(request.room, self._config,
+                        media=self._media if self._sfu.enabled else None)
             self._rooms[request.room] = room
             self._metrics.rooms.set(len(self._rooms))
             self._metrics.rooms_created.inc()
@@ -135,10 +136,11 @@ class RoomManager:
         )
         room.add(participant)  # raises room_full / room_closed
         if request.media:
-            if room.media is None:
+            try:
+                room.media.attach(participant)
+            except ConferenceError:
                 room.remove(participant.id, LeaveReason.DISCONNECTED)
-                raise ConferenceError(ConferenceCode.MEDIA_DISABLED, "media is off on this node")
-            room.media.attach(participant)
+                raise
         self._cancel_empty_timer(room.name)
         self._metrics.participants.set(self.participant_count())
         await self._registry.set_participant_count(room.name, len(room))
@@ -177,8 +179,6 @@ class RoomManager:
     ) -> bool:
         if not room.remove(pid, reason, notify):
             return False
-        if room.media is not None:
-            room.media.detach(pid)
         self._metrics.participants.set(self.participant_count())
         self._metrics.participants_left.labels(reason=reason.value).inc()
         log.info("participant left",
@@ -217,18 +217,12 @@ class RoomManager:
         self._cancel_empty_timer(room.name)
         room.close(reason, message)
         self._rooms.pop(room.name, None)
-        if room.media is not None:
-            self._closed_stats.add(room.media.router.stats)
-            self._spawn(room.media.close())
+        self._closed_stats.add(room.media.forwarding_stats())
+        self._tasks.spawn(room.wait_closed())
         self._metrics.rooms.set(len(self._rooms))
         self._metrics.participants.set(self.participant_count())
         log.info("room closed", extra={"room": room.name, "reason": reason.value})
-        self._spawn(self._registry.release_room(room.name, self._node))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._release_tasks.add(task)
-        task.add_done_callback(self._release_tasks.discard)
+        self._tasks.spawn(self._registry.release_room(room.name, self._node))
 
     async def close(self) -> None:
         """Close every room (participants told ``server_shutdown``). Idempotent."""
@@ -237,5 +231,4 @@ class RoomManager:
         self._closed = True
         for room in list(self._rooms.values()):
             self._close_room(room, LeaveReason.SERVER_SHUTDOWN, "the server is shutting down")
-        while self._release_tasks:
-            await asyncio.gather(*list(self._release_tasks), return_exceptions=True)
+        await self._tasks.wait()

@@ -7,7 +7,6 @@ SFU callbacks (offers, stalls, active speakers, failures) into room events.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
@@ -37,6 +36,8 @@ from sfu.linkstats import SubscriberLink
 from sfu.producer import Producer
 from sfu.router import Router, Speakers
 from sfu.sdp import media_sections
+from sfu.stats import ForwardingStats
+from sfu.tasks import TaskSet
 from sfu.transport import PublishTransport, SubscribeTransport
 
 log = logging.getLogger("parley.media")
@@ -56,7 +57,10 @@ class ParticipantMedia:
 
 
 class RoomMedia:
-    """One per room; owns the Router and the tasks that close transports."""
+    """One per room, created by the Room (its media port); owns the Router and the
+    tasks that close transports. ``close()`` is idempotent."""
+
+    enabled = True
 
     def __init__(self, room: Room, config: SfuConfig,
                  metrics: ConferenceMetrics | None = None) -> None:
@@ -66,7 +70,7 @@ class RoomMedia:
         self.router = Router(config, on_active_speakers=self._speakers)
         self.router.on_links = self._links
         self.members: dict[ParticipantId, ParticipantMedia] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("room-media")
         self.closed = False
 
     # -- membership ------------------------------------------------------------
@@ -84,17 +88,14 @@ class RoomMedia:
             on_data=lambda text: self._data_from(pid, text),
         )
         member.subscriber.on_failed = lambda: self._failed(pid, "subscriber")
-        original = participant.sink
         channel = member.subscriber
 
-        def sink(event: RoomEvent) -> None:
-            if isinstance(event, DataReceived) and channel.send_data(json.dumps({
+        def over_channel(event: DataReceived) -> bool:
+            return channel.send_data(json.dumps({
                 "from": event.sender, "identity": event.sender_identity,
-                "topic": event.topic, "payload": event.payload})):
-                return
-            original(event)
+                "topic": event.topic, "payload": event.payload}))
 
-        participant.sink = sink
+        participant.set_data_route(over_channel)
         known = tuple((m.participant.id, m.quality) for m in self.members.values()
                       if m.quality is not None and not m.participant.hidden)
         if known:  # a late joiner learns everyone's current quality at once
@@ -109,7 +110,8 @@ class RoomMedia:
         """The participant left: close its connections (in a task this object owns)."""
         member = self.members.pop(pid, None)
         if member is not None:
-            self._spawn(self._close_member(member))
+            member.participant.set_data_route(None)
+            self._tasks.spawn(self._close_member(member))
 
     async def _close_member(self, member: ParticipantMedia) -> None:
         for transport in (member.publisher, member.subscriber):
@@ -148,14 +150,14 @@ class RoomMedia:
         except ValueError:
             source = TrackSource.UNKNOWN
         if member is None:
-            self._spawn(producer.close())
+            self._tasks.spawn(producer.close())
             return
         try:
             track = self.room.add_track(pid, kind=kind, source=source,
                                         name=str(meta.get("name", ""))[:256])
         except ConferenceError as err:
             log.info("track refused", extra={"participant": pid, "code": err.code.value})
-            self._spawn(producer.close())
+            self._tasks.spawn(producer.close())
             return
         producer.app_data["track"] = track.id
         member.producers[track.id] = producer
@@ -166,14 +168,10 @@ class RoomMedia:
                 self._consume(other, track.id, producer)
 
     def _unproduced(self, pid: ParticipantId, tid: TrackId) -> None:
+        """A producer closed: if the room did not ask for it, the track ended."""
         member = self.members.get(pid)
-        if member is not None:
-            member.producers.pop(tid, None)
-        if self.room.get(pid) is not None:
-            try:
-                self.room.remove_track(pid, tid)
-            except ConferenceError:
-                pass
+        if member is not None and member.producers.pop(tid, None) is not None:
+            self.room.track_ended(pid, tid)
 
     def _stalled(self, pid: ParticipantId, tid: TrackId, stalled: bool) -> None:
         if self.room.get(pid) is not None:
@@ -185,7 +183,7 @@ class RoomMedia:
         producer = member.producers.pop(tid, None) if member else None
         if producer is not None:
             producer.paused = True
-            self._spawn(producer.close())
+            self._tasks.spawn(producer.close())
 
     def stop_publishing(self, pid: ParticipantId) -> None:
         """Stop forwarding this participant's media now and close its publish connection."""
@@ -196,7 +194,7 @@ class RoomMedia:
         for producer in list(member.producers.values()):
             producer.paused = True  # nothing more reaches anyone, even before the close
         member.producers.clear()
-        self._spawn(self.router.close_transport(transport))
+        self._tasks.spawn(self.router.close_transport(transport))
 
     def mid_of(self, pid: ParticipantId, tid: TrackId) -> str | None:
         member = self.members.get(pid)
@@ -362,14 +360,16 @@ class RoomMedia:
         else:
             transport, member.subscriber = member.subscriber, None
         if transport is not None:
-            self._spawn(self.router.close_transport(transport))
+            self._tasks.spawn(self.router.close_transport(transport))
         self._deliver(pid, ConnectionFailed(room=self.room.name, target=target))
 
-    # -- tasks -----------------------------------------------------------------
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def counts(self) -> dict[str, int]:
+        c = self.router.counts()
+        return {"producers": c.producers, "consumers": c.consumers,
+                "peer_connections": c.peer_connections}
+
+    def forwarding_stats(self) -> ForwardingStats:
+        return self.router.stats
 
     async def close(self) -> None:
         """Close every connection and the router. Idempotent."""
@@ -378,5 +378,4 @@ class RoomMedia:
         self.closed = True
         self.members.clear()
         await self.router.close()
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.wait()

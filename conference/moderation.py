@@ -17,15 +17,6 @@ from conference.room import Room
 audit = logging.getLogger("parley.moderation")
 
 
-def require_moderator(room: Room, moderator: ParticipantId | None) -> None:
-    """``None`` is the admin API (already authorised by its bearer token)."""
-    if moderator is None:
-        return
-    p = room.get(moderator)
-    if p is None or not p.grants.room_admin:
-        raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "moderators only")
-
-
 def find_track(room: Room, tid: TrackId) -> tuple[ParticipantId, TrackInfo]:
     for p in room.participants:
         if tid in p.tracks:
@@ -37,14 +28,12 @@ def set_track_muted(room: Room, moderator: ParticipantId | None, tid: TrackId,
                     muted: bool) -> TrackInfo:
     """Mute stops forwarding at once; unmute is the publisher's own choice unless the
     room's ``moderator_can_unmute`` option allows it."""
-    require_moderator(room, moderator)
+    room.require_moderator(moderator)
     owner, _ = find_track(room, tid)
     if not muted and owner != moderator and not room.options.moderator_can_unmute:
         raise ConferenceError(ConferenceCode.PERMISSION_DENIED,
                               "only the publisher may unmute this track")
     track = room.set_track_muted(owner, tid, muted)
-    if room.media is not None:
-        room.media.set_muted(owner, tid, muted)
     publisher = room.get(owner)
     if publisher is not None and owner != moderator:
         publisher.deliver(TrackMuted(room=room.name, track=track, by=moderator))
@@ -55,7 +44,7 @@ def set_track_muted(room: Room, moderator: ParticipantId | None, tid: TrackId,
 
 def update_participant(room: Room, moderator: ParticipantId | None, pid: ParticipantId, *,
                        name: str | None, metadata: str | None) -> None:
-    require_moderator(room, moderator)
+    room.require_moderator(moderator)
     if room.get(pid) is None:
         raise ConferenceError(ConferenceCode.UNKNOWN_PARTICIPANT, "no such participant")
     room.update_participant(pid, name=name, metadata=metadata)

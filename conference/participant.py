@@ -6,12 +6,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from conference.events import ParticipantInfo, RoomEvent, TrackInfo
+from conference.events import DataReceived, ParticipantInfo, RoomEvent, TrackInfo
 from conference.ids import Identity, ParticipantId, TrackId
 from conference.permissions import Grants
 
 EventSink = Callable[[RoomEvent], None]
 """Where a participant's events go. Must not block: the edge posts to its session loop."""
+
+DataRoute = Callable[[DataReceived], bool]
+"""A faster path for app data (the data channel); returns False when it cannot carry it."""
 
 
 @dataclass(kw_only=True)
@@ -28,6 +31,7 @@ class Participant:
     token_id: str = ""
     token_expires: float = 0.0
     tracks: dict[TrackId, TrackInfo] = field(default_factory=dict)
+    _data_route: DataRoute | None = field(default=None, repr=False)
 
     @property
     def hidden(self) -> bool:
@@ -44,5 +48,12 @@ class Participant:
             grants=self.grants.to_wire(),
         )
 
+    def set_data_route(self, route: DataRoute | None) -> None:
+        """Send app data this way when it can (the media layer's data channel)."""
+        self._data_route = route
+
     def deliver(self, event: RoomEvent) -> None:
+        if (self._data_route is not None and isinstance(event, DataReceived)
+                and self._data_route(event)):
+            return
         self.sink(event)

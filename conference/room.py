@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from conference.config import RoomConfig, RoomOptions
 from conference.errors import ConferenceCode, ConferenceError
@@ -26,12 +27,12 @@ from conference.events import (
     TrackUpdated,
 )
 from conference.ids import Identity, ParticipantId, RoomName, TrackId, new_track_id
+from conference.mediaport import MediaPort, NoMedia
 from conference.participant import Participant
 from conference.permissions import Grants
 from conference.stage import Stage
 
-if TYPE_CHECKING:
-    from conference.media import RoomMedia
+MediaFactory = Callable[["Room"], MediaPort]
 
 log = logging.getLogger("parley.room")
 
@@ -40,22 +41,28 @@ class Room:
     """Created by the RoomManager on first join; closed by it when empty for too long.
 
     All methods run on the node's event loop and never block; events reach
-    participants through their sinks.
+    participants through their sinks. The room calls its media port itself:
+    removing a track, muting it, demoting or removing a participant is one
+    call here and reaches the SFU once.
+
+    Closing: ``close()`` tells everyone and empties the room at once;
+    ``wait_closed()`` then awaits the media's own close. Both are idempotent.
     """
 
-    def __init__(self, name: RoomName, config: RoomConfig) -> None:
+    def __init__(self, name: RoomName, config: RoomConfig,
+                 media: MediaFactory | None = None) -> None:
         self.name = name
         self._config = config
         self._participants: dict[ParticipantId, Participant] = {}
         self.created_at = time.time()
         self.empty_since: float | None = time.monotonic()
         self.closed = False
-        self.media: RoomMedia | None = None
-        """The SFU side of the room; set by the RoomManager when media is enabled."""
         self.options: RoomOptions = config.options()
         self.stage = Stage(self)
         self._banned: dict[str, float] = {}
         """Token ids removed from this room → when the token expires."""
+        self.media: MediaPort = media(self) if media is not None else NoMedia()
+        """The SFU side of the room (``NoMedia`` on a signalling-only node)."""
 
     # -- queries ---------------------------------------------------------
     @property
@@ -100,19 +107,29 @@ class Room:
     def set_grants(self, pid: ParticipantId, grants: Grants, *, reason: str,
                    by: ParticipantId | None) -> Participant:
         """Change a participant's grants live: it is told, the room sees the update."""
-        p = self._require(pid)
+        p = self.require(pid)
         p.grants = grants
         p.deliver(PermissionChanged(room=self.name, grants=grants.to_wire(), reason=reason,
                                     by=by))
         self._announce_update(p)
         return p
 
+    def require_moderator(self, pid: ParticipantId | None) -> None:
+        """``pid`` must hold ``room_admin``; ``None`` is the admin API (authorised by its
+        bearer token)."""
+        if pid is None:
+            return
+        p = self._participants.get(pid)
+        if p is None or not p.grants.room_admin:
+            raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "moderators only")
+
     def to_moderators(self, event: RoomEvent, exclude: ParticipantId | None = None) -> None:
         for p in self.moderators():
             if p.id != exclude:
                 p.deliver(event)
 
-    def _require(self, pid: ParticipantId) -> Participant:
+    def require(self, pid: ParticipantId) -> Participant:
+        """The participant, or ``not_in_room``."""
         p = self._participants.get(pid)
         if p is None:
             raise ConferenceError(ConferenceCode.NOT_IN_ROOM, "not a participant of this room")
@@ -145,6 +162,7 @@ class Room:
         if participant is None:
             return False
         self.stage.forget(pid)
+        self.media.detach(pid)
         if notify is not None:
             participant.deliver(Disconnected(room=self.name, reason=reason, message=notify))
         if not participant.hidden:
@@ -172,11 +190,15 @@ class Room:
             p.deliver(Disconnected(room=self.name, reason=reason, message=message))
         self._participants.clear()
 
+    async def wait_closed(self) -> None:
+        """After ``close()``: close the media (every connection). Idempotent."""
+        await self.media.close()
+
     # -- participant changes ------------------------------------------------
     def update_participant(
         self, pid: ParticipantId, *, name: str | None = None, metadata: str | None = None
     ) -> Participant:
-        p = self._require(pid)
+        p = self.require(pid)
         if metadata is not None and len(metadata.encode()) > self._config.max_metadata_bytes:
             raise ConferenceError(ConferenceCode.METADATA_TOO_LARGE,
                                   f"metadata is limited to {self._config.max_metadata_bytes} bytes")
@@ -195,7 +217,7 @@ class Room:
     def add_track(
         self, pid: ParticipantId, *, kind: TrackKind, source: TrackSource, name: str = ""
     ) -> TrackInfo:
-        p = self._require(pid)
+        p = self.require(pid)
         if not p.grants.can_publish:
             raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "no permission to publish")
         if len(p.tracks) >= self._config.max_tracks_per_participant:
@@ -211,24 +233,43 @@ class Room:
 
     def check_new_tracks(self, pid: ParticipantId, count: int) -> None:
         """Raise ``too_many_tracks`` unless ``count`` more tracks fit (checked before an offer)."""
-        p = self._require(pid)
+        p = self.require(pid)
         limit = self._config.max_tracks_per_participant
         if count and len(p.tracks) + count > limit:
             raise ConferenceError(ConferenceCode.TOO_MANY_TRACKS,
                                   f"at most {limit} tracks per participant")
 
     def remove_track(self, pid: ParticipantId, tid: TrackId) -> TrackInfo:
-        p = self._require(pid)
+        """Unpublish: the others are told and forwarding stops at once."""
+        p = self.require(pid)
         track = p.tracks.pop(tid, None)
         if track is None:
             raise ConferenceError(ConferenceCode.UNKNOWN_TRACK, f"no track {tid!r}")
+        self.media.unpublish(pid, tid)
         if not p.hidden:
             self._broadcast(TrackUnpublished(room=self.name, track=track), exclude=pid)
         return track
 
+    def track_ended(self, pid: ParticipantId, tid: TrackId) -> None:
+        """The media saw a published track end (its connection or m-line went away)."""
+        p = self._participants.get(pid)
+        track = p.tracks.pop(tid, None) if p is not None else None
+        if p is not None and track is not None and not p.hidden:
+            self._broadcast(TrackUnpublished(room=self.name, track=track), exclude=pid)
+
+    def stop_publishing(self, pid: ParticipantId) -> None:
+        """Off the stage: forwarding stops, the publish connection closes, tracks go."""
+        p = self.require(pid)
+        self.media.stop_publishing(pid)
+        for tid in list(p.tracks):
+            self.remove_track(pid, tid)
+
     def set_track_muted(self, pid: ParticipantId, tid: TrackId, muted: bool) -> TrackInfo:
-        """The publisher muted or unmuted its own track; the others are told."""
-        return self._update_track(pid, tid, exclude=pid, muted=muted)
+        """A track is muted or unmuted: forwarding pauses or resumes, the others are told
+        (the publisher too when someone else did it: see moderation)."""
+        track = self._update_track(pid, tid, exclude=pid, muted=muted)
+        self.media.set_muted(pid, tid, track.muted)
+        return track
 
     def set_track_stalled(self, pid: ParticipantId, tid: TrackId, stalled: bool) -> TrackInfo:
         """The SFU saw the track stop (or resume); everyone, the publisher too, is told."""
@@ -236,7 +277,7 @@ class Room:
 
     def _update_track(self, pid: ParticipantId, tid: TrackId, *,
                       exclude: ParticipantId | None, **changes: Any) -> TrackInfo:
-        p = self._require(pid)
+        p = self.require(pid)
         track = p.tracks.get(tid)
         if track is None:
             raise ConferenceError(ConferenceCode.UNKNOWN_TRACK, f"no track {tid!r}")
@@ -257,7 +298,7 @@ class Room:
         to: list[Identity] | None = None,
     ) -> int:
         """Relay app data; returns how many participants it was delivered to."""
-        sender = self._require(pid)
+        sender = self.require(pid)
         if not sender.grants.can_publish_data:
             raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "no permission to send data")
         event = DataReceived(

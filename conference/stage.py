@@ -55,7 +55,7 @@ class Stage:
     # -- requests to speak ---------------------------------------------------
     def request(self, pid: ParticipantId, message: str = "") -> str:
         """A listener asks to speak; returns ``pending`` or ``approved`` (auto policy)."""
-        p = self._room._require(pid)
+        p = self._room.require(pid)
         if p.grants.can_publish:
             raise ConferenceError(ConferenceCode.ALREADY_SPEAKER, "already on stage")
         if not p.grants.can_request_publish:
@@ -87,13 +87,13 @@ class Stage:
     def decide(self, moderator: ParticipantId | None, pid: ParticipantId, approve: bool,
                reason: str = "") -> None:
         """A moderator approves or denies a pending request."""
-        self._require_moderator(moderator)
+        self._room.require_moderator(moderator)
         self._target(pid)
         if pid not in self.requests:
             raise ConferenceError(ConferenceCode.NO_PENDING_REQUEST,
                                   "that participant has no pending request")
         if approve:
-            p = self._room._require(pid)
+            p = self._room.require(pid)
             self._promote(p, by=moderator, reason=reason or "request approved")
         self._resolve_request(pid, "approved" if approve else "denied", moderator,
                               reason or ("approved" if approve else "denied"))
@@ -130,7 +130,7 @@ class Stage:
     def invite(self, moderator: ParticipantId | None, pid: ParticipantId,
                message: str = "") -> None:
         """A moderator invites a listener; nothing changes until the listener accepts."""
-        self._require_moderator(moderator)
+        self._room.require_moderator(moderator)
         p = self._target(pid)
         if p.grants.can_publish:
             raise ConferenceError(ConferenceCode.ALREADY_SPEAKER, "already on stage")
@@ -148,7 +148,7 @@ class Stage:
         if pid not in self.invites:
             raise ConferenceError(ConferenceCode.NO_PENDING_REQUEST, "no pending invitation")
         if accept:
-            p = self._room._require(pid)
+            p = self._room.require(pid)
             self._promote(p, by=self.invites[pid].by, reason="invitation accepted")
         self._resolve_invite(pid, "accepted" if accept else "declined", pid)
 
@@ -184,28 +184,17 @@ class Stage:
     def demote(self, moderator: ParticipantId | None, pid: ParticipantId,
                reason: str = "") -> None:
         """Back to the audience: forwarding stops at once, the publish connection is closed."""
-        self._require_moderator(moderator)
+        self._room.require_moderator(moderator)
         p = self._target(pid)
         if not p.grants.can_publish:
             raise ConferenceError(ConferenceCode.NOT_A_SPEAKER, "not on stage")
-        if self._room.media is not None:
-            self._room.media.stop_publishing(pid)
-        for tid in list(p.tracks):
-            self._room.remove_track(pid, tid)
+        self._room.stop_publishing(pid)
         grants = replace(p.grants, can_publish=False, can_request_publish=True)
         self._room.set_grants(pid, grants, reason=reason or "moved to the audience",
                               by=moderator)
         self._audit("demoted", pid, moderator, reason=reason)
 
     # -- housekeeping ------------------------------------------------------------
-    def _require_moderator(self, pid: ParticipantId | None) -> None:
-        """``None`` is the admin API, authorised by its bearer token."""
-        if pid is None:
-            return
-        p = self._room._require(pid)
-        if not p.grants.room_admin:
-            raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "moderators only")
-
     def _target(self, pid: ParticipantId) -> Participant:
         p = self._room.get(pid)
         if p is None:

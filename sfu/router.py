@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sfu.config import SfuConfig
@@ -18,6 +19,13 @@ from sfu.transport import PublishTransport, SubscribeTransport
 
 Speakers = list[tuple[dict[str, Any], int]]
 """(producer app data, audio level in -dBov) of each active speaker, loudest first."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterCounts:
+    producers: int
+    consumers: int
+    peer_connections: int
 
 
 class Router:
@@ -189,3 +197,8 @@ class Router:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         self.producers.clear()
+
+    def counts(self) -> RouterCounts:
+        return RouterCounts(producers=len(self.producers),
+                            consumers=sum(len(p.consumers) for p in self.producers.values()),
+                            peer_connections=len(self.transports))

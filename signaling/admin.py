@@ -17,40 +17,48 @@ from aiohttp import web
 
 from conference import moderation
 from conference.config import StagePolicy
-from conference.errors import ConferenceError
+from conference.errors import ConferenceCode, ConferenceError
 from conference.ids import Identity, RoomName, TrackId
 from conference.participant import Participant
 from conference.room import Room
 from signaling.appkeys import NODE
 from signaling.auth import Claims
-from signaling.errors import SignalError
+from signaling.errors import ErrorCode, SignalError, WireCode
 from signaling.node import Node
 
 log = logging.getLogger("parley.admin")
 
-_STATUS = {"permission_denied": 403, "unknown_participant": 404, "unknown_track": 404,
-           "stage_full": 409, "no_pending_request": 409, "already_speaker": 409,
-           "not_a_speaker": 409, "already_requested": 409}
+_STATUS: dict[WireCode, int] = {
+    ConferenceCode.PERMISSION_DENIED: 403,
+    ConferenceCode.UNKNOWN_PARTICIPANT: 404,
+    ConferenceCode.UNKNOWN_TRACK: 404,
+    ConferenceCode.STAGE_FULL: 409,
+    ConferenceCode.NO_PENDING_REQUEST: 409,
+    ConferenceCode.ALREADY_SPEAKER: 409,
+    ConferenceCode.NOT_A_SPEAKER: 409,
+    ConferenceCode.ALREADY_REQUESTED: 409,
+}
+"""HTTP status of a refused admin action; any other domain code is a 400."""
 
 
-def json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"code": code, "message": message}, status=status)
+def json_error(status: int, code: WireCode | str, message: str) -> web.Response:
+    return web.json_response({"code": str(code), "message": message}, status=status)
 
 
 def _claims(request: web.Request, room: str | None) -> Claims | web.Response:
     node = request.app[NODE]
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
-        return json_error(401, "missing_token", "Authorization: Bearer <token> required")
+        return json_error(401, ErrorCode.MISSING_TOKEN, "Authorization: Bearer <token> required")
     try:
         claims = node.verifier.verify(token.strip())
     except SignalError as err:
         node.metrics.auth_failures.labels(reason=err.code.value).inc()
         return json_error(401, err.code.value, err.message)
     if not claims.grants.room_admin:
-        return json_error(403, "permission_denied", "the token lacks room_admin")
+        return json_error(403, ConferenceCode.PERMISSION_DENIED, "the token lacks room_admin")
     if room is not None and claims.grants.room not in ("*", room):
-        return json_error(403, "permission_denied", "the token is for another room")
+        return json_error(403, ConferenceCode.PERMISSION_DENIED, "the token is for another room")
     return claims
 
 
@@ -60,7 +68,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"code": "malformed_json",
+        raise web.HTTPBadRequest(text=json.dumps({"code": ErrorCode.MALFORMED_JSON.value,
                                                   "message": str(exc)}),
                                  content_type="application/json") from exc
     return data if isinstance(data, dict) else {}
@@ -81,11 +89,11 @@ def room_route(action: RoomAction) -> Callable[[web.Request], Awaitable[web.Resp
         node = request.app[NODE]
         room = node.rooms.get(name)
         if room is None:
-            return json_error(404, "unknown_room", "no such room on this node")
+            return json_error(404, ErrorCode.UNKNOWN_ROOM, "no such room on this node")
         try:
             return await action(request, node, room, claims)
         except ConferenceError as err:
-            return json_error(_STATUS.get(err.code.value, 400), err.code.value, err.message)
+            return json_error(_STATUS.get(err.code, 400), err.code, err.message)
     return handler
 
 
@@ -95,7 +103,8 @@ def participant_route(action: ParticipantAction) -> Callable[[web.Request],
                           claims: Claims) -> web.Response:
         participant = room.by_identity(Identity(request.match_info["identity"]))
         if participant is None:
-            return json_error(404, "unknown_participant", "no such participant in this room")
+            return json_error(404, ConferenceCode.UNKNOWN_PARTICIPANT,
+                              "no such participant in this room")
         body = await _body(request)
         log.info("admin action", extra={"room": room.name, "participant": participant.id,
                                         "action": request.path, "by": claims.identity})
@@ -113,7 +122,7 @@ def room_view(room: Room) -> dict[str, Any]:
                     "speaker_request_timeout": room.options.speaker_request_timeout,
                     "moderator_can_unmute": room.options.moderator_can_unmute},
         "participants": [p.info().to_wire() | (
-            {"media": room.media.stats(p.id)} if room.media is not None else {})
+            {"media": room.media.stats(p.id)} if room.media.enabled else {})
             for p in room.participants],
         "speaker_requests": [{"participant": p.id, "message": msg, "expires_at": exp}
                              for p, msg, exp in room.stage.pending_requests()],
@@ -152,7 +161,7 @@ async def update_room(request: web.Request, node: Node, room: Room,
                 raise ValueError("moderator_can_unmute must be true or false")
             changes["moderator_can_unmute"] = body["moderator_can_unmute"]
     except (TypeError, ValueError) as exc:
-        return json_error(400, "invalid_message", f"bad room option: {exc}")
+        return json_error(400, ErrorCode.INVALID_MESSAGE, f"bad room option: {exc}")
     room.options = replace(room.options, **changes)
     log.info("room options changed", extra={"room": room.name, "by": claims.identity,
                                             "changes": {k: str(v) for k, v in changes.items()}})
@@ -181,7 +190,7 @@ async def update_participant(request: web.Request, node: Node, room: Room, p: Pa
     name, metadata = body.get("name"), body.get("metadata")
     if (name is not None and not isinstance(name, str)) or \
             (metadata is not None and not isinstance(metadata, str)):
-        return json_error(400, "invalid_message", "name and metadata must be strings")
+        return json_error(400, ErrorCode.INVALID_MESSAGE, "name and metadata must be strings")
     moderation.update_participant(room, None, p.id, name=name, metadata=metadata)
     return web.json_response(p.info().to_wire())
 
@@ -191,7 +200,7 @@ async def mute_track(request: web.Request, node: Node, room: Room, p: Participan
                      body: dict[str, Any]) -> web.Response:
     track = body.get("track")
     if not isinstance(track, str) or track not in p.tracks:
-        return json_error(404, "unknown_track", "no such track of this participant")
+        return json_error(404, ConferenceCode.UNKNOWN_TRACK, "no such track of this participant")
     info = moderation.set_track_muted(room, None, TrackId(track), bool(body.get("muted", True)))
     return web.json_response(info.to_wire())
 

@@ -66,7 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--bitrate", type=int, default=1_000_000, help="video clip bitrate")
     load.add_argument("--no-audio", action="store_true")
     load.add_argument("--room-prefix", default="load")
+    sub.add_parser("schema", help="print the JSON Schema of every client message")
     return parser
+
+
+def _schema() -> int:
+    from signaling.connection import MESSAGES  # the handlers' declarations
+
+    print(json.dumps(MESSAGES.json_schema(), indent=2, sort_keys=True))
+    return 0
 
 
 def _loadtest(args: argparse.Namespace) -> int:
@@ -171,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             return _token(args)
         if args.command == "loadtest":
             return _loadtest(args)
+        if args.command == "schema":
+            return _schema()
         config = _serve_config(args)
     except ConfigError as exc:
         print(f"parley: {exc}", file=sys.stderr)

@@ -1,12 +1,19 @@
-"""Wire error codes and close codes: the only place domain errors become protocol errors."""
+"""Wire error codes and close codes: the only place domain errors become protocol errors.
+
+The edge has its own codes (authentication, framing, protocol); the codes of
+conference and SFU errors go on the wire as they are (``WireCode``), so no
+code is written twice. Every code is documented in docs/protocol.md.
+"""
 
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
+from conference.errors import ConferenceCode, SfuCode
+
 
 class ErrorCode(StrEnum):
-    """Codes of ``{"type": "error"}`` messages; documented in docs/protocol.md."""
+    """The edge's own codes of ``{"type": "error"}`` messages."""
 
     # authentication (join)
     MISSING_TOKEN = "missing_token"
@@ -30,31 +37,10 @@ class ErrorCode(StrEnum):
     NOT_JOINED = "not_joined"
     ALREADY_JOINED = "already_joined"
     JOIN_TIMEOUT = "join_timeout"
-    # conference
-    ROOM_FULL = "room_full"
-    ROOM_CLOSED = "room_closed"
-    NOT_IN_ROOM = "not_in_room"
-    PERMISSION_DENIED = "permission_denied"
-    TOO_MANY_TRACKS = "too_many_tracks"
-    UNKNOWN_TRACK = "unknown_track"
-    UNKNOWN_PARTICIPANT = "unknown_participant"
-    NODE_DRAINING = "node_draining"
-    MEDIA_DISABLED = "media_disabled"
-    STAGE_FULL = "stage_full"
-    NO_PENDING_REQUEST = "no_pending_request"
-    ALREADY_REQUESTED = "already_requested"
-    ALREADY_SPEAKER = "already_speaker"
-    NOT_A_SPEAKER = "not_a_speaker"
-    BANNED = "removed_from_room"
-    METADATA_TOO_LARGE = "metadata_too_large"
-    # media (SFU)
-    INVALID_SDP = "invalid_sdp"
-    NO_SUPPORTED_CODEC = "no_supported_codec"
-    NO_OFFER_PENDING = "no_offer_pending"
-    UNKNOWN_CONNECTION = "unknown_connection"
-    INVALID_CANDIDATE = "invalid_candidate"
-    CONNECTION_CLOSED = "connection_closed"
     INTERNAL_ERROR = "internal_error"
+    # HTTP (admin API and the socket's upgrade)
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    UNKNOWN_ROOM = "unknown_room"
 
 
 class CloseCode(IntEnum):
@@ -74,6 +60,9 @@ class CloseCode(IntEnum):
     SLOW_CONSUMER = 4008
     JOIN_REFUSED = 4009
 
+
+WireCode = ErrorCode | ConferenceCode | SfuCode
+"""Every code an ``error`` message (or an admin API error) can carry."""
 
 class SignalError(Exception):
     """A refused client message; becomes one ``error`` message on the wire."""

@@ -6,8 +6,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from signaling.protocol import KNOWN_TYPES
-
 
 class SignalingMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -42,11 +40,14 @@ class SignalingMetrics:
         self._received: dict[str, Any] = {}
 
     def received(self, mtype: str) -> None:
-        key = mtype if mtype in KNOWN_TYPES else "invalid"
-        child = self._received.get(key)
+        """``mtype`` is a validated message type, or ``invalid``."""
+        child = self._received.get(mtype)
         if child is None:
-            child = self._received[key] = self.messages_in.labels(type=key)
+            child = self._received[mtype] = self.messages_in.labels(type=mtype)
         child.inc()
+
+    def error(self, code: str) -> None:
+        self.errors.labels(code=code).inc()
 
     def sent(self, mtype: str) -> None:
         """Counted per message on the hot path: label children are looked up once."""

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -14,21 +14,24 @@ from conference.ids import NodeId, new_node_id
 from conference.manager import RoomManager
 from conference.metrics import ConferenceMetrics
 from conference.registry import InMemoryRoomRegistry, RoomRegistry
-from sfu.hooks import restrict_host_addresses
 from signaling.auth import TokenVerifier
 from signaling.config import NodeConfig
 from signaling.metrics import SignalingMetrics
 
-if TYPE_CHECKING:
-    from signaling.session import SignalSession
-
 log = logging.getLogger("parley.node")
+
+
+class Drainable(Protocol):
+    """What the node asks of a client connection when it shuts down."""
+
+    def shutdown(self) -> None:
+        """Tell the client the node is going away and close the socket."""
 
 
 class Node:
     """Created by the app's cleanup context; ``close()`` is idempotent.
 
-    Closing order: stop taking joins (draining) → tell every session and
+    Closing order: stop taking joins (draining) → tell every connection and
     close its socket → close every room → close the registry.
     """
 
@@ -46,26 +49,25 @@ class Node:
         self.conference_metrics = ConferenceMetrics(self.metrics_registry)
         self.metrics = SignalingMetrics(self.metrics_registry)
         self.registry: RoomRegistry = registry or InMemoryRoomRegistry()
-        if config.sfu.ice_addresses:
-            restrict_host_addresses(config.sfu.ice_addresses)
         self.rooms = RoomManager(config.rooms, self.registry, self.id, self.conference_metrics,
                                  config.sfu_config())
         self.verifier = TokenVerifier(config.auth)
-        self.sessions: set[SignalSession] = set()
-        self._no_sessions = asyncio.Event()
-        self._no_sessions.set()
+        self.connections: set[Drainable] = set()
+        """Client sockets open on this node."""
+        self._no_connections = asyncio.Event()
+        self._no_connections.set()
         self._closed = False
 
-    def register(self, session: SignalSession) -> None:
-        self.sessions.add(session)
-        self._no_sessions.clear()
-        self.metrics.connections.set(len(self.sessions))
+    def register(self, connection: Drainable) -> None:
+        self.connections.add(connection)
+        self._no_connections.clear()
+        self.metrics.connections.set(len(self.connections))
 
-    def unregister(self, session: SignalSession) -> None:
-        self.sessions.discard(session)
-        self.metrics.connections.set(len(self.sessions))
-        if not self.sessions:
-            self._no_sessions.set()
+    def unregister(self, connection: Drainable) -> None:
+        self.connections.discard(connection)
+        self.metrics.connections.set(len(self.connections))
+        if not self.connections:
+            self._no_connections.set()
 
     @property
     def draining(self) -> bool:
@@ -80,11 +82,11 @@ class Node:
         if self.rooms.draining:
             return
         self.rooms.draining = True
-        log.info("draining", extra={"sessions": len(self.sessions)})
-        for session in list(self.sessions):
-            session.shutdown()
+        log.info("draining", extra={"connections": len(self.connections)})
+        for connection in list(self.connections):
+            connection.shutdown()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._no_sessions.wait(), grace)
+            await asyncio.wait_for(self._no_connections.wait(), grace)
 
     async def close(self) -> None:
         if self._closed:

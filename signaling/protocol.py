@@ -1,13 +1,21 @@
-"""The wire protocol: parsing and validating client messages, formatting server messages.
+"""The wire protocol's codec: client messages in, server messages out. No I/O.
 
-Encoding and decoding only, no I/O (docs/protocol.md is the prose version).
+Each client message is declared once, as a msgspec ``Message`` struct next to
+the handler that serves it (``@MESSAGES.handles(...)`` in signaling/handlers.py,
+signaling/stage_handlers.py and signaling/connection.py); this module holds the
+table they register in, strict JSON decoding (no ``NaN``, no ``Infinity``),
+validation against the struct, and the encoding of server messages. The JSON
+Schema of every client message comes from the same declarations
+(``MESSAGES.json_schema()``). docs/protocol.md is the prose version.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, TypeVar
+
+import msgspec
 
 from conference.events import (
     ActiveSpeakers,
@@ -32,133 +40,141 @@ from conference.events import (
     TrackUnpublished,
     TrackUpdated,
 )
-from signaling.errors import ErrorCode, SignalError
+from signaling.errors import ErrorCode, SignalError, WireCode
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
+MAX_DEPTH = 32
+"""Deepest nesting of arrays and objects accepted in a client message."""
 
-_STR, _INT, _BOOL, _ANY, _LIST, _NUM = "string", "integer", "boolean", "any", "list", "number"
+# Field shapes shared by the message declarations.
+ShortId = Annotated[str, msgspec.Meta(max_length=64)]
+Name = Annotated[str, msgspec.Meta(max_length=256)]
+Text = Annotated[str, msgspec.Meta(max_length=1024)]
+Metadata = Annotated[str, msgspec.Meta(max_length=65536)]
+Sdp = Annotated[str, msgspec.Meta(max_length=60000)]
 
 
-@dataclass(frozen=True)
-class Field:
-    kind: str
-    required: bool = False
-    max_len: int = 0
+class Message(msgspec.Struct, kw_only=True, tag_field="type"):
+    """A client message: ``type`` (the struct's tag) and an optional ``id`` echoed in
+    replies; unknown fields are ignored."""
+
+    id: str | None = None
 
 
-# Every client message type and its fields (``type`` and ``id`` are common to all).
-SCHEMAS: dict[str, dict[str, Field]] = {
-    "join": {
-        "token": Field(_STR, max_len=8192),
-        "version": Field(_INT),
-        "room": Field(_STR, max_len=256),
-        "media": Field(_BOOL),
-    },
-    "offer": {
-        "sdp": Field(_STR, required=True, max_len=60000),
-        "tracks": Field(_LIST),
-    },
-    "answer": {"sdp": Field(_STR, required=True, max_len=60000)},
-    "candidate": {
-        "target": Field(_STR, required=True, max_len=16),
-        "candidate": Field(_ANY),
-    },
-    "request-to-speak": {"message": Field(_STR, max_len=1024)},
-    "cancel-speaker-request": {},
-    "approve-speaker": {"participant": Field(_STR, required=True, max_len=64),
-                        "reason": Field(_STR, max_len=1024)},
-    "deny-speaker": {"participant": Field(_STR, required=True, max_len=64),
-                     "reason": Field(_STR, max_len=1024)},
-    "invite-to-stage": {"participant": Field(_STR, required=True, max_len=64),
-                        "message": Field(_STR, max_len=1024)},
-    "respond-to-invite": {"accept": Field(_BOOL, required=True)},
-    "move-to-audience": {"participant": Field(_STR, required=True, max_len=64),
-                         "reason": Field(_STR, max_len=1024)},
-    "remove-participant": {"participant": Field(_STR, required=True, max_len=64),
-                           "reason": Field(_STR, max_len=1024)},
-    "update-participant": {"participant": Field(_STR, required=True, max_len=64),
-                           "name": Field(_STR, max_len=256),
-                           "metadata": Field(_STR, max_len=65536)},
-    "subscription": {
-        "track": Field(_STR, required=True, max_len=64),
-        "state": Field(_STR, required=True, max_len=16),
-    },
-    "leave": {},
-    "ping": {},
-    "update": {"name": Field(_STR, max_len=256), "metadata": Field(_STR, max_len=65536)},
-    "remove-track": {"track": Field(_STR, required=True, max_len=64)},
-    "mute-track": {"track": Field(_STR, required=True, max_len=64),
-                   "muted": Field(_BOOL, required=True)},
-    "data": {
-        "payload": Field(_ANY, required=True),
-        "topic": Field(_STR, max_len=128),
-        "to": Field(_LIST),
-    },
-}
-
-KNOWN_TYPES = frozenset(SCHEMAS)
+M = TypeVar("M", bound=Message)
+Handler = Callable[[Any, Any], Awaitable[None]]
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClientMessage:
-    type: str
-    id: str | None
-    body: dict[str, Any]
+class MessageSpec:
+    tag: str
+    struct: type[Message]
+    handler: Handler
+    edge: bool
+    """Served by the connection that holds the socket (``join``, ``ping``), not by the
+    participant session."""
 
 
-def _check(kind: str, value: Any) -> bool:
-    if kind == _STR:
-        return isinstance(value, str)
-    if kind == _INT:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == _NUM:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind == _BOOL:
-        return isinstance(value, bool)
-    if kind == _LIST:
-        return isinstance(value, list)
-    return True
+class MessageTable:
+    """Every client message type: its struct and its handler, registered together."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, MessageSpec] = {}
+        self._decoder = msgspec.json.Decoder()
+
+    def handles(self, *structs: type[Message], edge: bool = False) -> Callable[[Handler], Handler]:
+        """Register a handler for one or more message structs (each tagged with its type)."""
+        def register(handler: Handler) -> Handler:
+            for struct in structs:
+                tag = struct.__struct_config__.tag
+                if not isinstance(tag, str) or tag in self._specs:
+                    raise ValueError(f"message {struct.__name__}: missing or duplicate tag")
+                self._specs[tag] = MessageSpec(tag=tag, struct=struct, handler=handler,
+                                               edge=edge)
+            return handler
+        return register
+
+    @property
+    def types(self) -> frozenset[str]:
+        return frozenset(self._specs)
+
+    def spec(self, mtype: str) -> MessageSpec:
+        return self._specs[mtype]
+
+    def parse(self, text: str | bytes) -> Message:
+        """Decode and validate one client message or raise a coded SignalError."""
+        try:
+            raw = self._decoder.decode(text)
+        except msgspec.DecodeError as exc:
+            raise SignalError(ErrorCode.MALFORMED_JSON, f"not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise SignalError(ErrorCode.INVALID_MESSAGE,
+                              f"nested deeper than {MAX_DEPTH} levels") from exc
+        if not isinstance(raw, dict):
+            raise SignalError(ErrorCode.INVALID_MESSAGE, "a message must be a JSON object")
+        msg_id = raw.get("id")
+        if msg_id is not None:
+            if isinstance(msg_id, bool) or not isinstance(msg_id, str | int):
+                raise SignalError(ErrorCode.INVALID_MESSAGE, "id must be a string or an integer")
+            raw["id"] = msg_id = str(msg_id)[:64]
+        mtype = raw.get("type")
+        if not isinstance(mtype, str):
+            raise _invalid(msg_id, "type must be a string")
+        spec = self._specs.get(mtype)
+        if spec is None:
+            raise SignalError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {mtype[:64]!r}",
+                              msg_id)
+        if _too_deep(raw, text):
+            raise _invalid(msg_id, f"{mtype}: nested deeper than {MAX_DEPTH} levels")
+        try:
+            return msgspec.convert(raw, spec.struct, strict=True)
+        except msgspec.ValidationError as exc:
+            raise _invalid(msg_id, f"{mtype}: {exc}") from exc
+
+    def json_schema(self) -> dict[str, Any]:
+        """A JSON Schema (draft 2020-12) of every client message."""
+        structs = [self._specs[t].struct for t in sorted(self._specs)]
+        (schemas,), components = msgspec.json.schema_components(
+            [structs[0] if len(structs) == 1 else _union(structs)],
+            ref_template="#/$defs/{name}")
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                "title": "Parley client messages", **schemas, "$defs": components}
 
 
-def parse_message(text: str) -> ClientMessage:
-    """Decode and validate one client message or raise a coded SignalError."""
-    try:
-        raw = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise SignalError(ErrorCode.MALFORMED_JSON, f"not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise SignalError(ErrorCode.INVALID_MESSAGE, "a message must be a JSON object")
-    msg_id = raw.get("id")
-    if msg_id is not None and not (isinstance(msg_id, str | int) and not isinstance(msg_id, bool)):
-        raise SignalError(ErrorCode.INVALID_MESSAGE, "id must be a string or an integer")
-    msg_id = None if msg_id is None else str(msg_id)[:64]
-    mtype = raw.get("type")
-    if not isinstance(mtype, str):
-        raise _invalid(msg_id, "type must be a string")
-    schema = SCHEMAS.get(mtype)
-    if schema is None:
-        raise SignalError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {mtype[:64]!r}", msg_id)
-    body: dict[str, Any] = {}
-    for name, spec in schema.items():
-        if name not in raw or raw[name] is None:
-            if spec.required:
-                raise _invalid(msg_id, f"{mtype}: field {name!r} is required")
-            continue
-        value = raw[name]
-        if not _check(spec.kind, value):
-            raise _invalid(msg_id, f"{mtype}: field {name!r} must be a {spec.kind}")
-        if spec.max_len and isinstance(value, str) and len(value) > spec.max_len:
-            raise _invalid(msg_id, f"{mtype}: field {name!r} longer than {spec.max_len}")
-        body[name] = value
-    return ClientMessage(type=mtype, id=msg_id, body=body)
+def _union(structs: list[type[Message]]) -> Any:
+    union: Any = structs[0]
+    for struct in structs[1:]:
+        union = union | struct
+    return union
+
+
+def _too_deep(raw: Any, text: str | bytes) -> bool:
+    """Only messages with many brackets are walked (SDP and plain fields are not)."""
+    opening = (b"[", b"{") if isinstance(text, bytes) else ("[", "{")
+    if text.count(opening[0]) + text.count(opening[1]) <= MAX_DEPTH:  # type: ignore[arg-type]
+        return False
+    stack: list[tuple[Any, int]] = [(raw, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
+    return False
+
+
+MESSAGES = MessageTable()
+"""The one table of client messages; handler modules register into it at import."""
 
 
 def _invalid(msg_id: str | None, message: str) -> SignalError:
     return SignalError(ErrorCode.INVALID_MESSAGE, message, msg_id)
 
 
-def error_message(code: ErrorCode, message: str, msg_id: str | None = None) -> dict[str, Any]:
+def error_message(code: WireCode, message: str, msg_id: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "error", "code": code.value, "message": message}
     if msg_id is not None:
         out["id"] = msg_id
@@ -220,8 +236,9 @@ def event_message(event: RoomEvent) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class EncodedEvent:
-    """A room event already serialised once for every recipient; the writer appends
-    the recipient's own ``seq``."""
+    """A server message serialised once (for every recipient of a room event); the
+    connection's writer appends the recipient's own ``seq``. This is the unit the
+    link between a participant session and its socket carries."""
 
     type: str
     head: str
@@ -229,6 +246,25 @@ class EncodedEvent:
 
     def with_seq(self, seq: int) -> str:
         return f'{self.head},"seq":{seq}}}'
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: dict[str, Any]) -> EncodedEvent:
+    """Serialise a server message (strict JSON: a non-finite number becomes null)."""
+    return EncodedEvent(type=message["type"], head=_encoder.encode(message)[:-1].decode())
+
+
+def reply(msg_id: str | None, message: dict[str, Any]) -> EncodedEvent:
+    """A reply to a client message, carrying its ``id``."""
+    if msg_id is not None:
+        message["id"] = msg_id
+    return encode(message)
+
+
+def encode_error(code: WireCode, message: str, msg_id: str | None = None) -> EncodedEvent:
+    return encode(error_message(code, message, msg_id))
 
 
 _last_encoded: tuple[RoomEvent, EncodedEvent] | None = None
@@ -240,8 +276,6 @@ def encode_event(event: RoomEvent) -> EncodedEvent:
     global _last_encoded
     if _last_encoded is not None and _last_encoded[0] is event:
         return _last_encoded[1]
-    message = event_message(event)
-    encoded = EncodedEvent(type=message["type"],
-                           head=json.dumps(message, separators=(",", ":"))[:-1])
+    encoded = encode(event_message(event))
     _last_encoded = (event, encoded)
     return encoded

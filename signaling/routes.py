@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from importlib import resources
 from pathlib import Path
@@ -10,10 +11,12 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from conference.errors import ConferenceCode
 from signaling.admin import add_admin_routes, json_error
 from signaling.appkeys import NODE
+from signaling.connection import Connection
 from signaling.devjoin import add_devjoin_routes
-from signaling.session import SignalSession
+from signaling.errors import CloseCode, ErrorCode
 
 log = logging.getLogger("parley.http")
 
@@ -36,10 +39,10 @@ async def rtc(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     cfg = node.config.signaling
     if not origin_allowed(request.headers.get("Origin"), request.host, cfg.allowed_origins):
-        node.metrics.auth_failures.labels(reason="origin_not_allowed").inc()
-        return json_error(403, "origin_not_allowed", "this Origin may not connect")
+        node.metrics.auth_failures.labels(reason=ErrorCode.ORIGIN_NOT_ALLOWED.value).inc()
+        return json_error(403, ErrorCode.ORIGIN_NOT_ALLOWED, "this Origin may not connect")
     if not node.ready:
-        return json_error(503, "node_draining", "node is not taking new connections")
+        return json_error(503, ConferenceCode.NODE_DRAINING, "node is not taking new connections")
     ws = web.WebSocketResponse(
         autoping=False,
         timeout=3.0,
@@ -48,13 +51,13 @@ async def rtc(request: web.Request) -> web.StreamResponse:
         max_msg_size=cfg.max_message_bytes * 2,
     )
     await ws.prepare(request)
-    session = SignalSession(
+    connection = Connection(
         ws, node,
         url_token=request.query.get("access_token"),
         url_room=request.query.get("room"),
         remote=request.remote,
     )
-    await session.run()
+    await connection.run()
     return ws
 
 
@@ -76,6 +79,18 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def close_codes_module() -> str:
+    """The close codes as an ES module for the meeting page, from the one definition."""
+    codes = json.dumps({code.name: code.value for code in CloseCode}, indent=2)
+    return ("// Served by the node from signaling/errors.py (CloseCode); not a file on disk.\n"
+            f"export const CloseCode = Object.freeze({codes});\n")
+
+
+async def codes_js(request: web.Request) -> web.Response:
+    return web.Response(text=close_codes_module(), content_type="application/javascript",
+                        headers={"Cache-Control": "no-cache"})
+
+
 async def index(request: web.Request) -> web.Response:
     page = resources.files("signaling").joinpath("static/index.html").read_text()
     return web.Response(text=page, content_type="text/html",
@@ -90,4 +105,5 @@ def add_routes(app: web.Application) -> None:
     add_admin_routes(app)
     add_devjoin_routes(app)
     app.router.add_get("/", index)
+    app.router.add_get("/static/codes.js", codes_js)  # before the static directory
     app.router.add_static("/static/", Path(str(resources.files("signaling") / "static")))

@@ -11,6 +11,7 @@
 // reconnects when the socket or the media connection drops.
 
 import { Chat } from "./chat.js";
+import { CloseCode } from "./codes.js";
 import { Grid } from "./grid.js";
 import { Devices, developmentMode, devToken, preview } from "./lobby.js";
 import {
@@ -160,24 +161,24 @@ function ending(code, reason) {
   const why = meeting.disconnect ? meeting.disconnect.reason : null;
   const refusal = meeting.refusal || reason;
   if (meeting.leaving) return { state: "closed", title: "You left the meeting.", rejoin: true };
-  if (why === "removed" || code === 4006) {
+  if (why === "removed" || code === CloseCode.REMOVED) {
     const removed = meeting.removedBy || {};
     const by = removed.by ? nameOf(removed.by) : "";
     return { state: "removed", title: "You were removed from the meeting.",
              text: `${by ? `${by} removed you` : "A moderator removed you"}${removed.reason ? ` (${removed.reason})` : ""}.` };
   }
-  if (why === "room_closed" || code === 4007) {
+  if (why === "room_closed" || code === CloseCode.ROOM_CLOSED) {
     return { state: "ended", title: "The meeting has ended.", text: "The room was closed." };
   }
-  if (why === "duplicate_identity" || code === 4005) {
+  if (why === "duplicate_identity" || code === CloseCode.REPLACED) {
     return { state: "closed", title: "You joined from somewhere else.", rejoin: true,
              text: "This meeting is open in another tab or device, so this page stopped." };
   }
-  if (code === 4001) {
+  if (code === CloseCode.AUTH_FAILED) {
     return { state: "failed", title: "Could not join.",
              text: AUTH_FAILED[refusal] || `The meeting link was refused (${refusal}).` };
   }
-  if (code === 4009 && JOIN_REFUSED[refusal]) {
+  if (code === CloseCode.JOIN_REFUSED && JOIN_REFUSED[refusal]) {
     return { state: refusal === "removed_from_room" ? "removed" : "failed", title: "Could not join.",
              text: JOIN_REFUSED[refusal] };
   }
@@ -258,10 +259,10 @@ function leave() {
   $("leave").disabled = true;
   const signal = meeting.signal;
   if (!signal || signal.closed) {
-    socketClosed(1000, "left");
+    socketClosed(CloseCode.NORMAL, "left");
     return;
   }
-  signal.request({ type: "leave" }, 3000).catch(() => {}).finally(() => signal.close(1000, "left"));
+  signal.request({ type: "leave" }, 3000).catch(() => {}).finally(() => signal.close(CloseCode.NORMAL, "left"));
 }
 
 // -- events from the node -----------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
+from conference.errors import ConferenceCode, SfuCode
 from conference.ids import RoomName
 from sfu.config import SfuConfig
 from signaling.client import ClientError, ParleyClient
@@ -114,21 +115,21 @@ async def test_bad_offers_get_coded_errors_and_published_media_keeps_flowing(
         real = str(pub.client.publisher.localDescription.sdp)
 
         assert await refused(pub.client, {"type": "offer", "sdp": "hello"}) \
-            == ErrorCode.INVALID_SDP
+            == SfuCode.INVALID_SDP
         assert await refused(pub.client, {"type": "offer", "sdp": "v=0\r\nm=video\r\n"}) \
-            == ErrorCode.INVALID_SDP
+            == SfuCode.INVALID_SDP
         # Half an offer loses its ICE credentials (aiortc refuses it: invalid_sdp); a
         # cut inside the codec lines would be no_supported_codec. Both are clean refusals.
         code = await refused(pub.client, {"type": "offer", "sdp": real[: len(real) // 2]})
-        assert code in (ErrorCode.INVALID_SDP, ErrorCode.NO_SUPPORTED_CODEC)
-        assert code == ErrorCode.INVALID_SDP  # what aiortc 1.16 does with this cut
+        assert code in (SfuCode.INVALID_SDP, SfuCode.NO_SUPPORTED_CODEC)
+        assert code == SfuCode.INVALID_SDP  # what aiortc 1.16 does with this cut
         munged = h264_only(real)
         assert "VP8" not in munged and "rtx" not in munged and "H264" in munged
         assert await refused(pub.client, {"type": "offer", "sdp": munged}) \
-            == ErrorCode.NO_SUPPORTED_CODEC
+            == SfuCode.NO_SUPPORTED_CODEC
         three = await scratch_offer("video", "audio", "video")
         assert await refused(pub.client, {"type": "offer", "sdp": three}) \
-            == ErrorCode.TOO_MANY_TRACKS
+            == ConferenceCode.TOO_MANY_TRACKS
 
         assert len(producers(node, "room")) == 1
         assert pub.client.publisher.connectionState == "connected"
@@ -165,13 +166,13 @@ async def test_stray_answers_and_candidates_get_coded_errors(start_node: StartNo
         own = str(client.subscriber.localDescription.sdp)
 
         assert await refused(client, {"type": "answer", "sdp": own}) \
-            == ErrorCode.NO_OFFER_PENDING
+            == SfuCode.NO_OFFER_PENDING
         good = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host",
                 "sdpMid": "0", "sdpMLineIndex": 0}
         assert await refused(client, {"type": "candidate", "target": "bogus",
-                                      "candidate": good}) == ErrorCode.UNKNOWN_CONNECTION
+                                      "candidate": good}) == SfuCode.UNKNOWN_CONNECTION
         assert await refused(client, {"type": "candidate", "target": "publisher",
-                                      "candidate": good}) == ErrorCode.UNKNOWN_CONNECTION
+                                      "candidate": good}) == SfuCode.UNKNOWN_CONNECTION
         for bad in ({"candidate": "candidate:nonsense", "sdpMid": "0"},
                     {"candidate": "candidate:1 one udp x 127.0.0.1 9 typ host"},
                     "not an object", 42):
@@ -194,7 +195,7 @@ async def test_listener_cannot_publish_and_no_producer_is_created(
         await listener.wait_frames(speaker.client.participant_id, 5, timeout=15)
         with pytest.raises(ClientError) as info:
             await listener.client.publish(SmallVideo(), AudioStreamTrack())
-        assert info.value.code == ErrorCode.PERMISSION_DENIED
+        assert info.value.code == ConferenceCode.PERMISSION_DENIED
         await asyncio.sleep(0.3)
         live = producers(node, "room")
         assert [p.app_data["participant"] for p in live.values()] \
@@ -215,11 +216,11 @@ async def test_media_disabled_node_joins_with_media_but_refuses_offers(
         assert joined["participant"]["identity"] == "b"
         with pytest.raises(ClientError) as info:
             await a.client.publish(SmallVideo())
-        assert info.value.code == ErrorCode.MEDIA_DISABLED
+        assert info.value.code == ConferenceCode.MEDIA_DISABLED
         assert await refused(b.client, {"type": "candidate", "target": "subscriber",
-                                        "candidate": None}) == ErrorCode.MEDIA_DISABLED
+                                        "candidate": None}) == ConferenceCode.MEDIA_DISABLED
         assert await refused(b.client, {"type": "subscription", "track": "TR_x",
-                                        "state": "paused"}) == ErrorCode.MEDIA_DISABLED
+                                        "state": "paused"}) == ConferenceCode.MEDIA_DISABLED
         room = node.node.rooms.get(RoomName("room"))
         assert room is not None and room.media is None
         assert a.client.subscriber is None  # no subscriber offer ever came

@@ -16,6 +16,7 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
+from conference.errors import ConferenceCode
 from conference.ids import RoomName
 from sfu.config import SfuConfig
 from sfu.vp8 import is_keyframe
@@ -97,7 +98,7 @@ async def test_subscriber_pauses_resumes_and_unsubscribes_one_track(
         await keeps_flowing(sub, b)
 
         assert await refused(sub.client, {"type": "subscription", "track": "TR_nope",
-                                          "state": "paused"}) == ErrorCode.UNKNOWN_TRACK
+                                          "state": "paused"}) == ConferenceCode.UNKNOWN_TRACK
         assert await refused(sub.client, {"type": "subscription", "track": track_a,
                                           "state": "frozen"}) == ErrorCode.INVALID_MESSAGE
 
@@ -151,7 +152,7 @@ async def test_data_channel_messages_reach_others_and_respect_grants(
         assert (await next_data(b))["payload"] == "psst"
 
         assert await refused(mute.client, {"type": "data", "payload": "loud"}) \
-            == ErrorCode.PERMISSION_DENIED
+            == ConferenceCode.PERMISSION_DENIED
         await mute.client.send_data("sneaky")  # over its open data channel
         await asyncio.sleep(0.5)
         await a.client.send_data("after")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ import jwt
 import pytest
 
 from signaling import __version__
+from signaling.cli import main
 from tests.conftest import KEY, SECRET, Client
 
 PARLEY = str(Path(sys.executable).parent / "parley")
@@ -210,3 +212,9 @@ async def test_make_run_serves_healthz(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as http, http.get(server.url("/readyz")) as resp:
             assert resp.status == 200
             assert (await resp.json())["ready"] is True
+
+
+def test_schema_prints_every_client_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert {"Join", "Offer", "Data", "ApproveSpeaker"} <= set(schema["$defs"])

@@ -56,8 +56,8 @@ async def test_metrics_after_a_known_scenario(node: NodeHarness) -> None:
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 3.0
-    while len(node.node.sessions) != 2:  # closed sockets unregister once their loop ends
-        assert loop.time() < deadline, node.node.sessions
+    while len(node.node.connections) != 2:  # closed sockets unregister once their loop ends
+        assert loop.time() < deadline, node.node.connections
         await asyncio.sleep(0.01)
     m = await scrape(node)
 

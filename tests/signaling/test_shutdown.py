@@ -29,7 +29,7 @@ async def test_drain_tells_every_client_and_closes_with_going_away(node: NodeHar
     assert bye_alice["reason"] == bye_bob["reason"] == "server_shutdown"
     # every socket went, so drain did not sit out its grace period
     assert loop.time() - started < 1.0
-    assert node.node.sessions == set()
+    assert node.node.connections == set()
     assert node.node.rooms.participant_count() == 0
 
 
