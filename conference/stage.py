@@ -58,7 +58,7 @@ class Stage:
         p = self._room.require(pid)
         if p.grants.can_publish:
             raise ConferenceError(ConferenceCode.ALREADY_SPEAKER, "already on stage")
-        if not p.grants.can_request_publish:
+        if not p.grants.can_request_publish or p.hidden:
             raise ConferenceError(ConferenceCode.PERMISSION_DENIED,
                                   "no permission to request to speak")
         if pid in self.requests:

@@ -31,7 +31,9 @@ class Claims:
     expires_at: float
     jti: str | None
     token_id: str
-    """``jti`` when present, else a hash of the token: what a removal bars from rejoining."""
+    """What a removal bars from rejoining: the ``jti`` when present, else a hash of the
+    verified claims that name this token (key, identity, room, ``iat``, ``exp``), never of
+    the token's text, which has more than one valid spelling."""
 
 
 def _fail(code: ErrorCode, message: str) -> SignalError:
@@ -44,6 +46,7 @@ class TokenVerifier:
     def __init__(self, config: AuthConfig) -> None:
         self._keys = dict(config.keys)
         self._leeway = config.leeway
+        self._max_lifetime = config.max_token_lifetime
         self._algorithms = list(config.algorithms)
 
     def verify(self, token: str | None) -> Claims:
@@ -81,10 +84,23 @@ class TokenVerifier:
             raise _fail(ErrorCode.INVALID_ALGORITHM, str(exc)) from exc
         except jwt.PyJWTError as exc:
             raise _fail(ErrorCode.INVALID_TOKEN, str(exc)) from exc
-        return _claims_from(key, claims, token)
+        _check_times(claims, self._max_lifetime, self._leeway)
+        return _claims_from(key, claims)
 
 
-def _claims_from(key: str, claims: Mapping[str, Any], token: str) -> Claims:
+def _check_times(claims: Mapping[str, Any], max_lifetime: float, leeway: float) -> None:
+    """Time claims are whole seconds within a sane range, and ``exp`` is not too far off."""
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int)
+                               or not 0 <= value < 2**40):
+            raise _fail(ErrorCode.INVALID_TOKEN, f"{name} must be an integer of Unix seconds")
+    if claims["exp"] - time.time() > max_lifetime + leeway:
+        raise _fail(ErrorCode.INVALID_TOKEN,
+                    f"exp is more than {int(max_lifetime)} s away (auth.max_token_lifetime)")
+
+
+def _claims_from(key: str, claims: Mapping[str, Any]) -> Claims:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub or len(sub) > 256:
         raise _fail(ErrorCode.INVALID_TOKEN, "sub must be a non-empty string")
@@ -101,9 +117,14 @@ def _claims_from(key: str, claims: Mapping[str, Any], token: str) -> Claims:
         grants=parse_grants(claims.get("grants")),
         expires_at=float(claims["exp"]),
         jti=jti if isinstance(jti, str) else None,
-        token_id=f"jti:{jti}" if isinstance(jti, str) and jti else
-        "sha256:" + hashlib.sha256(token.encode()).hexdigest(),
+        token_id=f"jti:{jti}" if isinstance(jti, str) and jti else _claims_id(key, claims),
     )
+
+
+def _claims_id(key: str, claims: Mapping[str, Any]) -> str:
+    named = [key, claims.get("sub"), claims.get("grants", {}).get("room"),
+             claims.get("iat"), claims.get("exp")]
+    return "claims:" + hashlib.sha256(repr(named).encode()).hexdigest()
 
 
 def parse_grants(raw: Any) -> Grants:

@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _schema() -> int:
-    from signaling.connection import MESSAGES  # the handlers' declarations
+    import signaling.connection  # noqa: F401  (imports every message's declaration)
+    from signaling.protocol import MESSAGES
 
     print(json.dumps(MESSAGES.json_schema(), indent=2, sort_keys=True))
     return 0
@@ -136,7 +137,8 @@ async def _serve(config: NodeConfig) -> None:
             "--identity alice --role speaker\n",
             file=sys.stderr, flush=True)
     print(f"Parley {__version__} listening on {base}", flush=True)
-    print(f"Join the demo room: {_join_link(config, base)}", flush=True)
+    if config.development:  # a production node never prints a token
+        print(f"Join the demo room: {_join_link(config, base)}", flush=True)
     await stop.wait()
     log.info("shutting down")
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -58,6 +58,8 @@ class AuthConfig:
     """API key → secret; several at once for rotation. Empty: development mode."""
     leeway: float = 10.0
     """Clock skew tolerated on ``exp`` and ``nbf``, seconds."""
+    max_token_lifetime: float = 7 * 24 * 3600.0
+    """A token whose ``exp`` lies further than this in the future is refused, seconds."""
     algorithms: tuple[str, ...] = ("HS256",)
     """Allowed JWT ``alg`` header values (HMAC only)."""
 
@@ -236,6 +238,8 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError("log_format: text or json")
     if not 0 <= config.port <= 65535:
         raise ConfigError("port: 0-65535")
+    if config.auth.max_token_lifetime <= 0:
+        raise ConfigError("auth.max_token_lifetime: must be positive")
     for alg in config.auth.algorithms:
         if not alg.startswith("HS"):
             raise ConfigError(f"auth.algorithms: only HMAC algorithms are allowed, not {alg!r}")

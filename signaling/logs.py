@@ -28,14 +28,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {0x5C: "\\\\"}
+"""Control characters (and the backslash) as escapes: no field can forge a log line."""
+
+
+def escape(value: object) -> str:
+    return str(value).translate(_CONTROL)
+
+
 class TextFormatter(logging.Formatter):
+    """One line per record, whatever clients put in the fields (escaped, see ``escape``);
+    tracebacks follow on their own lines."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
-    def format(self, record: logging.LogRecord) -> str:
-        base = super().format(record)
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        base = escape(super().formatMessage(record))
         extras = [
-            f"{k}={v}" for k, v in vars(record).items()
+            f"{k}={escape(v)}" for k, v in vars(record).items()
             if k not in _STANDARD and not k.startswith("_")
         ]
         return f"{base} {' '.join(extras)}" if extras else base
