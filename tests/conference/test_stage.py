@@ -12,12 +12,13 @@ import time
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 
 from conference.config import RoomConfig
 from conference.ids import RoomName
 from conference.room import Room
-from tests.conftest import Client, NodeHarness, StartNode, token
+from tests.conftest import KEY, SECRET, Client, NodeHarness, StartNode, token
 
 
 class Wire:
@@ -351,3 +352,27 @@ async def test_each_stage_change_is_one_audit_record(
     ]
     assert all(r.room == "r1" for r in records)  # type: ignore[attr-defined]
     assert records[0].text == "please"  # type: ignore[attr-defined]
+
+
+async def test_a_respelled_token_without_jti_is_still_barred(node: NodeHarness) -> None:
+    """Base64url lets a signature end in '=' and still verify: the bar is on the claims."""
+    mod = await join(node, "mod", role="moderator")
+    now = int(time.time())
+    bob_token = jwt.encode({"iss": KEY, "sub": "bob", "iat": now, "exp": now + 600,
+                            "grants": {"room": "r1", "role": "speaker"}}, SECRET,
+                           algorithm="HS256")
+    bob = Wire(await node.connect(), {})
+    bob.joined = await bob.client.join(bob_token)
+    await mod.acked(type="remove-participant", participant=bob.id, reason="spam")
+    await bob.client.closed()
+    for spelling in (bob_token, bob_token + "="):
+        await refused_join(node, spelling, "removed_from_room")
+
+
+async def test_a_hidden_participant_cannot_ask_to_speak(node: NodeHarness) -> None:
+    mod = await join(node, "mod", role="moderator")
+    ghost = await join(node, "ghost", role="listener", grants={"hidden": True})
+    await ghost.refused("permission_denied", type="request-to-speak", message="hi")
+    assert room_of(node).stage.requests == {}  # type: ignore[union-attr]
+    await mod.client.send(type="ping")
+    assert (await mod.client.recv())["type"] == "pong"  # no speaker-request came first

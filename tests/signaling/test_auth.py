@@ -311,3 +311,22 @@ def test_parse_grants_refuses_edge_cases(raw: dict[str, Any]) -> None:
     with pytest.raises(SignalError) as info:
         parse_grants(raw)
     assert info.value.code is ErrorCode.INVALID_GRANTS
+
+
+# -- claim types and lifetime ---------------------------------------------------------
+@pytest.mark.parametrize("exp", [
+    "EXP_AS_STRING", 1.5, 1e308, 10**400, 253402300799,
+])
+async def test_time_claims_must_be_whole_seconds_in_range(node: NodeHarness, exp: Any) -> None:
+    now = int(time.time())
+    value = {"EXP_AS_STRING": str(now + 600), 1.5: now + 600.5}.get(exp, exp)
+    tok = _hs256_by_hand(_payload(exp=value), SECRET.encode())
+    await _join_refused(node, tok, ErrorCode.INVALID_TOKEN)
+
+
+async def test_a_token_living_longer_than_the_maximum_is_refused(start_node: StartNode) -> None:
+    node = await start_node(make_config(auth=AuthConfig(keys={KEY: SECRET},
+                                                        max_token_lifetime=3600)))
+    await _join_refused(node, token(ttl=7200), ErrorCode.INVALID_TOKEN)
+    client = await node.connect()
+    assert (await client.join(token(ttl=1800)))["type"] == "joined"

@@ -176,6 +176,7 @@ async def test_serve_accepts_cli_token_and_sigterm_disconnects_clients(tmp_path:
         assert reply["room"] == "r1"
         assert reply["participant"]["identity"] == "alice"
 
+        assert "?token=" not in server.output()  # a production node prints no token
         server.proc.send_signal(signal.SIGTERM)
         bye = await client.expect("disconnect", timeout=10)
         assert bye["reason"] == "server_shutdown"
