@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from sfu.frames import EncodedFrame
+from sfu.encoded import EncodedFrame, ForwardedFrame
 from sfu.stats import ForwardingStats
 
 if TYPE_CHECKING:
@@ -21,23 +21,6 @@ if TYPE_CHECKING:
 
 VIDEO_CLOCK = 90000
 AUDIO_CLOCK = 48000
-
-
-class ForwardedFrame:
-    """What a slot hands its sender: encoded bytes and the outgoing RTP timestamp.
-
-    aiortc's sender packs anything that is not an ``av.Frame``; the SFU's packer
-    reads these two fields, so no ``av.Packet`` (and no copy) is made per subscriber.
-    """
-
-    __slots__ = ("data", "pts")
-
-    def __init__(self, data: bytes, pts: int) -> None:
-        self.data = data
-        self.pts = pts
-
-    def __bytes__(self) -> bytes:
-        return self.data
 
 
 class SlotTrack(MediaStreamTrack):
