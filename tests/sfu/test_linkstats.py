@@ -30,6 +30,7 @@ from sfu.linkstats import (
     update_subscriber,
 )
 from sfu.producer import Producer
+from sfu.rendition import RenditionBudget, RenditionPool, RenditionSet
 
 CFG = BandwidthConfig()
 TICKS = 3000
@@ -50,6 +51,9 @@ class Source:
         self.bytes_in = 0
         self.assembler = None
         self.own_estimate: int | None = None
+        self.closed = False
+        self.has_layers = False
+        self.renditions: RenditionSet | None = None
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.add(consumer)
@@ -342,6 +346,30 @@ def test_a_link_update_takes_plain_numbers_and_reserves_audio_before_sharing_vid
     update_subscriber(idle, SubscriberSample(bytes_sent=0, remb=None, audio_streams=0,
                                              video_streams=0, consuming=False), CFG, 1.0, 1.0)
     assert idle.quality.value == "excellent" and idle.consuming_since is None
+
+
+async def test_a_link_too_poor_for_the_original_is_served_a_tier_until_it_recovers() -> None:
+    pool = RenditionPool(RenditionBudget(2))
+    source = Source()
+    source.link.bitrate = 1_000_000  # no temporal layers: the original needs all of it
+    leg = Leg()
+    consumer = leg.add(source)
+    try:
+        assert pool.serve(consumer, source, 300_000, 1, leg.link)
+        renditions = pool.sets[source.id]
+        assert consumer.rendition is renditions and source.renditions is renditions
+        assert consumer.rendition_tier is not None and consumer.rendition_tier.bitrate == 250_000
+        assert leg.link.probe_target == pytest.approx(1_300_000)  # probe for the original
+        assert pool.serve(consumer, source, 1_200_000, 2, leg.link)  # hysteresis: stays
+        requests = source.keyframe_requests
+        assert not pool.serve(consumer, source, 1_400_000, 2, leg.link)  # room enough: back
+        assert consumer.rendition is None and source.keyframe_requests == requests + 1
+        assert pool.sets == {} and source.renditions is None  # the unused set stops
+        assert not pool.serve(consumer, None, 100_000, None, leg.link)  # producer gone
+    finally:
+        await pool.close()
+        await pool.close()
+    assert renditions.closed and pool.budget.active == 0
 
 
 # -- publisher target -------------------------------------------------------------------
