@@ -20,6 +20,7 @@ clock, no aiortc; sfu/linkstats.py feeds it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -172,7 +173,7 @@ class VideoGate:
         return 2
 
 
-def publisher_target(estimates: list[float], config: BandwidthConfig) -> int:
+def publisher_target(estimates: Sequence[float], config: BandwidthConfig) -> int:
     """The REMB for one video publisher: the smallest share among its subscribers,
     never below the floor (a poor link is served by layers or a pause instead of
     starving the room) and never above the ceiling."""

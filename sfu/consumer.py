@@ -6,38 +6,18 @@ import asyncio
 import fractions
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from sfu.frames import EncodedFrame
+from sfu.encoded import EncodedFrame, ForwardedFrame
+from sfu.linkstats import SubscriberLink
+from sfu.rendition import RenditionSet, Tier
 from sfu.stats import ForwardingStats
-
-if TYPE_CHECKING:
-    from sfu.linkstats import SubscriberLink
-    from sfu.producer import Producer
-    from sfu.rendition import RenditionSet, Tier
 
 VIDEO_CLOCK = 90000
 AUDIO_CLOCK = 48000
-
-
-class ForwardedFrame:
-    """What a slot hands its sender: encoded bytes and the outgoing RTP timestamp.
-
-    aiortc's sender packs anything that is not an ``av.Frame``; the SFU's packer
-    reads these two fields, so no ``av.Packet`` (and no copy) is made per subscriber.
-    """
-
-    __slots__ = ("data", "pts")
-
-    def __init__(self, data: bytes, pts: int) -> None:
-        self.data = data
-        self.pts = pts
-
-    def __bytes__(self) -> bytes:
-        return self.data
 
 
 class SlotTrack(MediaStreamTrack):
@@ -113,20 +93,28 @@ class SlotTrack(MediaStreamTrack):
 class Consumer:
     """Created by a SubscribeTransport; ``close()`` is idempotent.
 
+    A consumer does not hold its producer: it knows the producer's id and gets
+    two callbacks from whoever creates it. ``request_keyframe`` asks the
+    producer for a key frame (the producer coalesces the requests); ``release``
+    is called once, on close, so the producer forgets the consumer.
+
     A video consumer starts (and restarts after any loss) waiting for a key
     frame; frames before it are dropped, and the producer is asked for one.
     """
 
-    def __init__(self, *, consumer_id: str, producer: Producer, slot: SlotTrack,
-                 app_data: dict[str, Any]) -> None:
+    def __init__(self, *, consumer_id: str, producer_id: str, kind: str, slot: SlotTrack,
+                 app_data: dict[str, Any], request_keyframe: Callable[[], None],
+                 release: Callable[[Consumer], None]) -> None:
         self.id = consumer_id
-        self.producer = producer
-        self.kind = producer.kind
+        self.producer_id = producer_id
+        self.kind = kind
         self.app_data = app_data
         self._slot = slot
+        self._request_keyframe = request_keyframe
+        self._release = release
         self.paused = False
         self.closed = False
-        self.waiting_keyframe = producer.kind == "video"
+        self.waiting_keyframe = kind == "video"
         self.frames_forwarded = 0
         self.frames_dropped = 0
         self.on_close: Callable[[Consumer], None] | None = None
@@ -142,7 +130,6 @@ class Consumer:
         """Served from a shared low-bitrate rendition instead of the original stream."""
         self.rendition_tier: Tier | None = None
         slot.attach(self)
-        producer.add_consumer(self)
 
     @property
     def slot(self) -> SlotTrack:
@@ -160,7 +147,7 @@ class Consumer:
         if self.bandwidth_paused:
             self.bandwidth_paused = False
             self.waiting_keyframe = True
-            self.producer.request_keyframe()
+            self._request_keyframe()
         self._target_layer = layer
         if layer < self.layer:
             self.layer = layer  # going down is safe at once; going up waits for layer 0
@@ -175,7 +162,7 @@ class Consumer:
             return
         self.rendition, self.rendition_tier = None, None
         self.waiting_keyframe = True
-        self.producer.request_keyframe()
+        self._request_keyframe()
 
     def deliver_rendition(self, frame: EncodedFrame) -> None:
         """A frame of the rendition this consumer is served from."""
@@ -208,11 +195,11 @@ class Consumer:
             self.frames_dropped += 1
             if self.kind == "video":
                 self.waiting_keyframe = True
-                self.producer.request_keyframe()
+                self._request_keyframe()
 
     def keyframe_requested(self) -> None:
         """The subscriber sent PLI/FIR: forward upstream (coalesced by the producer)."""
-        self.producer.request_keyframe()
+        self._request_keyframe()
 
     def pause(self) -> None:
         self.paused = True
@@ -223,7 +210,7 @@ class Consumer:
         self.paused = False
         if self.kind == "video":
             self.waiting_keyframe = True
-            self.producer.request_keyframe()
+            self._request_keyframe()
 
     def producer_closed(self) -> None:
         self.close()
@@ -235,7 +222,7 @@ class Consumer:
         if self.rendition is not None:
             self.rendition.detach(self)
             self.rendition = None
-        self.producer.remove_consumer(self)
+        self._release(self)
         if self._slot.consumer is self:
             self._slot.detach()
         if self.on_close is not None:

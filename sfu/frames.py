@@ -13,27 +13,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from sfu.encoded import EncodedFrame
+from sfu.hooks import depayloaded
 from sfu.vp8 import is_keyframe, parse_descriptor
 
+__all__ = ["MAX_PACKETS", "AudioAssembler", "EncodedFrame", "FrameSink", "LossCounter",
+           "VideoAssembler"]
+
 MAX_PACKETS = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedFrame:
-    data: bytes
-    timestamp: int
-    """RTP timestamp of the frame, as the publisher sent it."""
-    keyframe: bool
-    discontinuity: bool
-    """Frames were lost before this one: decoders need a key frame."""
-    tid: int | None = None
-    received_at: float = 0.0
-    """``time.perf_counter()`` when the frame's last packet arrived."""
-    decoded: tuple[Any, ...] = ()
-    """Decoded frames; only in the transcoding baseline (``SfuConfig.transcode``)."""
 
 
 FrameSink = Callable[[EncodedFrame], None]
@@ -107,7 +96,7 @@ class AudioAssembler:
         level = packet.extensions.audio_level
         if level is not None and self._on_level is not None:
             self._on_level(int(level[1]))
-        data = packet._data
+        data = depayloaded(packet)
         if data:
             self._sink(EncodedFrame(data=data, timestamp=packet.timestamp, keyframe=True,
                                     discontinuity=False, received_at=now))
@@ -183,7 +172,7 @@ class VideoAssembler:
                 pkt, _ = item
                 if pkt.timestamp != timestamp:
                     break  # next frame began without a marker: this one is complete
-                parts.append(pkt._data)
+                parts.append(depayloaded(pkt))
                 seq += 1
                 if pkt.marker:
                     break

@@ -10,7 +10,8 @@ decoding or stalling.
   receiver, with a frame assembler that returns no frame to aiortc and gives
   the encoded frame to the producer instead, so nothing is ever decoded. The
   decoder thread aiortc starts stays idle. Other receivers in the process
-  (a decoding client) are untouched.
+  (a decoding client) are untouched. The assembler reads each packet's
+  depayloaded bytes (``RtpPacket._data``) through :func:`depayloaded`.
 - Sender: anything that is not an ``av.Frame`` is packed, not encoded
   (``RTCRtpSender._next_encoded_frame``). A subscriber's PLI/FIR calls
   ``RTCRtpSender._send_keyframe``; the SFU replaces that method on its own
@@ -42,7 +43,7 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
-from sfu.consumer import ForwardedFrame
+from sfu.encoded import ForwardedFrame
 from sfu.stats import ForwardingStats
 
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
@@ -94,6 +95,17 @@ def install_assembler(receiver: RTCRtpReceiver, assembler: Any) -> NoDecodeQueue
     if getattr(receiver, _DECODER_THREAD_ATTR, None) is not None:
         previous.put(None)  # the started decoder thread reads ``previous``: end it
     return no_decode
+
+
+def depayloaded(packet: Any) -> bytes:
+    """The codec payload aiortc depayloaded from ``packet`` before handing it to the
+    jitter buffer (VP8: without the payload descriptor; Opus: the packet as is)."""
+    try:
+        data: bytes = packet._data
+    except AttributeError:
+        raise HookError("RtpPacket has no _data: aiortc no longer depayloads it "
+                        "before the jitter buffer") from None
+    return data
 
 
 class ForwardPacker(Encoder):

@@ -1,21 +1,23 @@
-"""Per-leg statistics and the allocation step that turns them into decisions.
+"""Per-leg statistics, and one interval's update of them, on plain numbers.
 
-Each interval the Router's bandwidth task calls :func:`allocate`:
+Each interval the Router's bandwidth task (sfu/allocation.py) reads what
+every leg carried off the SFU's objects into a small sample and calls:
 
-1. every subscriber link's estimate is updated from its receiver reports,
-   REMB and send rate (sfu/bandwidth.py);
-2. its video consumers get a temporal-layer cap, or are paused, from their
-   share of the estimate (audio is reserved first: audio always flows);
-3. every video publisher gets a REMB target that its subscribers can take,
-   within [floor, max], and never above what its own link carried.
+1. :func:`update_subscriber`: the link's estimate from its receiver reports,
+   REMB and send rate (sfu/bandwidth.py), then the share of it each video
+   stream gets (audio is reserved first: audio always flows) and the
+   temporal-layer cap or pause that share allows;
+2. :func:`update_publisher`: a REMB target for a video publisher that its
+   subscribers can take, within [floor, max], and never above what its own
+   link carried.
+
+Nothing here knows consumers, producers or transports.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from sfu.bandwidth import (
     BandwidthConfig,
@@ -25,11 +27,6 @@ from sfu.bandwidth import (
     publisher_target,
     quality_of,
 )
-
-if TYPE_CHECKING:
-    from sfu.consumer import Consumer
-    from sfu.producer import Producer
-    from sfu.transport import SubscribeTransport
 
 AUDIO_RESERVE = 40_000
 """Bits per second kept for each audio stream before video is shared out."""
@@ -102,39 +99,45 @@ class PublisherLink:
     history: list[tuple[float, int]] = field(default_factory=list)
 
 
-Serve = Callable[["Consumer", float, "int | None"], bool]
-"""Router hook: serve a consumer from a rendition (True) or leave it to layers/pause."""
+@dataclass(frozen=True, kw_only=True)
+class SubscriberSample:
+    """What one subscriber link carried, read off its transport for one update."""
+
+    bytes_sent: int
+    """Media bytes sent on the link so far (cumulative)."""
+    remb: int | None
+    """The subscriber's own estimate (REMB), when it sends one."""
+    audio_streams: int
+    """Audio consumers the subscriber has not paused."""
+    video_streams: int
+    """Video consumers the subscriber has not paused."""
+    consuming: bool
+    """The link carries any consumer at all (paused ones included)."""
 
 
-def update_subscriber(transport: SubscribeTransport, config: BandwidthConfig, now: float,
-                      dt: float, serve: Serve | None = None) -> SubscriberLink:
-    link: SubscriberLink = transport.link
-    sent = transport.bytes_sent()
+def update_subscriber(link: SubscriberLink, sample: SubscriberSample, config: BandwidthConfig,
+                      now: float, dt: float) -> SubscriberLink:
+    """Update the estimate, each video stream's ``share``, the layer cap and the quality."""
+    sent = sample.bytes_sent
     link.send_rate = max(0, sent - link.bytes_seen) * 8 / max(dt, 1e-3)
     link.bytes_seen = sent
-    link.remb = transport.remb()
+    link.remb = sample.remb
     link.estimator.update(now, fraction_lost=link.fraction_lost, rtt=link.rtt, remb=link.remb,
                           send_rate=link.send_rate)
     link.fraction_lost = None
     _probe(link, config, now)
-    consumers = [c for c in transport.consumers.values() if not c.paused]
-    videos = [c for c in consumers if c.kind == "video"]
-    audio = sum(1 for c in consumers if c.kind == "audio") * AUDIO_RESERVE
-    link.share = max(0.0, link.estimator.estimate - audio) / max(1, len(videos))
+    audio = sample.audio_streams * AUDIO_RESERVE
+    link.share = max(0.0, link.estimator.estimate - audio) / max(1, sample.video_streams)
     link.max_layer = link.gate.update(now, link.share)
     # A probe lifts every video's share to the next step up, audio reserved.
     step = {None: config.resume_above, 0: config.quarter_rate_below,
             1: config.half_rate_below}.get(link.max_layer, 0)
-    link.probe_target = float(step * len(videos) + audio)
-    for consumer in videos:
-        if serve is None or not serve(consumer, link.share, link.max_layer):
-            consumer.set_layer(link.max_layer)
-    link.on_rendition = any(c.rendition is not None for c in videos)
-    if link.consuming_since is None and transport.consumers:
+    link.probe_target = float(step * sample.video_streams + audio)
+    if link.consuming_since is None and sample.consuming:
         link.consuming_since = time.monotonic()
-    elif not transport.consumers:
+    elif not sample.consuming:
         link.consuming_since = None
-    if transport.consumers:
+    if sample.consuming:
         reported = link.last_report_at
         if reported is None and link.consuming_since is not None:
             reported = link.consuming_since  # the first report is not due yet
@@ -182,23 +185,33 @@ def _probe(link: SubscriberLink, config: BandwidthConfig, now: float) -> None:
         link.clean_since = None
 
 
-def update_publisher(producer: Producer, config: BandwidthConfig, dt: float) -> int:
+@dataclass(frozen=True, kw_only=True)
+class PublisherSample:
+    """What one video producer received, read off it for one update."""
+
+    bytes_in: int
+    """Media bytes received so far (cumulative)."""
+    loss: float | None
+    """Loss on the publisher's leg since the last update (None: not measured)."""
+    shares: tuple[float, ...]
+    """The ``share`` of each subscriber link that limits this publisher."""
+    own_estimate: int | None
+    """The receiver's delay-based estimate of the publisher's own link, if any."""
+
+
+def update_publisher(link: PublisherLink, sample: PublisherSample, config: BandwidthConfig,
+                     dt: float) -> int:
     """Returns the REMB target for a video producer."""
-    pub = producer.link
-    pub.bitrate = max(0, producer.bytes_in - pub.bytes_seen) * 8 / max(dt, 1e-3)
-    pub.bytes_seen = producer.bytes_in
-    counter = getattr(producer.assembler, "counter", None)
-    if counter is not None:
-        pub.loss += config.smoothing * (counter.interval_loss() - pub.loss)
-    pub.quality = quality_of(pub.loss, None, None, config)
-    shares = [c.link.share for c in producer.consumers
-              if c.link is not None and not c.paused and c.rendition is None]
-    # (consumers paused by their subscriber do not count; paused for bandwidth do)
-    target = publisher_target(shares, config)
-    own = producer.publisher_estimate()
-    if own is not None and own < 0.85 * pub.bitrate:
+    link.bitrate = max(0, sample.bytes_in - link.bytes_seen) * 8 / max(dt, 1e-3)
+    link.bytes_seen = sample.bytes_in
+    if sample.loss is not None:
+        link.loss += config.smoothing * (sample.loss - link.loss)
+    link.quality = quality_of(link.loss, None, None, config)
+    target = publisher_target(sample.shares, config)
+    own = sample.own_estimate
+    if own is not None and own < 0.85 * link.bitrate:
         # The publisher's own link is congested (its delay-based estimate is below
         # what arrives); otherwise that estimate only tracks the incoming rate.
         target = max(config.floor_bitrate, min(target, own))
-    pub.target = target
+    link.target = target
     return target

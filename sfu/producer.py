@@ -8,20 +8,19 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiortc import RTCRtpCodecParameters, RTCRtpReceiver
 from aiortc.codecs import get_decoder
 from aiortc.jitterbuffer import JitterFrame
 
 from sfu.config import SfuConfig
-from sfu.frames import AudioAssembler, EncodedFrame, VideoAssembler
+from sfu.consumer import Consumer
+from sfu.encoded import EncodedFrame
+from sfu.frames import AudioAssembler, VideoAssembler
 from sfu.hooks import install_assembler, intercept_remb, send_pli, send_remb
 from sfu.linkstats import PublisherLink
-
-if TYPE_CHECKING:
-    from sfu.consumer import Consumer
-    from sfu.rendition import RenditionSet
+from sfu.rendition import RenditionSet
 
 log = logging.getLogger("parley.sfu.producer")
 

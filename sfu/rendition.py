@@ -9,7 +9,12 @@ Subscribers with enough capacity stay on pure forwarding.
 
 A :class:`RenditionSet` exists per producer only while some consumer uses one
 of its tiers; it runs one worker thread (decode, scale, encode), and a
-node-wide :class:`RenditionBudget` bounds how many tiers run at once.
+node-wide :class:`RenditionBudget` bounds how many tiers run at once. A
+router's :class:`RenditionPool` holds its sets and decides, each bandwidth
+interval, which constrained consumer is served from which tier.
+
+This module knows consumers and producers only through the two small
+protocols below (:class:`Subscriber`, :class:`Source`), so it imports neither.
 """
 
 from __future__ import annotations
@@ -22,18 +27,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import av
 from aiortc.codecs.vpx import Vp8Decoder
 from aiortc.jitterbuffer import JitterFrame
 
-from sfu.frames import EncodedFrame
+from sfu.encoded import EncodedFrame
+from sfu.linkstats import PublisherLink, SubscriberLink
 from sfu.vp8 import is_keyframe
-
-if TYPE_CHECKING:
-    from sfu.consumer import Consumer
-    from sfu.producer import Producer
 
 log = logging.getLogger("parley.sfu.rendition")
 
@@ -49,6 +51,43 @@ class Tier:
 
 
 DEFAULT_TIERS = (Tier(bitrate=250_000, scale=2), Tier(bitrate=100_000, scale=4))
+
+
+class Subscriber(Protocol):
+    """What renditions need of a consumer (sfu/consumer.py's Consumer)."""
+
+    @property
+    def rendition(self) -> RenditionSet | None: ...
+
+    @property
+    def rendition_tier(self) -> Tier | None: ...
+
+    def use_rendition(self, renditions: RenditionSet, tier: Tier) -> None: ...
+
+    def leave_rendition(self) -> None: ...
+
+    def deliver_rendition(self, frame: EncodedFrame) -> None: ...
+
+
+class Source(Protocol):
+    """What renditions need of a producer (sfu/producer.py's Producer)."""
+
+    renditions: RenditionSet | None
+    """The producer feeds its frames to this set while it exists."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def has_layers(self) -> bool: ...
+
+    @property
+    def link(self) -> PublisherLink: ...
+
+    def request_keyframe(self) -> None: ...
 
 
 class RenditionBudget:
@@ -108,13 +147,15 @@ class _Encoder:
 class RenditionSet:
     """Decode-once, encode-per-tier for one producer. ``close()`` is idempotent."""
 
-    def __init__(self, producer: Producer, tiers: tuple[Tier, ...], budget: RenditionBudget,
+    def __init__(self, *, producer_id: str, request_keyframe: Callable[[], None],
+                 tiers: tuple[Tier, ...], budget: RenditionBudget,
                  on_empty: Callable[[RenditionSet], None]) -> None:
-        self.producer = producer
+        self.producer_id = producer_id
+        self._request_keyframe = request_keyframe
         self.tiers = tiers
         self._budget = budget
         self._on_empty = on_empty
-        self.consumers: dict[Tier, set[Consumer]] = {}
+        self.consumers: dict[Tier, set[Subscriber]] = {}
         self._encoders: dict[Tier, _Encoder] = {}
         self._keyframe: set[Tier] = set()
         self._input: queue.Queue[EncodedFrame | None] = queue.Queue(maxsize=8)
@@ -133,33 +174,33 @@ class RenditionSet:
                 return tier
         return None
 
-    def attach(self, consumer: Consumer, tier: Tier) -> bool:
+    def attach(self, consumer: Subscriber, tier: Tier) -> bool:
         """Serve ``consumer`` from ``tier``; False if the node's budget is spent."""
         with self._lock:
             if tier not in self._encoders:
                 if not self._budget.acquire():
                     return False
                 self._encoders[tier] = _Encoder(tier)
-                log.info("rendition started", extra={"producer": self.producer.id,
+                log.info("rendition started", extra={"producer": self.producer_id,
                                                      "bitrate": tier.bitrate})
             self._keyframe.add(tier)
         self.consumers.setdefault(tier, set()).add(consumer)
-        self.producer.request_keyframe()
+        self._request_keyframe()
         return True
 
-    def move(self, consumer: Consumer, tier: Tier) -> bool:
+    def move(self, consumer: Subscriber, tier: Tier) -> bool:
         """Switch ``consumer`` to another tier of this set (the old tier stops if unused)."""
         if not self.attach(consumer, tier):
             return False
         self._leave_tiers(consumer, keep=tier)
         return True
 
-    def detach(self, consumer: Consumer) -> None:
+    def detach(self, consumer: Subscriber) -> None:
         self._leave_tiers(consumer, keep=None)
         if not self.consumers:
             self._on_empty(self)
 
-    def _leave_tiers(self, consumer: Consumer, keep: Tier | None) -> None:
+    def _leave_tiers(self, consumer: Subscriber, keep: Tier | None) -> None:
         for tier, users in list(self.consumers.items()):
             if tier == keep:
                 continue
@@ -169,7 +210,7 @@ class RenditionSet:
                 with self._lock:
                     if self._encoders.pop(tier, None) is not None:
                         self._budget.release()
-                log.info("rendition stopped", extra={"producer": self.producer.id,
+                log.info("rendition stopped", extra={"producer": self.producer_id,
                                                      "bitrate": tier.bitrate})
 
     def feed(self, frame: EncodedFrame) -> None:
@@ -179,7 +220,7 @@ class RenditionSet:
         except queue.Full:  # the worker is behind: restart from a key frame
             while not self._input.empty():
                 self._input.get_nowait()
-            self.producer.request_keyframe()
+            self._request_keyframe()
 
     def _work(self) -> None:
         decoder = Vp8Decoder()
@@ -191,7 +232,7 @@ class RenditionSet:
             try:
                 pictures = decoder.decode(JitterFrame(frame.data, frame.timestamp))
             except av.FFmpegError:
-                self._loop.call_soon_threadsafe(self.producer.request_keyframe)
+                self._loop.call_soon_threadsafe(self._request_keyframe)
                 continue
             with self._lock:
                 encoders = list(self._encoders.items())
@@ -230,3 +271,101 @@ class RenditionSet:
             except queue.Full:
                 self._input.get_nowait()
         await self._loop.run_in_executor(None, self._thread.join)
+
+
+class RenditionPool:
+    """A router's rendition sets (one per producer, while used) and the policy that
+    serves constrained consumers from them. ``close()`` is idempotent."""
+
+    def __init__(self, budget: RenditionBudget, tiers: tuple[Tier, ...] = DEFAULT_TIERS) -> None:
+        self.budget = budget
+        self.tiers = tiers
+        self.sets: dict[str, RenditionSet] = {}
+        """By producer id."""
+        self._closing: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    def serve(self, consumer: Subscriber, source: Source | None, share: float,
+              layer: int | None, link: SubscriberLink | None) -> bool:
+        """Serve a constrained consumer from a shared rendition when layers cannot help.
+
+        ``share`` and ``layer`` are the allocation's decision for the consumer's link;
+        ``source`` is its producer (None: gone). True: the consumer is served from a
+        rendition; False: layers or a pause apply to the original stream.
+        """
+        if source is None:
+            self._leave(consumer)
+            return False
+        # What the original stream needs at the least: its lowest temporal layer
+        # (about 30 % of its bitrate) or, without layers, all of it.
+        need = source.link.bitrate * (0.3 if source.has_layers else 1.0)
+        current = consumer.rendition
+        if current is not None:  # hysteresis: go back to the original only with room
+            needs = layer is None or share < 1.3 * need
+        else:
+            needs = layer is None or share < need
+        if link is not None and needs:
+            link.probe_target = max(link.probe_target, 1.3 * need)
+        if not needs or source.closed:
+            self._leave(consumer)
+            return False
+        renditions = self.sets.get(source.id)
+        if renditions is None:
+            renditions = RenditionSet(
+                producer_id=source.id, request_keyframe=source.request_keyframe,
+                tiers=self.tiers, budget=self.budget,
+                on_empty=lambda idle: self._idle(idle, source))
+            self.sets[source.id] = renditions
+            source.renditions = renditions
+        return self._choose_tier(consumer, source, renditions, share)
+
+    def _choose_tier(self, consumer: Subscriber, source: Source, renditions: RenditionSet,
+                     share: float) -> bool:
+        current = consumer.rendition
+        tier = renditions.tier_for(share)
+        kept = consumer.rendition_tier
+        if current is renditions and kept is not None and (
+                tier == kept or (share >= 0.7 * kept.bitrate and (
+                    tier is None or tier.bitrate < kept.bitrate))):
+            return True  # hysteresis: keep the tier while the link roughly carries it
+        if current is renditions and tier is not None:
+            if renditions.move(consumer, tier):
+                consumer.use_rendition(renditions, tier)
+                return True
+        if current is not None:
+            self._leave(consumer)
+            if current is renditions:  # it may have just closed: start afresh next time
+                return False
+        if tier is None or not renditions.attach(consumer, tier):
+            if not renditions.consumers:
+                self._idle(renditions, source)
+            return False
+        consumer.use_rendition(renditions, tier)
+        return True
+
+    @staticmethod
+    def _leave(consumer: Subscriber) -> None:
+        current = consumer.rendition
+        if current is not None:
+            consumer.leave_rendition()
+            current.detach(consumer)
+
+    def _idle(self, renditions: RenditionSet, source: Source) -> None:
+        if self.sets.get(renditions.producer_id) is renditions:
+            del self.sets[renditions.producer_id]
+        if source.renditions is renditions:
+            source.renditions = None
+        task = asyncio.get_running_loop().create_task(renditions.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Stop every set and wait for the ones already stopping."""
+        if self.closed:
+            return
+        self.closed = True
+        for renditions in list(self.sets.values()):
+            await renditions.close()
+        self.sets.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)

@@ -5,27 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from sfu.allocation import allocate_publisher, allocate_subscriber
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer
-from sfu.linkstats import SubscriberLink, update_publisher, update_subscriber
+from sfu.linkstats import SubscriberLink
 from sfu.producer import Producer
-from sfu.rendition import DEFAULT_TIERS, RenditionBudget, RenditionSet
-from sfu.stats import ForwardingStats
+from sfu.rendition import RenditionBudget, RenditionPool, RenditionSet
+from sfu.stats import ForwardingStats, RouterCounts
 from sfu.transport import PublishTransport, SubscribeTransport
 
 Speakers = list[tuple[dict[str, Any], int]]
 """(producer app data, audio level in -dBov) of each active speaker, loudest first."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class RouterCounts:
-    producers: int
-    consumers: int
-    peer_connections: int
 
 
 class Router:
@@ -39,9 +32,8 @@ class Router:
                  on_active_speakers: Callable[[Speakers], None] | None = None,
                  budget: RenditionBudget | None = None) -> None:
         self.config = config
-        self._budget = budget or RenditionBudget(config.bandwidth.max_renditions)
-        self.renditions: dict[str, RenditionSet] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._renditions = RenditionPool(
+            budget or RenditionBudget(config.bandwidth.max_renditions))
         self.transports: set[PublishTransport | SubscribeTransport] = set()
         self.producers: dict[str, Producer] = {}
         self.stats = ForwardingStats()
@@ -81,6 +73,18 @@ class Router:
     def _forget(self, producer: Producer) -> None:
         self.producers.pop(producer.id, None)
 
+    @property
+    def renditions(self) -> Mapping[str, RenditionSet]:
+        """Shared renditions running now, by producer id."""
+        return self._renditions.sets
+
+    def counts(self) -> RouterCounts:
+        """How many producers, consumers and peer connections this router holds now."""
+        return RouterCounts(
+            producers=len(self.producers),
+            consumers=sum(len(p.consumers) for p in self.producers.values()),
+            peer_connections=len(self.transports))
+
     async def close_transport(self, transport: PublishTransport | SubscribeTransport) -> None:
         self.transports.discard(transport)
         await transport.close()
@@ -103,72 +107,25 @@ class Router:
                     self._on_active_speakers(speakers)
 
     def update_bandwidth(self, now: float, dt: float) -> None:
-        """One allocation step (sfu/linkstats.py): estimates, layers and pauses, REMB."""
+        """One allocation step (sfu/allocation.py): estimates, layers and pauses, REMB."""
         cfg = self.config.bandwidth
+        serve = self._serve if cfg.max_renditions > 0 else None
         links = []
         for transport in list(self.transports):
             if isinstance(transport, SubscribeTransport) and not transport.closed:
-                links.append((transport, update_subscriber(
-                    transport, cfg, now, dt, self._serve if cfg.max_renditions > 0 else None)))
+                links.append((transport, allocate_subscriber(
+                    transport.link, transport.consumers.values(), cfg, now, dt,
+                    bytes_sent=transport.bytes_sent(), remb=transport.remb(), serve=serve)))
         for producer in list(self.producers.values()):
             if producer.kind == "video" and not producer.closed:
-                producer.send_remb(update_publisher(producer, cfg, dt))
+                producer.send_remb(allocate_publisher(producer, cfg, dt))
         if self.on_links is not None:
             self.on_links(links)
 
     def _serve(self, consumer: Consumer, share: float, layer: int | None) -> bool:
-        """Serve a constrained consumer from a shared rendition when layers cannot help."""
-        producer = consumer.producer
-        # What the original stream needs at the least: its lowest temporal layer
-        # (about 30 % of its bitrate) or, without layers, all of it.
-        need = producer.link.bitrate * (0.3 if producer.has_layers else 1.0)
-        current = consumer.rendition
-        if current is not None:  # hysteresis: go back to the original only with room
-            needs = layer is None or share < 1.3 * need
-        else:
-            needs = layer is None or share < need
-        if consumer.link is not None and needs:
-            consumer.link.probe_target = max(consumer.link.probe_target, 1.3 * need)
-        if not needs or producer.closed:
-            if current is not None:
-                consumer.leave_rendition()
-                current.detach(consumer)
-            return False
-        renditions = self.renditions.get(producer.id)
-        if renditions is None:
-            renditions = RenditionSet(producer, DEFAULT_TIERS, self._budget, self._rendition_idle)
-            self.renditions[producer.id] = renditions
-            producer.renditions = renditions
-        tier = renditions.tier_for(share)
-        kept = consumer.rendition_tier
-        if current is renditions and kept is not None and (
-                tier == kept or (share >= 0.7 * kept.bitrate and (
-                    tier is None or tier.bitrate < kept.bitrate))):
-            return True  # hysteresis: keep the tier while the link roughly carries it
-        if current is renditions and tier is not None:
-            if renditions.move(consumer, tier):
-                consumer.use_rendition(renditions, tier)
-                return True
-        if current is not None:
-            consumer.leave_rendition()
-            current.detach(consumer)
-            if current is renditions:  # it may have just closed: start afresh next time
-                return False
-        if tier is None or not renditions.attach(consumer, tier):
-            if not renditions.consumers:
-                self._rendition_idle(renditions)
-            return False
-        consumer.use_rendition(renditions, tier)
-        return True
-
-    def _rendition_idle(self, renditions: RenditionSet) -> None:
-        if self.renditions.get(renditions.producer.id) is renditions:
-            del self.renditions[renditions.producer.id]
-        if renditions.producer.renditions is renditions:
-            renditions.producer.renditions = None
-        task = asyncio.get_running_loop().create_task(renditions.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        """Let the renditions policy (sfu/rendition.py) take a constrained consumer on."""
+        return self._renditions.serve(consumer, self.producers.get(consumer.producer_id),
+                                      share, layer, consumer.link)
 
     async def _bandwidth_loop(self) -> None:
         interval = self.config.bandwidth.update_interval
@@ -191,14 +148,5 @@ class Router:
         for transport in list(self.transports):
             await transport.close()
         self.transports.clear()
-        for renditions in list(self.renditions.values()):
-            await renditions.close()
-        self.renditions.clear()
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._renditions.close()
         self.producers.clear()
-
-    def counts(self) -> RouterCounts:
-        return RouterCounts(producers=len(self.producers),
-                            consumers=sum(len(p.consumers) for p in self.producers.values()),
-                            peer_connections=len(self.transports))

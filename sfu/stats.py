@@ -1,4 +1,5 @@
-"""Forwarding counters of one Router, read by the conference layer's metrics collector."""
+"""Forwarding counters and object counts of one Router, read by the conference layer's
+metrics collector."""
 
 from __future__ import annotations
 
@@ -7,6 +8,17 @@ from dataclasses import dataclass, field
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 """Upper bounds (seconds) of the in → out latency histogram."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterCounts:
+    """What one Router holds at a moment (``Router.counts()``), for gauges."""
+
+    producers: int
+    consumers: int
+    """Consumers of the router's producers."""
+    peer_connections: int
+    """Transports: one peer connection each."""
 
 
 @dataclass

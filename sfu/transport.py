@@ -243,8 +243,11 @@ class SubscribeTransport(_Transport):
                      if s.consumer is None and s.track.kind == producer.kind), None)
         if slot is None:
             slot = self._new_slot(producer.kind)
-        consumer = Consumer(consumer_id=f"{self.id}:{producer.id}", producer=producer,
-                            slot=slot.track, app_data=app_data)
+        consumer = Consumer(consumer_id=f"{self.id}:{producer.id}", producer_id=producer.id,
+                            kind=producer.kind, slot=slot.track, app_data=app_data,
+                            request_keyframe=producer.request_keyframe,
+                            release=producer.remove_consumer)
+        producer.add_consumer(consumer)
         slot.consumer = consumer
         consumer.on_close = self._consumer_closed
         consumer.link = self.link

@@ -17,7 +17,8 @@ from aiortc.rtcrtpparameters import (
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from sfu import frames
-from sfu.frames import AudioAssembler, EncodedFrame, VideoAssembler
+from sfu.encoded import EncodedFrame
+from sfu.frames import AudioAssembler, VideoAssembler
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator
 from fractions import Fraction
 from typing import Any
 
@@ -26,6 +25,7 @@ from aiortc.rtp import RtpPacket
 from sfu import hooks
 from sfu.hooks import (
     HookError,
+    depayloaded,
     install_assembler,
     redirect_keyframe_requests,
     restrict_host_addresses,
@@ -92,6 +92,15 @@ def test_receiver_hands_each_depayloaded_packet_to_the_jitter_buffer() -> None:
     source = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
     assert "self.__jitter_buffer.add(packet)" in source
     assert "packet._data = depayload(codec, packet.payload)" in source
+
+
+def test_depayloaded_reads_what_the_receiver_stored_and_fails_loudly_without_it() -> None:
+    packet = RtpPacket(payload_type=96, sequence_number=1, timestamp=3000,
+                       payload=b"\x10" + b"\x00" * 9)
+    with pytest.raises(HookError):
+        depayloaded(packet)
+    packet._data = vp8_depayload(packet.payload)  # type: ignore[attr-defined]
+    assert depayloaded(packet) == b"\x00" * 9
 
 
 def test_decoder_thread_reads_its_queue_until_none() -> None:
@@ -200,15 +209,6 @@ class PacketTrack(MediaStreamTrack):
         return packet
 
 
-@pytest.fixture
-async def loopback_ice() -> AsyncIterator[None]:
-    restrict_host_addresses(("127.0.0.1",))
-    try:
-        yield
-    finally:
-        restrict_host_addresses(())
-
-
 async def test_packed_frames_reach_the_installed_assembler_and_pli_goes_upstream(
     loopback_ice: None,
 ) -> None:
@@ -231,10 +231,10 @@ async def test_packed_frames_reach_the_installed_assembler_and_pli_goes_upstream
 
         await asyncio.wait_for(recorder.frames.wait(), 10)
         packets = list(recorder.packets)
-        assert all(p._data == vp8_depayload(p.payload) for p in packets)  # type: ignore[attr-defined]
+        assert all(depayloaded(p) == vp8_depayload(p.payload) for p in packets)
         frames: dict[int, bytes] = {}
         for p in packets:
-            frames[p.timestamp] = frames.get(p.timestamp, b"") + p._data  # type: ignore[attr-defined]
+            frames[p.timestamp] = frames.get(p.timestamp, b"") + depayloaded(p)
         complete = [frames[p.timestamp] for p in packets if p.marker]
         first = int.from_bytes(complete[0][1:5], "big")
         assert complete == [vp8_bytes(first + i) for i in range(len(complete))]

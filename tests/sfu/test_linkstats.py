@@ -1,9 +1,10 @@
-"""Allocation (sfu/linkstats.py) and the consumer side of it (sfu/consumer.py layers).
+"""Allocation (sfu/allocation.py on sfu/linkstats.py) and the consumer side of it
+(sfu/consumer.py layers).
 
 The consumers are real (a real SlotTrack each, read back with ``recv``); the
 producer behind them is a stand-in that counts key-frame requests (except in the
 key-frame test, which uses a real Producer on an unconnected receiver), and the
-subscribe transport is a stand-in exposing what ``update_subscriber`` reads:
+subscribe transport is a stand-in holding what ``allocate_subscriber`` is given:
 bytes sent, the subscriber's REMB, the consumers and the link.
 """
 
@@ -14,18 +15,22 @@ import asyncio
 import pytest
 from aiortc import RTCPeerConnection
 
+from sfu.allocation import allocate_publisher, allocate_subscriber
 from sfu.bandwidth import BandwidthConfig
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer, SlotTrack
-from sfu.frames import EncodedFrame
+from sfu.encoded import EncodedFrame
 from sfu.linkstats import (
     AUDIO_RESERVE,
     PublisherLink,
+    PublisherSample,
     SubscriberLink,
+    SubscriberSample,
     update_publisher,
     update_subscriber,
 )
 from sfu.producer import Producer
+from sfu.rendition import RenditionBudget, RenditionPool, RenditionSet
 
 CFG = BandwidthConfig()
 TICKS = 3000
@@ -38,6 +43,7 @@ class Source:
     """Stands in for the Producer a consumer reads from."""
 
     def __init__(self, kind: str = "video") -> None:
+        self.id = "p"
         self.kind = kind
         self.consumers: set[Consumer] = set()
         self.keyframe_requests = 0
@@ -45,6 +51,9 @@ class Source:
         self.bytes_in = 0
         self.assembler = None
         self.own_estimate: int | None = None
+        self.closed = False
+        self.has_layers = False
+        self.renditions: RenditionSet | None = None
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.add(consumer)
@@ -60,7 +69,7 @@ class Source:
 
 
 class Leg:
-    """Stands in for a SubscribeTransport: what update_subscriber reads from it."""
+    """Stands in for a SubscribeTransport: what allocate_subscriber is given from it."""
 
     def __init__(self, config: BandwidthConfig = CFG) -> None:
         self.link = SubscriberLink.create(config)
@@ -69,9 +78,7 @@ class Leg:
         self.remb_value: int | None = None
 
     def add(self, source: Source) -> Consumer:
-        consumer = Consumer(consumer_id=f"c{len(self.consumers)}",
-                            producer=source,  # type: ignore[arg-type]
-                            slot=SlotTrack(source.kind, 256), app_data={})
+        consumer = consumer_of(source, f"c{len(self.consumers)}", SlotTrack(source.kind, 256))
         consumer.link = self.link
         self.consumers[consumer.id] = consumer
         return consumer
@@ -81,6 +88,15 @@ class Leg:
 
     def remb(self) -> int | None:
         return self.remb_value
+
+
+def consumer_of(producer: Source | Producer, consumer_id: str, slot: SlotTrack) -> Consumer:
+    """Wire a consumer to its producer as a SubscribeTransport does."""
+    consumer = Consumer(consumer_id=consumer_id, producer_id=producer.id, kind=producer.kind,
+                        slot=slot, app_data={}, request_keyframe=producer.request_keyframe,
+                        release=producer.remove_consumer)
+    producer.add_consumer(consumer)
+    return consumer
 
 
 def frame(n: int, *, key: bool = False, tid: int | None = None) -> EncodedFrame:
@@ -194,8 +210,7 @@ async def test_a_consumer_held_back_for_bandwidth_stops_the_key_frame_requests()
 
     producer._send_pli = record  # type: ignore[method-assign]
     try:
-        consumer = Consumer(consumer_id="c", producer=producer, slot=SlotTrack("video", 8),
-                            app_data={})
+        consumer = consumer_of(producer, "c", SlotTrack("video", 8))
         await asyncio.sleep(0.6)
         assert consumer.waiting_keyframe and len(sent) >= 3  # asks until a key frame comes
         consumer.set_layer(None)
@@ -242,7 +257,8 @@ class Room:
                              * seconds / 8)
         link.on_report(lost, 0, 0.02)
         self.now += seconds
-        return update_subscriber(self.leg, CFG, self.now, seconds)  # type: ignore[arg-type]
+        return allocate_subscriber(self.leg.link, self.leg.consumers.values(), CFG, self.now,
+                                   seconds, bytes_sent=self.leg.sent, remb=self.leg.remb_value)
 
     def pause(self) -> None:
         """Drive the link into a pause with heavy loss, then let the loss clear."""
@@ -316,7 +332,56 @@ def test_probe_back_off_is_capped_at_30_seconds_and_resets_once_video_holds() ->
     assert room.leg.link.probe_wait == CFG.resume_hold
 
 
+def test_a_link_update_takes_plain_numbers_and_reserves_audio_before_sharing_video() -> None:
+    link = SubscriberLink.create(CFG)
+    link.on_report(0.0, 0, 0.02)
+    sample = SubscriberSample(bytes_sent=125_000, remb=None, audio_streams=1, video_streams=2,
+                              consuming=True)
+    assert update_subscriber(link, sample, CFG, 1.0, 1.0) is link
+    assert link.send_rate == 1_000_000
+    assert link.share == pytest.approx((link.estimator.estimate - AUDIO_RESERVE) / 2)
+    assert link.max_layer == 1  # under 600 kbit/s a stream: half rate
+    assert link.probe_target == 2 * CFG.half_rate_below + AUDIO_RESERVE  # the next step up
+    idle = SubscriberLink.create(CFG)
+    update_subscriber(idle, SubscriberSample(bytes_sent=0, remb=None, audio_streams=0,
+                                             video_streams=0, consuming=False), CFG, 1.0, 1.0)
+    assert idle.quality.value == "excellent" and idle.consuming_since is None
+
+
+async def test_a_link_too_poor_for_the_original_is_served_a_tier_until_it_recovers() -> None:
+    pool = RenditionPool(RenditionBudget(2))
+    source = Source()
+    source.link.bitrate = 1_000_000  # no temporal layers: the original needs all of it
+    leg = Leg()
+    consumer = leg.add(source)
+    try:
+        assert pool.serve(consumer, source, 300_000, 1, leg.link)
+        renditions = pool.sets[source.id]
+        assert consumer.rendition is renditions and source.renditions is renditions
+        assert consumer.rendition_tier is not None and consumer.rendition_tier.bitrate == 250_000
+        assert leg.link.probe_target == pytest.approx(1_300_000)  # probe for the original
+        assert pool.serve(consumer, source, 1_200_000, 2, leg.link)  # hysteresis: stays
+        requests = source.keyframe_requests
+        assert not pool.serve(consumer, source, 1_400_000, 2, leg.link)  # room enough: back
+        assert consumer.rendition is None and source.keyframe_requests == requests + 1
+        assert pool.sets == {} and source.renditions is None  # the unused set stops
+        assert not pool.serve(consumer, None, 100_000, None, leg.link)  # producer gone
+    finally:
+        await pool.close()
+        await pool.close()
+    assert renditions.closed and pool.budget.active == 0
+
+
 # -- publisher target -------------------------------------------------------------------
+def test_a_publisher_update_takes_plain_numbers() -> None:
+    link = PublisherLink()
+    sample = PublisherSample(bytes_in=100_000, loss=0.2, shares=(900_000, 450_000),
+                             own_estimate=None)
+    assert update_publisher(link, sample, CFG, 1.0) == 450_000
+    assert link.bitrate == 800_000 and link.target == 450_000
+    assert link.loss == pytest.approx(CFG.smoothing * 0.2)
+
+
 def _publisher_with(shares: list[float]) -> Source:
     source = Source()
     for share in shares:
@@ -328,23 +393,23 @@ def _publisher_with(shares: list[float]) -> Source:
 
 def test_a_publisher_is_told_its_smallest_subscriber_share_within_the_floor() -> None:
     source = _publisher_with([900_000, 450_000, 1_400_000])
-    assert update_publisher(source, CFG, 1.0) == 450_000  # type: ignore[arg-type]
+    assert allocate_publisher(source, CFG, 1.0) == 450_000  # type: ignore[arg-type]
     assert source.link.target == 450_000
     poor = _publisher_with([900_000, 20_000])
-    assert update_publisher(poor, CFG, 1.0) == CFG.floor_bitrate  # type: ignore[arg-type]
+    assert allocate_publisher(poor, CFG, 1.0) == CFG.floor_bitrate  # type: ignore[arg-type]
 
 
 def test_a_subscriber_who_paused_the_track_does_not_limit_the_publisher() -> None:
     source = _publisher_with([900_000, 20_000])
     slowest = min(source.consumers, key=lambda c: c.link.share if c.link else 0)
     slowest.pause()
-    assert update_publisher(source, CFG, 1.0) == 900_000  # type: ignore[arg-type]
+    assert allocate_publisher(source, CFG, 1.0) == 900_000  # type: ignore[arg-type]
 
 
 def test_a_congested_publisher_uplink_lowers_the_target_below_its_subscribers() -> None:
     source = _publisher_with([900_000])
     source.bytes_in = 100_000  # 800 kbit/s arriving over the last second
     source.own_estimate = 400_000  # …and the uplink's delay-based estimate is half that
-    assert update_publisher(source, CFG, 1.0) == 400_000  # type: ignore[arg-type]
+    assert allocate_publisher(source, CFG, 1.0) == 400_000  # type: ignore[arg-type]
     source.bytes_in += 40_000  # 320 kbit/s arrives: the estimate only tracks the input
-    assert update_publisher(source, CFG, 1.0) == 900_000  # type: ignore[arg-type]
+    assert allocate_publisher(source, CFG, 1.0) == 900_000  # type: ignore[arg-type]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from sfu.errors import SfuCode, SfuError
-from sfu.hooks import restrict_host_addresses
 from sfu.sdp import MAX_SDP_BYTES, MediaSection, filter_codecs, media_sections
 
 FB = ["goog-remb", "transport-cc", "ccm fir", "nack", "nack pli"]
@@ -256,15 +253,6 @@ def test_port_zero_section_is_inactive_and_not_sending() -> None:
     video, audio = media_sections(sdp(rejected, recv))
     assert video.direction == "inactive" and video.mid == "3" and not video.sending
     assert audio.direction == "recvonly" and audio.mid is None and not audio.sending
-
-
-@pytest.fixture
-async def loopback_ice() -> AsyncIterator[None]:
-    restrict_host_addresses(("127.0.0.1",))
-    try:
-        yield
-    finally:
-        restrict_host_addresses(())
 
 
 async def test_filtered_aiortc_offer_is_accepted_by_another_aiortc_peer(

@@ -1,0 +1,93 @@
+"""Router → Transport → Producer/Consumer: parents create and close children; counts.
+
+A real Router with real aiortc connections (not connected: the tree is built
+from the offers alone, ICE on loopback only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiortc import RTCPeerConnection
+
+from sfu.config import SfuConfig
+from sfu.producer import Producer
+from sfu.router import Router
+from sfu.stats import RouterCounts
+
+CONFIG = SfuConfig(ice_addresses=("127.0.0.1",))
+
+
+@pytest.fixture
+async def router(loopback_ice: None) -> AsyncIterator[Router]:
+    router = Router(CONFIG)
+    try:
+        yield router
+    finally:
+        await router.close()
+
+
+async def publish(router: Router, kinds: tuple[str, ...]) -> tuple[list[Producer], Any]:
+    """A client offers one sending m-line per kind; returns the producers and its pc."""
+    client = RTCPeerConnection()
+    for kind in kinds:
+        client.addTransceiver(kind, direction="sendonly")
+    await client.setLocalDescription(await client.createOffer())
+    produced: list[Producer] = []
+    transport = router.create_publish_transport({"participant": "a"},
+                                                on_producer=produced.append)
+    await transport.handle_offer(client.localDescription.sdp, {})
+    return produced, client
+
+
+async def test_counts_follow_the_tree_as_consumers_and_transports_close(router: Router) -> None:
+    assert router.counts() == RouterCounts(producers=0, consumers=0, peer_connections=0)
+    (video, audio), client = await publish(router, ("video", "audio"))
+    try:
+        subscriber = router.create_subscribe_transport({"participant": "b"},
+                                                       on_offer=lambda sdp, tracks: None)
+        other = router.create_subscribe_transport({"participant": "c"},
+                                                  on_offer=lambda sdp, tracks: None)
+        consumers = [subscriber.consume(video, {}), subscriber.consume(audio, {}),
+                     other.consume(video, {})]
+        assert router.counts() == RouterCounts(producers=2, consumers=3, peer_connections=3)
+        assert [c.producer_id for c in consumers] == [video.id, audio.id, video.id]
+        assert (consumers[0].kind, consumers[1].kind) == ("video", "audio")
+
+        consumers[0].close()
+        consumers[0].close()  # idempotent
+        assert consumers[0] not in video.consumers and consumers[2] in video.consumers
+        assert consumers[0].id not in subscriber.consumers
+        assert router.counts().consumers == 2
+
+        publisher = next(t for t in router.transports if t not in (subscriber, other))
+        await router.close_transport(publisher)
+        assert video.closed and audio.closed
+        assert all(c.closed for c in consumers)  # a producer closes its consumers everywhere
+        assert subscriber.consumers == {} and other.consumers == {}
+        assert router.counts() == RouterCounts(producers=0, consumers=0, peer_connections=2)
+
+        await router.close()
+        await router.close()  # idempotent
+        assert subscriber.closed and other.closed
+        assert router.counts() == RouterCounts(producers=0, consumers=0, peer_connections=0)
+    finally:
+        await client.close()
+
+
+async def test_a_new_consumer_asks_its_producer_for_a_key_frame(router: Router) -> None:
+    (video,), client = await publish(router, ("video",))
+    try:
+        requests: list[bool] = []
+        video.request_keyframe = lambda: requests.append(True)  # type: ignore[method-assign]
+        subscriber = router.create_subscribe_transport({"participant": "b"},
+                                                       on_offer=lambda sdp, tracks: None)
+        consumer = subscriber.consume(video, {"track": "t"})
+        assert requests == [True]  # added: the subscriber needs a key frame to start
+        consumer.keyframe_requested()  # the subscriber's own PLI goes upstream
+        assert requests == [True, True]
+        assert consumer.app_data == {"track": "t"}
+    finally:
+        await client.close()
