@@ -16,10 +16,10 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
+from client.client import ParleyClient
 from conference.ids import RoomName
 from sfu.config import SfuConfig
 from sfu.vp8 import is_keyframe
-from signaling.client import ParleyClient
 from signaling.errors import ErrorCode
 from tests.conftest import NodeHarness, StartNode, token
 from tests.e2e.test_media_input import SmallVideo, keeps_flowing, refused
