@@ -1,15 +1,16 @@
-"""Frame counters fed with real aiortc RTP packets, depayloaded as aiortc does."""
+"""Frame counters fed with real aiortc RTP packets, depayloaded as aiortc does.
+
+The packets and the feeding are those of the SFU's assembler tests (tests/sfu/test_frames.py).
+"""
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import pytest
 from aiortc.rtp import RtpPacket
 
 from client import counting
 from client.counting import AudioFrameCounter, VideoFrameCounter
-from tests.sfu.test_frames import Clock, packetize, stream, vp8_frame
+from tests.sfu.test_frames import Clock, feed, packetize, stream, vp8_frame
 
 
 @pytest.fixture
@@ -27,18 +28,6 @@ class Frames:
 
     def __call__(self, keyframe: bool) -> None:
         self.keyframes.append(keyframe)
-
-
-def feed(counter: VideoFrameCounter | AudioFrameCounter, packets: Iterable[RtpPacket],
-         clock: Clock | None = None, step: float = 0.0) -> list[bool]:
-    plis = []
-    for packet in packets:
-        if clock is not None:
-            clock.now += step
-        pli, frame = counter.add(packet)
-        assert frame is None  # nothing is ever handed back to aiortc's decoder
-        plis.append(pli)
-    return plis
 
 
 def test_each_whole_frame_counts_once_with_its_keyframe_flag() -> None:
