@@ -35,6 +35,8 @@ from aiohttp import web
 
 from bench.procs import REPO, BenchError, LoadGenerator, free_port
 from bench.report import Row, SuiteResult, percentile
+from client.client import ParleyClient
+from client.media import EncodedTrack, encode_audio, encode_video
 from conference.ids import RoomName
 from sfu.bandwidth import BandwidthConfig
 from sfu.config import SfuConfig
@@ -43,9 +45,7 @@ from sfu.router import Router
 from signaling.app import create_app
 from signaling.appkeys import NODE
 from signaling.auth import mint_token
-from signaling.client import ParleyClient
 from signaling.config import AuthConfig, NodeConfig
-from signaling.media import EncodedTrack, encode_audio, encode_video
 from signaling.node import Node
 from tests.netimpair import Impairment, RelayedClient
 

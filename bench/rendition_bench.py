@@ -16,8 +16,8 @@ from aiortc.codecs.vpx import Vp8Decoder
 from aiortc.jitterbuffer import JitterFrame
 
 from bench.report import Row, SuiteResult
+from client.media import encode_video
 from sfu.rendition import DEFAULT_TIERS, _Encoder
-from signaling.media import encode_video
 
 NAME = "rendition"
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from bench.procs import ServerProcess, free_port, parley_script
 from bench.report import Row, SuiteResult, percentile
+from client.client import ParleyClient
+from client.media import EncodedTrack, encode_video
 from signaling.auth import mint_token
-from signaling.client import ParleyClient
-from signaling.media import EncodedTrack, encode_video
 
 NAME = "stage"
 KEY, SECRET = "bench", "bench-secret-0123456789abcdef0123456789"

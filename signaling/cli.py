@@ -22,7 +22,6 @@ from signaling.app import create_app
 from signaling.appkeys import NODE
 from signaling.auth import mint_token
 from signaling.config import ConfigError, NodeConfig, load_config, parse_keys
-from signaling.loadtest import LoadSpec, run_load
 from signaling.logs import setup_logging
 
 log = logging.getLogger("parley")
@@ -79,12 +78,20 @@ def _schema() -> int:
 
 
 def _loadtest(args: argparse.Namespace) -> int:
+    # The client package is a load generator, not part of the node: only this command loads it.
+    from client.loadtest import LoadSpec, run_load
+
     key, secret = next(iter(parse_keys(args.keys).items()))
-    spec = LoadSpec(url=args.url, key=key, secret=secret, rooms=args.rooms,
+
+    def mint(*, room: str, identity: str, role: str, ttl: float) -> str:
+        return mint_token(key=key, secret=secret, room=room, identity=identity, role=role,
+                          ttl=ttl)
+
+    spec = LoadSpec(url=args.url, rooms=args.rooms,
                     publishers=args.publishers, subscribers=args.subscribers,
                     duration=args.duration, audio=not args.no_audio, bitrate=args.bitrate,
                     room_prefix=args.room_prefix)
-    result = asyncio.run(run_load(spec))
+    result = asyncio.run(run_load(spec, mint))
     print(json.dumps(result, indent=2))
     return 0
 

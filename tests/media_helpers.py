@@ -10,8 +10,8 @@ from typing import Any
 
 from aiortc.mediastreams import MediaStreamError
 
+from client.client import ParleyClient, RemoteTrack
 from sfu.config import SfuConfig
-from signaling.client import ParleyClient, RemoteTrack
 from tests.conftest import NodeHarness, StartNode, make_config, token
 
 LOOPBACK_SFU = SfuConfig(ice_addresses=("127.0.0.1",))

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from signaling.client import ParleyClient
+from client.client import ParleyClient
 
 
 @dataclass

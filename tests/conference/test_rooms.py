@@ -82,11 +82,13 @@ async def test_third_participant_gets_room_full(start_node: StartNode) -> None:
     assert (error["code"], error["id"]) == ("room_full", msg_id)
     await closed_with(third, 4009)
     assert len(h.node.rooms.get(RoomName("r1")) or []) == 2
-    second_in_r2 = await h.joined("r2", "e")  # another room is not affected
+    await h.joined("r2", "e")  # another room is not affected
     joined = await other.expect("participant-joined")
     assert joined["participant"]["identity"] == "e"
+    assert len(h.node.rooms.get(RoomName("r2")) or []) == 2
     assert (await first.expect("participant-joined"))["participant"]["identity"] == "b"
-    assert second_in_r2 and second
+    await second.send(type="ping", id="p")  # the refusal left the members connected
+    assert (await second.expect("pong"))["id"] == "p"
 
 
 async def test_closing_a_room_tells_participants_room_closed(node: NodeHarness) -> None:

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pytest
 from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
 
+from client.client import ParleyClient
 from sfu.config import SfuConfig
-from signaling.client import ParleyClient
 from tests.conftest import NodeHarness, StartNode, make_config, token
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ class MeetingPage:
 
 
 class Bot:
-    """An aiortc participant (signaling/client.py) that publishes or decodes video."""
+    """An aiortc participant (client/client.py) that publishes or decodes video."""
 
     def __init__(self, client: ParleyClient) -> None:
         self.client = client

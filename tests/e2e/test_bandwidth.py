@@ -9,10 +9,10 @@ from typing import Any
 
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
+from client.client import ParleyClient
+from client.media import EncodedTrack, encode_audio, encode_video
 from conference.ids import RoomName
 from sfu.bandwidth import BandwidthConfig
-from signaling.client import ParleyClient
-from signaling.media import EncodedTrack, encode_audio, encode_video
 from tests.conftest import StartNode, token
 from tests.media_helpers import media_node
 from tests.netimpair import Impairment, RelayedClient

@@ -1,6 +1,6 @@
 """Roles in the browser: a Chromium listener goes on stage among aiortc speakers.
 
-The speakers are aiortc participants (signaling/client.py) publishing
+The speakers are aiortc participants (client/client.py) publishing
 VideoStreamTrack and decoding what they receive (tests/media_helpers.py Peer);
 the moderator is a signalling-only client. The listener is the meeting page with
 a fake camera; the test clicks what a person would click.
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 from aiortc.mediastreams import VideoStreamTrack
 
-from signaling.client import ParleyClient
+from client.client import ParleyClient
 from tests.conftest import NodeHarness, StartNode, token
 from tests.e2e.browser import STEP, MeetingPage, launch_chromium, wait_until
 from tests.media_helpers import Peer, media_node

@@ -8,10 +8,10 @@ import gc
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
+from client.media import EncodedTrack, encode_video
 from conference.config import RoomConfig
 from conference.ids import RoomName
 from sfu.hooks import ForwardPacker, sender_encoder
-from signaling.media import EncodedTrack, encode_video
 from tests.conftest import StartNode
 from tests.media_helpers import media_node, peers
 

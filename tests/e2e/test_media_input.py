@@ -17,12 +17,12 @@ import pytest
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
+from client.client import ClientError, ParleyClient
+from client.media import EncodedTrack, encode_audio
 from conference.errors import ConferenceCode, SfuCode
 from conference.ids import RoomName
 from sfu.config import SfuConfig
-from signaling.client import ClientError, ParleyClient
 from signaling.errors import ErrorCode
-from signaling.media import EncodedTrack, encode_audio
 from tests.conftest import NodeHarness, StartNode
 from tests.media_helpers import LOOPBACK_SFU, Peer, media_node, peers
 

@@ -16,11 +16,11 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
+from client.client import ParleyClient
 from conference.errors import ConferenceCode
 from conference.ids import RoomName
 from sfu.config import SfuConfig
 from sfu.vp8 import is_keyframe
-from signaling.client import ParleyClient
 from signaling.errors import ErrorCode
 from tests.conftest import NodeHarness, StartNode, token
 from tests.e2e.test_media_input import SmallVideo, keeps_flowing, refused

@@ -11,11 +11,11 @@ import pytest
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import VideoStreamTrack
 
+from client.client import ClientError, ParleyClient
 from conference.ids import ParticipantId, RoomName
 from conference.media import RoomMedia
 from conference.participant import Participant
 from conference.room import Room
-from signaling.client import ClientError, ParleyClient
 from tests.conftest import NodeHarness, StartNode, token
 from tests.media_helpers import Peer, media_node
 

@@ -7,8 +7,8 @@ from typing import Any
 import aiohttp
 from aiortc.mediastreams import VideoStreamTrack
 
+from client.client import ParleyClient
 from conference.ids import RoomName
-from signaling.client import ParleyClient
 from tests.conference.test_stage import Wire, grants_of, join, refused_join
 from tests.conftest import NodeHarness, token
 from tests.media_helpers import media_node

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import aiohttp
+
 from tests.conftest import NodeHarness, token
 
 
@@ -32,8 +34,10 @@ async def test_leave_tells_the_room_and_closes(node: NodeHarness) -> None:
     alice = await node.joined("r1", "alice")
     bob = await node.joined("r1", "bob")
     await alice.expect("participant-joined")
-    await bob.send(type="leave")
-    assert (await bob.expect("left"))["type"] == "left"
+    leave_id = await bob.send(type="leave")
+    assert (await bob.expect("left"))["id"] == leave_id  # the reply to this leave
+    close = await bob.closed()
+    assert (close.type, close.data, close.extra) == (aiohttp.WSMsgType.CLOSE, 1000, "left")
     left = await alice.expect("participant-left")
     assert left["identity"] == "bob" and left["reason"] == "client_left"
 

@@ -1,6 +1,6 @@
 """A Python client for Parley: join with a token, publish aiortc tracks, receive tracks and data.
 
-It is what the tests, bots and the load generator use::
+It is what the tests, bots and the load generator (client/loadtest.py) use::
 
     client = ParleyClient("http://127.0.0.1:8080", token)
     await client.connect()
@@ -33,8 +33,11 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from sfu.frames import AudioAssembler, EncodedFrame, VideoAssembler
-from sfu.hooks import install_assembler, redirect_keyframe_requests
+from client.counting import AudioFrameCounter, VideoFrameCounter
+from client.hooks import redirect_keyframe_requests, replace_jitter_buffer
+
+PROTOCOL_VERSION = 1
+"""The version of the wire protocol (docs/protocol.md) this client speaks in ``join``."""
 
 
 class ClientError(Exception):
@@ -94,8 +97,8 @@ class ParleyClient:
         self._http = aiohttp.ClientSession()
         self._ws = await self._http.ws_connect(self._ws_url, heartbeat=10.0)
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
-        self.joined = await self.request({"type": "join", "token": self._token, "version": 1,
-                                          "media": self._media})
+        self.joined = await self.request({"type": "join", "token": self._token,
+                                          "version": PROTOCOL_VERSION, "media": self._media})
         servers = [RTCIceServer(urls=s["urls"], username=s.get("username"),
                                 credential=s.get("credential"))
                    for s in self.joined.get("ice_servers", [])]
@@ -184,15 +187,15 @@ class ParleyClient:
         return self.subscriber
 
     def _count_frames(self, receiver: Any, kind: str, mid: str) -> None:
-        def counted(frame: EncodedFrame) -> None:
+        def counted(keyframe: bool) -> None:
             if mid not in self.first_frame_at:
-                if kind == "video" and not frame.keyframe:
+                if not keyframe:
                     return
                 self.first_frame_at[mid] = time.perf_counter()
             self.frame_counts[mid] = self.frame_counts.get(mid, 0) + 1
 
-        assembler = AudioAssembler(counted) if kind == "audio" else VideoAssembler(counted, 0.3)
-        install_assembler(receiver, assembler)
+        counter = AudioFrameCounter(counted) if kind == "audio" else VideoFrameCounter(counted)
+        replace_jitter_buffer(receiver, counter)
 
     def _on_channel_message(self, message: Any) -> None:
         if isinstance(message, str):

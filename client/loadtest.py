@@ -1,8 +1,10 @@
 """``parley loadtest``: synthetic rooms of publishers and subscribers against a node.
 
 Publishers loop pre-encoded VP8 (and Opus) packets, so they spend no CPU on
-encoding; subscribers reassemble and count frames without decoding. Every
-phase is bounded in time; the result is one JSON object.
+encoding; subscribers count complete frames without decoding. Every phase is
+bounded in time; the result is one JSON object. Join tokens come from a
+``TokenMinter`` the caller gives (``parley loadtest`` signs them with the
+node's API key), so the client needs no server code.
 """
 
 from __future__ import annotations
@@ -12,18 +14,21 @@ import contextlib
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from signaling.auth import mint_token
-from signaling.client import ParleyClient
-from signaling.media import EncodedClip, EncodedTrack, encode_audio, encode_video
+from client.client import ParleyClient
+from client.media import EncodedClip, EncodedTrack, encode_audio, encode_video
+
+
+class TokenMinter(Protocol):
+    """Signs a join token (docs/auth.md) for ``identity`` in ``room``, valid ``ttl`` seconds."""
+
+    def __call__(self, *, room: str, identity: str, role: str, ttl: float) -> str: ...
 
 
 @dataclass(frozen=True, kw_only=True)
 class LoadSpec:
     url: str
-    key: str
-    secret: str
     rooms: int = 1
     publishers: int = 1
     subscribers: int = 2
@@ -41,10 +46,9 @@ def _quantile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _start_publisher(spec: LoadSpec, room: str, n: int, video: EncodedClip,
-                           audio: EncodedClip | None) -> ParleyClient:
-    token = mint_token(key=spec.key, secret=spec.secret, room=room, identity=f"pub-{n}",
-                       role="speaker", ttl=spec.duration + 600)
+async def _start_publisher(spec: LoadSpec, mint: TokenMinter, room: str, n: int,
+                           video: EncodedClip, audio: EncodedClip | None) -> ParleyClient:
+    token = mint(room=room, identity=f"pub-{n}", role="speaker", ttl=spec.duration + 600)
     client = ParleyClient(spec.url, token, media=True, decode=False)
     await client.connect()
     tracks = [EncodedTrack(video)] + ([EncodedTrack(audio)] if audio else [])
@@ -52,9 +56,9 @@ async def _start_publisher(spec: LoadSpec, room: str, n: int, video: EncodedClip
     return client
 
 
-async def _start_subscriber(spec: LoadSpec, room: str, n: int) -> tuple[ParleyClient, float]:
-    token = mint_token(key=spec.key, secret=spec.secret, room=room, identity=f"sub-{n}",
-                       role="listener", ttl=spec.duration + 600)
+async def _start_subscriber(spec: LoadSpec, mint: TokenMinter, room: str,
+                            n: int) -> tuple[ParleyClient, float]:
+    token = mint(room=room, identity=f"sub-{n}", role="listener", ttl=spec.duration + 600)
     client = ParleyClient(spec.url, token, media=True, decode=False)
     started = time.perf_counter()
     await client.connect()
@@ -71,7 +75,7 @@ def _frames_by_kind(subscribers: list[tuple[ParleyClient, float]]) -> dict[str, 
     return out
 
 
-async def run_load(spec: LoadSpec) -> dict[str, Any]:
+async def run_load(spec: LoadSpec, mint: TokenMinter) -> dict[str, Any]:
     """Start every room, hold the load for ``duration``, close everything; report."""
     video = encode_video(seconds=2.0, bitrate=spec.bitrate)
     audio = encode_audio(seconds=1.0) if spec.audio else None
@@ -83,12 +87,12 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
             for r in range(spec.rooms):
                 room = f"{spec.room_prefix}-{r}"
                 publishers += await asyncio.gather(*(
-                    _start_publisher(spec, room, p, video, audio)
+                    _start_publisher(spec, mint, room, p, video, audio)
                     for p in range(spec.publishers)))
             for r in range(spec.rooms):
                 room = f"{spec.room_prefix}-{r}"
                 subscribers += await asyncio.gather(*(
-                    _start_subscriber(spec, room, s) for s in range(spec.subscribers)))
+                    _start_subscriber(spec, mint, room, s) for s in range(spec.subscribers)))
         setup = time.perf_counter() - started
         await asyncio.sleep(min(3.0, spec.duration / 3))
         before = _frames_by_kind(subscribers)
@@ -103,7 +107,7 @@ async def run_load(spec: LoadSpec) -> dict[str, Any]:
                              if m in client.first_frame_at]
         expected_streams = spec.rooms * spec.publishers * spec.subscribers
         return {
-            "spec": {k: v for k, v in asdict(spec).items() if k != "secret"},
+            "spec": asdict(spec),
             "video_streams": expected_streams,
             "video_streams_receiving": len(first_frames),
             "frames_received_per_second":
