@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+# The SFU's sections reach the edge's configuration through this layer.
+from sfu.bandwidth import BandwidthConfig
+from sfu.config import SfuConfig
+
+__all__ = ["BandwidthConfig", "RoomConfig", "RoomOptions", "SfuConfig", "StagePolicy"]
+
 
 class StagePolicy(StrEnum):
     MODERATED = "moderated"

@@ -12,21 +12,36 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from conference.config import StagePolicy
+from conference.config import RoomOptions, StagePolicy
 from conference.errors import ConferenceCode, ConferenceError
 from conference.events import (
+    RoomEvent,
     SpeakerRequested,
     SpeakerRequestResolved,
     StageInvited,
     StageInviteResolved,
 )
-from conference.ids import ParticipantId
+from conference.ids import ParticipantId, RoomName
+from conference.participant import Participant
+from conference.permissions import Grants
 
-if TYPE_CHECKING:
-    from conference.participant import Participant
-    from conference.room import Room
+
+class StageRoom(Protocol):
+    """What the stage asks of its room (the Room implements it)."""
+
+    name: RoomName
+    options: RoomOptions
+
+    def get(self, pid: ParticipantId) -> Participant | None: ...
+    def require(self, pid: ParticipantId) -> Participant: ...
+    def require_moderator(self, pid: ParticipantId | None) -> None: ...
+    def stage_full(self, exclude: ParticipantId | None = None) -> bool: ...
+    def set_grants(self, pid: ParticipantId, grants: Grants, *, reason: str,
+                   by: ParticipantId | None) -> Participant: ...
+    def stop_publishing(self, pid: ParticipantId) -> None: ...
+    def to_moderators(self, event: RoomEvent, exclude: ParticipantId | None = None) -> None: ...
 
 audit = logging.getLogger("parley.stage")
 
@@ -47,7 +62,7 @@ class Stage:
     ``close()`` cancels them; it is idempotent.
     """
 
-    def __init__(self, room: Room) -> None:
+    def __init__(self, room: StageRoom) -> None:
         self._room = room
         self.requests: dict[ParticipantId, _Pending] = {}
         self.invites: dict[ParticipantId, _Pending] = {}

@@ -16,9 +16,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from conference.config import RoomConfig
-from sfu.bandwidth import BandwidthConfig
-from sfu.config import SfuConfig
+from conference.config import BandwidthConfig, RoomConfig, SfuConfig
 
 
 class ConfigError(Exception):

@@ -37,10 +37,10 @@ async def test_drain_also_closes_sockets_that_have_not_joined(node: NodeHarness)
     lurker = await node.connect()
     ping_id = await lurker.send(type="ping")
     assert (await lurker.expect("pong"))["id"] == ping_id
-    assert len(node.node.sessions) == 1  # registered without joining
+    assert len(node.node.connections) == 1  # registered without joining
     _, bye = await asyncio.gather(node.node.drain(1.0), told_and_closed(lurker))
     assert bye["reason"] == "server_shutdown"
-    assert node.node.sessions == set()
+    assert node.node.connections == set()
 
 
 async def test_readyz_is_503_while_draining(node: NodeHarness) -> None:
