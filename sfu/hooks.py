@@ -313,7 +313,7 @@ async def _component_candidates(self: Any, component: int, addresses: list[str],
     if host:
         protocol = aioice.ice.StunProtocol(self)
         endpoint = media.mux.attach(
-            self.local_username, protocol,
+            self.local_username, protocol, key=self.local_password.encode("utf8"),
             new_ufrag=lambda: aioice.utils.random_string(len(self.local_username)))
         self._local_username = endpoint.ufrag
         protocol.local_candidate = Candidate(

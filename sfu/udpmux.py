@@ -6,16 +6,18 @@ the shared socket, as if the connection owned a socket of its own. Every
 datagram that arrives is handed to one endpoint, or dropped:
 
 - a STUN request goes to the endpoint whose ufrag is the first half of its
-  USERNAME (``receiver:sender``, the receiver being us), and its source address
-  becomes that endpoint's; a request naming no attached ufrag is dropped, even
-  from a known address, so a check never reaches the wrong connection;
+  USERNAME (``receiver:sender``, the receiver being us), and, if signed with
+  that connection's ICE password, its source address becomes that endpoint's; a
+  request naming no attached ufrag is dropped, even from a known address, so a
+  check never reaches the wrong connection;
 - a STUN response goes to the endpoint that sent the request (by transaction
   id), else to the owner of its source address;
 - anything else (DTLS, SRTP, SRTCP, ...) goes to the owner of its source address.
 
 An endpoint also owns the addresses it sends to first (a check sent before the
-peer's own checks arrive), until a STUN request from that address names another
-ufrag. Closing an endpoint forgets its ufrag, its addresses and its pending
+peer's own checks arrive), until a signed STUN request from that address names
+another ufrag. At most 32 addresses route to one endpoint (the oldest go first).
+Closing an endpoint forgets its ufrag, its addresses and its pending
 transactions. The mux knows nothing of any ICE library: ``sfu/hooks.py`` adapts
 aioice to it.
 
@@ -28,10 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +51,9 @@ Address = tuple[str, int]
 STUN_MAGIC = b"\x21\x12\xa4\x42"
 _STUN_HEADER = 20
 _USERNAME = 0x0006
+_MESSAGE_INTEGRITY = 0x0008
+_MAX_ADDRESSES = 32
+"""Remote addresses routed to one connection; more evict the oldest (a peer has a few)."""
 _MAX_TRANSACTIONS = 8192
 """Pending STUN transactions remembered for routing responses; the oldest go first."""
 _UFRAG_ATTEMPTS = 8
@@ -66,28 +72,52 @@ def stun_class(data: bytes) -> int | None:
     return ((data[0] & 0x01) << 1) | ((data[1] & 0x10) >> 4)
 
 
-def stun_local_ufrag(data: bytes) -> str | None:
-    """The part before ':' of a STUN message's USERNAME (the receiver's ufrag), if any."""
+def _stun_attributes(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(type, value offset, value length) of each attribute that fits in ``data``."""
     end = min(len(data), _STUN_HEADER + int.from_bytes(data[2:4], "big"))
     pos = _STUN_HEADER
     while pos + 4 <= end:
         kind = int.from_bytes(data[pos:pos + 2], "big")
         length = int.from_bytes(data[pos + 2:pos + 4], "big")
-        if kind == _USERNAME:
-            value = data[pos + 4:pos + 4 + length]
-            ufrag, colon, _ = value.partition(b":")
-            return ufrag.decode("utf-8", "replace") if colon else None
+        if pos + 4 + length > end:
+            return
+        yield kind, pos + 4, length
         pos += 4 + length + (-length % 4)
+
+
+def stun_local_ufrag(data: bytes) -> str | None:
+    """The part before ':' of a STUN message's USERNAME (the receiver's ufrag), if any."""
+    for kind, start, length in _stun_attributes(data):
+        if kind == _USERNAME:
+            ufrag, colon, _ = data[start:start + length].partition(b":")
+            return ufrag.decode("utf-8", "replace") if colon else None
     return None
+
+
+def stun_integrity_ok(data: bytes, key: bytes) -> bool:
+    """Whether the message's MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 14.5) matches ``key``."""
+    for kind, start, length in _stun_attributes(data):
+        if kind == _MESSAGE_INTEGRITY:
+            if length != 20:
+                return False
+            # The HMAC covers the message up to the attribute, its length field
+            # counting up to the attribute's end.
+            header = data[:2] + start.to_bytes(2, "big") + data[4:_STUN_HEADER]
+            digest = hmac.new(key, header + data[_STUN_HEADER:start - 4], "sha1").digest()
+            return hmac.compare_digest(digest, data[start:start + 20])
+    return False
 
 
 class MuxEndpoint(asyncio.DatagramTransport):
     """One connection's view of the shared socket. ``close()`` is idempotent."""
 
-    def __init__(self, mux: UdpMux, ufrag: str, protocol: asyncio.DatagramProtocol) -> None:
+    def __init__(self, mux: UdpMux, ufrag: str, protocol: asyncio.DatagramProtocol,
+                 key: bytes | None) -> None:
         super().__init__(extra={"sockname": mux.address, "peername": None})
         self.mux = mux
         self.ufrag = ufrag
+        self.key = key
+        """The connection's ICE password: a check claims an address only if signed with it."""
         self.protocol = protocol
         self.deliver = protocol.datagram_received
         self.addresses: dict[Address, bool] = {}
@@ -173,9 +203,13 @@ class UdpMux:
         return mux
 
     # -- connections -------------------------------------------------------------
-    def attach(self, ufrag: str, protocol: asyncio.DatagramProtocol, *,
+    def attach(self, ufrag: str, protocol: asyncio.DatagramProtocol, *, key: bytes | None = None,
                new_ufrag: Callable[[], str] | None = None) -> MuxEndpoint:
         """Route to ``protocol`` what is meant for ``ufrag``; it gets its endpoint at once.
+
+        With ``key`` (the connection's ICE password), only checks whose
+        MESSAGE-INTEGRITY it verifies move a remote address to the connection; the
+        others are still delivered (for the connection to refuse).
 
         A ufrag another connection has is refused (:class:`UfragInUse`), or, with
         ``new_ufrag``, replaced by a fresh one: the endpoint's ``ufrag`` is the one
@@ -190,7 +224,7 @@ class UdpMux:
             raise ValueError(f"unusable ufrag {ufrag!r}")
         if ufrag in self._by_ufrag:
             raise UfragInUse(ufrag)
-        endpoint = MuxEndpoint(self, ufrag, protocol)
+        endpoint = MuxEndpoint(self, ufrag, protocol, key)
         self._by_ufrag[ufrag] = endpoint
         protocol.connection_made(endpoint)
         return endpoint
@@ -227,7 +261,8 @@ class UdpMux:
         if kind == 0:
             ufrag = stun_local_ufrag(data)
             endpoint = self._by_ufrag.get(ufrag) if ufrag is not None else None
-            if endpoint is not None:
+            if endpoint is not None and not endpoint.addresses.get(addr) and (
+                    endpoint.key is None or stun_integrity_ok(data, endpoint.key)):
                 self._claim(addr, endpoint)
             return endpoint
         if kind is not None and kind >= 2:
@@ -238,23 +273,27 @@ class UdpMux:
         return self._by_addr.get(addr)
 
     def _claim(self, addr: Address, endpoint: MuxEndpoint) -> None:
-        """A STUN request from ``addr`` named ``endpoint``'s ufrag: the address is its."""
-        if endpoint.addresses.get(addr):
-            return
+        """A check from ``addr`` named (and was signed for) ``endpoint``: the address is its."""
         previous = self._by_addr.get(addr)
         if previous is not None and previous is not endpoint:
             del previous.addresses[addr]
             log.debug("remote address moved between connections",
                       extra={"address": f"{addr[0]}:{addr[1]}"})
+        self._route(addr, endpoint, confirmed=True)
+
+    def _route(self, addr: Address, endpoint: MuxEndpoint, *, confirmed: bool) -> None:
+        if addr not in endpoint.addresses and len(endpoint.addresses) >= _MAX_ADDRESSES:
+            oldest = next(iter(endpoint.addresses))
+            del endpoint.addresses[oldest]
+            del self._by_addr[oldest]
         self._by_addr[addr] = endpoint
-        endpoint.addresses[addr] = True
+        endpoint.addresses[addr] = confirmed
 
     # -- sending -------------------------------------------------------------------
     def _learn(self, addr: Address, endpoint: MuxEndpoint) -> None:
         """``endpoint`` sends to ``addr``: route replies to it unless another owns it."""
         if addr not in self._by_addr:
-            self._by_addr[addr] = endpoint
-            endpoint.addresses[addr] = False
+            self._route(addr, endpoint, confirmed=False)
 
     def _expect_response(self, transaction: bytes, endpoint: MuxEndpoint) -> None:
         if transaction in self._by_transaction:

@@ -180,6 +180,42 @@ async def test_an_address_moves_to_the_connection_whose_ufrag_its_checks_name(
     assert a.datagrams == []
 
 
+async def test_only_a_check_signed_with_the_password_moves_an_address(
+        mux: UdpMux, remote: list[Peer]) -> None:
+    a, b = Recorder(), Recorder()
+    ea = mux.attach("ufA", a, key=b"password-of-a")
+    mux.attach("ufB", b, key=b"password-of-b")
+    signed = request("ufA")
+    signed.add_message_integrity(b"password-of-a")
+    remote[0].send(bytes(signed), mux)
+    await a.next()
+    assert mux.owner(remote[0].address) is ea
+    forged = request("ufB")
+    forged.add_message_integrity(b"a guess")
+    remote[0].send(bytes(forged), mux)
+    remote[0].send(bytes(request("ufB")), mux)  # unsigned
+    await settle(mux, 3)
+    assert len(b.datagrams) == 2  # delivered, for the connection to refuse (401) ...
+    assert mux.owner(remote[0].address) is ea  # ... but the address stays a's
+    remote[0].send(b"\x80media", mux)
+    assert await a.next() == b"\x80media"
+
+
+async def test_one_connection_routes_at_most_32_addresses(mux: UdpMux) -> None:
+    recorder = Recorder()
+    endpoint = mux.attach("ufA", recorder)
+    peers = [Peer() for _ in range(40)]
+    try:
+        for i, peer in enumerate(peers):
+            peer.send(bytes(request("ufA")), mux)
+            await settle(mux, i + 1)
+        assert list(endpoint.addresses) == [p.address for p in peers[8:]]
+        assert mux.route_counts["addresses"] == 32 and mux.owner(peers[0].address) is None
+    finally:
+        for peer in peers:
+            peer.close()
+
+
 async def test_a_taken_ufrag_is_refused_or_replaced(mux: UdpMux) -> None:
     first = mux.attach("same", Recorder())
     with pytest.raises(UfragInUse):
@@ -253,6 +289,20 @@ def test_the_username_is_found_after_other_attributes_and_padding() -> None:
     no_colon.attributes["USERNAME"] = "nocolon"
     assert stun_local_ufrag(bytes(no_colon)) is None
     assert stun_local_ufrag(data[:24]) is None  # truncated: no attribute fits
+
+
+def test_the_integrity_check_agrees_with_aioice() -> None:
+    message = request("ufA", "theirs")
+    message.attributes["ICE-CONTROLLED"] = 5
+    message.add_message_integrity(b"secret")  # adds FINGERPRINT after it, too
+    data = bytes(message)
+    assert stun.parse_message(data).check_message_integrity(b"secret")
+    assert udpmux.stun_integrity_ok(data, b"secret")
+    assert not udpmux.stun_integrity_ok(data, b"secreT")
+    at = data.index(b"ufA")
+    tampered = data[:at] + b"ufB" + data[at + 3:]
+    assert not udpmux.stun_integrity_ok(tampered, b"secret")
+    assert not udpmux.stun_integrity_ok(bytes(request("ufA")), b"secret")
 
 
 # -- the aioice hook ------------------------------------------------------------------------
@@ -379,7 +429,7 @@ async def test_a_thousand_ice_connections_share_one_port(loopback_media: NodeMed
     nodes = [aioice.ice.Connection(ice_controlling=False) for _ in range(n)]
     clients = [aioice.ice.Connection(ice_controlling=True) for _ in range(n)]
     try:
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(90):  # ~2 s on an idle 2-core machine
             with hooks.gathering_on(loopback_media):
                 await asyncio.gather(*(c.gather_candidates() for c in nodes))
             await asyncio.gather(*(c.gather_candidates() for c in clients))
