@@ -28,6 +28,7 @@ SUITES: dict[str, str] = {
     "bandwidth": "bench.bandwidth_bench",
     "stage": "bench.stage_bench",
     "rendition": "bench.rendition_bench",
+    "udpmux": "bench.udpmux_bench",
 }
 """Suite name → module."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from sfu.bandwidth import BandwidthConfig
@@ -15,6 +16,12 @@ class SfuConfig:
     """Offer media connections. Off: a signalling-only node."""
     ice_addresses: tuple[str, ...] = ()
     """Host addresses ICE gathers on (e.g. ``127.0.0.1``); empty: every interface but loopback."""
+    udp_port: int = 0
+    """One UDP port shared by every media connection of the node (bound on the first of
+    ``ice_addresses``, else on every IPv4 interface); 0: a fresh ephemeral port per connection."""
+    announced_address: str = ""
+    """IP address put into host candidates instead of the local one (the public address
+    of a 1:1 NAT, a Kubernetes node's address); empty: the local address."""
     keyframe_interval: float = 0.5
     """At most one key-frame request (PLI) per publisher per this many seconds."""
     frame_wait: float = 0.3
@@ -34,3 +41,13 @@ class SfuConfig:
     transcode: bool = False
     """Benchmark baseline only: decode each track once and re-encode it for every
     subscriber (what aiortc's MediaRelay does) instead of forwarding."""
+
+    def check(self) -> None:
+        """Raise ValueError naming the first unusable setting."""
+        if not 0 <= self.udp_port <= 65535:
+            raise ValueError("udp_port: 0-65535")
+        if self.announced_address:
+            try:
+                ipaddress.ip_address(self.announced_address)
+            except ValueError as exc:
+                raise ValueError(f"announced_address: not an IP address ({exc})") from exc

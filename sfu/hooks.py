@@ -22,17 +22,24 @@ decoding or stalling.
   a media m-line comes first in the offer aiortc "unbundles" the SCTP side on
   the answer and stops that very transport. Marking the SCTP transport as
   already bundled (``RTCSctpTransport._bundled``) avoids it.
-- ICE: ``aioice.ice.get_host_addresses`` chooses host candidates.
+- ICE: ``aioice.ice.get_host_addresses`` chooses host candidates;
+  ``aioice.ice.Connection.get_component_candidates`` binds them (replaced for the
+  node's one UDP port and announced address, see the last section).
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
+import aioice
 import aioice.ice
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+import aioice.utils
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCSessionDescription
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtp import (
@@ -45,6 +52,9 @@ from aiortc.rtp import (
 
 from sfu.encoded import ForwardedFrame
 from sfu.stats import ForwardingStats
+
+if TYPE_CHECKING:
+    from sfu.udpmux import NodeMedia
 
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
@@ -244,3 +254,98 @@ def restrict_host_addresses(addresses: tuple[str, ...]) -> None:
         return [a for a in fixed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
     aioice.ice.get_host_addresses = get_host_addresses
+
+
+# -- One UDP port per node, announced address (aioice) ------------------------------
+# aioice 0.13 gives each host candidate a socket of its own, bound to
+# ``(address, 0)`` in ``Connection.get_component_candidates``, and has no port
+# range, no shared socket and no announced address. The replacement below serves
+# only connections gathered by a peer connection marked with
+# ``mark_peer_connection`` (the SFU's: gathering runs inside
+# ``setLocalDescription``, which the mark wraps in a context variable); every
+# other connection of the process, a test's client for one, gets aioice's own.
+# For a marked one: with the node's mux, one host candidate on the shared socket,
+# its ufrag attached to the mux (re-rolled if another connection has it); without
+# a mux, aioice's sockets. Host candidates carry the announced address, if set.
+# Relayed (TURN) candidates are still aioice's; no server-reflexive candidates.
+
+AIOICE_VERSION = "0.13.0"
+_original_component_candidates = aioice.ice.Connection.get_component_candidates
+_node_media: ContextVar[NodeMedia | None] = ContextVar("parley_node_media", default=None)
+
+
+def install_node_media() -> None:
+    """Replace aioice's candidate gathering (idempotent); fails loudly on another aioice."""
+    if aioice.__version__ != AIOICE_VERSION:
+        raise HookError(f"aioice {aioice.__version__} is not {AIOICE_VERSION}: re-verify "
+                        "get_component_candidates, StunProtocol and _local_username")
+    for name in ("get_component_candidates", "gather_candidates", "local_username"):
+        if not hasattr(aioice.ice.Connection, name):
+            raise HookError(f"aioice.ice.Connection has no {name}")
+    aioice.ice.Connection.get_component_candidates = _component_candidates  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def gathering_on(media: NodeMedia) -> Iterator[None]:
+    """ICE connections that gather candidates in this context (and in tasks it starts)
+    use ``media``."""
+    token = _node_media.set(media)
+    try:
+        yield
+    finally:
+        _node_media.reset(token)
+
+
+def mark_peer_connection(pc: RTCPeerConnection, media: NodeMedia) -> None:
+    """Every ICE connection ``pc`` gathers uses ``media`` (call before its first offer/answer)."""
+    original = pc.setLocalDescription
+
+    async def set_local_description(
+            sessionDescription: RTCSessionDescription | None = None) -> None:  # aiortc's name
+        with gathering_on(media):
+            await original(sessionDescription)
+
+    pc.setLocalDescription = set_local_description  # type: ignore[method-assign]
+
+
+async def _component_candidates(self: Any, component: int, addresses: list[str],
+                                timeout: int = 5) -> list[Any]:
+    media = _node_media.get()
+    if media is None or (media.mux is not None and component != 1):
+        return list(await _original_component_candidates(self, component, addresses, timeout))
+    if media.mux is None:
+        candidates = list(await _original_component_candidates(
+            self, component, addresses, timeout))
+        for candidate in candidates:
+            if candidate.type == "host" and media.announced_address:
+                candidate.host = media.announced_address
+        return candidates
+    candidates = []
+    host = _mux_candidate_host(media, addresses)
+    if host:
+        protocol = aioice.ice.StunProtocol(self)
+        endpoint = media.mux.attach(
+            self.local_username, protocol, key=self.local_password.encode("utf8"),
+            new_ufrag=lambda: aioice.utils.random_string(len(self.local_username)))
+        self._local_username = endpoint.ufrag
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host), component=component,
+            transport="udp", priority=candidate_priority(component, "host"),
+            host=host, port=media.mux.address[1], type="host")
+        self._protocols.append(protocol)
+        candidates.append(protocol.local_candidate)
+    # With no addresses aioice only asks the TURN server, if the connection has one.
+    candidates += await _original_component_candidates(self, component, [], timeout)
+    return candidates
+
+
+def _mux_candidate_host(media: NodeMedia, addresses: list[str]) -> str:
+    """The host candidate's address: announced, else the mux's, else the first found of
+    the mux's family. No addresses at all (relay-only policy): no host candidate."""
+    if not addresses:
+        return ""
+    if media.announced_address or media.host:
+        return media.announced_address or media.host
+    assert media.mux is not None
+    ipv6 = ":" in media.mux.address[0]
+    return next((a for a in addresses if (":" in a) == ipv6), "")

@@ -46,6 +46,7 @@ from sfu.linkstats import SubscriberLink
 from sfu.producer import Producer
 from sfu.sdp import FORWARDED, filter_codecs, media_sections
 from sfu.stats import ForwardingStats
+from sfu.udpmux import use_node_media
 
 log = logging.getLogger("parley.sfu.transport")
 _ids = itertools.count(1)
@@ -56,8 +57,10 @@ DATA_CHANNEL_LABEL = "parley"
 def _new_pc() -> RTCPeerConnection:
     # One ICE/DTLS transport per connection: m-lines added by a re-offer join it
     # instead of needing a new ICE negotiation.
-    return RTCPeerConnection(RTCConfiguration(iceServers=[],
-                                              bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
+                                            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    use_node_media(pc)  # the node's one UDP port and announced address, when set
+    return pc
 
 
 async def _add_candidate(ice_transport: Any, candidate: dict[str, Any] | None) -> None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from conference.registry import RoomRegistry
+from sfu.udpmux import node_media_socket
 from signaling.appkeys import CONFIG, NODE
 from signaling.config import NodeConfig
 from signaling.node import Node
@@ -29,6 +30,14 @@ def create_app(config: NodeConfig, *, registry: RoomRegistry | None = None) -> w
         await app[NODE].drain(app[CONFIG].shutdown_grace)
 
     app.on_shutdown.append(drain)
+    # First in, last out: the media socket outlives every room's peer connections.
+    app.cleanup_ctx.append(media_socket_ctx)
     app.cleanup_ctx.append(node_ctx)
     add_routes(app)
     return app
+
+
+async def media_socket_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The node's media UDP socket (``sfu.udp_port``), open while the app runs."""
+    async with node_media_socket(app[CONFIG].sfu):
+        yield

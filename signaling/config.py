@@ -250,6 +250,10 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError("rooms.max_participants: at least 1")
     if config.rooms.stage_policy not in ("moderated", "auto"):
         raise ConfigError("rooms.stage_policy: moderated or auto")
+    try:
+        config.sfu.check()
+    except ValueError as exc:
+        raise ConfigError(f"sfu.{exc}") from exc
     if config.sfu.bandwidth != BandwidthConfig():
         raise ConfigError("sfu.bandwidth: use the top-level bandwidth section")
     return config
