@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from conference.config import RoomConfig
@@ -21,6 +23,7 @@ from sfu.config import SfuConfig
 from sfu.hooks import restrict_host_addresses
 from sfu.stats import ForwardingStats
 from sfu.tasks import TaskSet
+from sfu.udpmux import node_media_socket
 
 log = logging.getLogger("parley.rooms")
 
@@ -71,6 +74,12 @@ class RoomManager:
         metrics.registry.register(MediaCollector(self.media_snapshot))
         if self._sfu.enabled and self._sfu.ice_addresses:
             restrict_host_addresses(self._sfu.ice_addresses)
+
+    @contextlib.asynccontextmanager
+    async def media_socket(self) -> AsyncIterator[None]:
+        """Hold the node's shared media socket (``sfu.udp_port``) while rooms may exist."""
+        async with node_media_socket(self._sfu):
+            yield
 
     def _media(self, room: Room) -> MediaPort:
         return RoomMedia(room, self._sfu, self._metrics)

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from conference.registry import RoomRegistry
-from sfu.udpmux import node_media_socket
 from signaling.appkeys import CONFIG, NODE
 from signaling.config import NodeConfig
 from signaling.node import Node
@@ -39,5 +38,5 @@ def create_app(config: NodeConfig, *, registry: RoomRegistry | None = None) -> w
 
 async def media_socket_ctx(app: web.Application) -> AsyncIterator[None]:
     """The node's media UDP socket (``sfu.udp_port``), open while the app runs."""
-    async with node_media_socket(app[CONFIG].sfu):
+    async with app[NODE].rooms.media_socket():
         yield

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
+from signaling.client import ParleyClient
 
 from sfu.config import SfuConfig
 from sfu.hooks import restrict_host_addresses
-from signaling.client import ParleyClient
 from tests.conftest import StartNode, make_config, token
 from tests.e2e.browser import STEP, MeetingPage, launch_chromium, wait_until
 from tests.media_helpers import Peer
