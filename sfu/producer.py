@@ -21,6 +21,7 @@ from sfu.frames import AudioAssembler, VideoAssembler
 from sfu.hooks import install_assembler, intercept_remb, send_pli, send_remb
 from sfu.linkstats import PublisherLink
 from sfu.rendition import RenditionSet
+from sfu.tasks import TaskSet
 
 log = logging.getLogger("parley.sfu.producer")
 
@@ -73,7 +74,8 @@ class Producer:
         self._decoder: Any = None
         if config.transcode:
             self._decoder = _baseline_decoder(kind)
-        self._pli_tasks: set[asyncio.Task[None]] = set()
+        self._rtcp = TaskSet("producer-rtcp")
+        """PLI and REMB sends in flight."""
         self._monitor = asyncio.get_running_loop().create_task(
             self._monitor_loop(), name=f"producer-{producer_id}")
 
@@ -104,9 +106,7 @@ class Producer:
         ssrc = self.assembler.ssrc
         if ssrc is None or self.closed:
             return
-        task = asyncio.get_running_loop().create_task(send_remb(self._receiver, ssrc, bitrate))
-        self._pli_tasks.add(task)
-        task.add_done_callback(self._pli_tasks.discard)
+        self._rtcp.spawn(send_remb(self._receiver, ssrc, bitrate))
 
     def set_paused(self, paused: bool) -> None:
         """Stop or restart forwarding at the source (a muted track). Video consumers
@@ -136,9 +136,7 @@ class Producer:
             return
         self._last_pli = now
         self._pli_wanted = False
-        task = asyncio.get_running_loop().create_task(send_pli(self._receiver, ssrc))
-        self._pli_tasks.add(task)
-        task.add_done_callback(self._pli_tasks.discard)
+        self._rtcp.spawn(send_pli(self._receiver, ssrc))
 
     async def _monitor_loop(self) -> None:
         tick = min(0.25, self._config.keyframe_interval / 2)
@@ -176,10 +174,7 @@ class Producer:
         self._monitor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._monitor
-        for task in list(self._pli_tasks):
-            task.cancel()
-        if self._pli_tasks:
-            await asyncio.gather(*self._pli_tasks, return_exceptions=True)
+        await self._rtcp.cancel()
         for consumer in list(self.consumers):
             consumer.producer_closed()
         self.consumers.clear()

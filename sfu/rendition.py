@@ -35,6 +35,7 @@ from aiortc.jitterbuffer import JitterFrame
 
 from sfu.encoded import EncodedFrame
 from sfu.linkstats import PublisherLink, SubscriberLink
+from sfu.tasks import TaskSet
 from sfu.vp8 import is_keyframe
 
 log = logging.getLogger("parley.sfu.rendition")
@@ -282,7 +283,7 @@ class RenditionPool:
         self.tiers = tiers
         self.sets: dict[str, RenditionSet] = {}
         """By producer id."""
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing = TaskSet("rendition-close")
         self.closed = False
 
     def serve(self, consumer: Subscriber, source: Source | None, share: float,
@@ -355,9 +356,7 @@ class RenditionPool:
             del self.sets[renditions.producer_id]
         if source.renditions is renditions:
             source.renditions = None
-        task = asyncio.get_running_loop().create_task(renditions.close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._closing.spawn(renditions.close())
 
     async def close(self) -> None:
         """Stop every set and wait for the ones already stopping."""
@@ -367,5 +366,4 @@ class RenditionPool:
         for renditions in list(self.sets.values()):
             await renditions.close()
         self.sets.clear()
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._closing.wait()
