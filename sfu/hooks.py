@@ -29,11 +29,12 @@ decoding or stalling.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aioice
 import aioice.ice
@@ -52,9 +53,6 @@ from aiortc.rtp import (
 
 from sfu.encoded import ForwardedFrame
 from sfu.stats import ForwardingStats
-
-if TYPE_CHECKING:
-    from sfu.udpmux import NodeMedia
 
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
@@ -271,6 +269,30 @@ def restrict_host_addresses(addresses: tuple[str, ...]) -> None:
 
 AIOICE_VERSION = "0.13.0"
 _original_component_candidates = aioice.ice.Connection.get_component_candidates
+class _MuxEndpoint(Protocol):
+    @property
+    def ufrag(self) -> str: ...
+
+
+class _Mux(Protocol):
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+    def attach(self, ufrag: str, protocol: asyncio.DatagramProtocol, *, key: bytes | None = None,
+               new_ufrag: Callable[[], str] | None = None) -> _MuxEndpoint: ...
+
+
+class NodeMedia(Protocol):
+    """What these hooks need of the node's media socket (sfu/udpmux.py's NodeMedia)."""
+
+    @property
+    def mux(self) -> _Mux | None: ...
+    @property
+    def announced_address(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+
+
 _node_media: ContextVar[NodeMedia | None] = ContextVar("parley_node_media", default=None)
 
 
