@@ -27,6 +27,8 @@ from signaling.logs import setup_logging
 log = logging.getLogger("parley")
 
 DEMO_ROOM = "demo"
+RUNNER_SHUTDOWN_TIMEOUT = 1.0
+"""Seconds aiohttp waits for request handlers still running after the drain."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,7 +123,10 @@ def _join_link(config: NodeConfig, base_url: str) -> str:
 
 async def _serve(config: NodeConfig) -> None:
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # After the drain every socket is gone; what is left (an admin request in flight) gets
+    # this long before aiohttp cancels its handler (its default is 60 s).
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=RUNNER_SHUTDOWN_TIMEOUT)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()

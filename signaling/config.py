@@ -46,6 +46,9 @@ class SignalingConfig:
     """Browser origins allowed besides same-origin and localhost; ``*`` allows all."""
     send_queue_size: int = 512
     """Messages waiting for a slow client before it is disconnected."""
+    send_timeout: float = 5.0
+    """Deadline of one write to a client socket (a message, a ping, the close); a client that
+    stops reading is aborted when a write passes it, seconds."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,6 +247,8 @@ def validate(config: NodeConfig) -> NodeConfig:
     s = config.signaling
     if s.heartbeat_timeout <= s.heartbeat_interval:
         raise ConfigError("signaling.heartbeat_timeout must exceed heartbeat_interval")
+    if not 0 < s.send_timeout <= 60:
+        raise ConfigError("signaling.send_timeout: more than 0, at most 60 seconds")
     if s.max_message_bytes < 1024:
         raise ConfigError("signaling.max_message_bytes: at least 1024")
     if config.rooms.max_participants < 1:

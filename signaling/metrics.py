@@ -29,6 +29,11 @@ class SignalingMetrics:
             "parley_signaling_auth_failures", "Refused join tokens, by reason", ["reason"],
             registry=registry,
         )
+        self.send_timeouts = Counter(
+            "parley_signaling_send_timeouts",
+            "Client sockets aborted because a write passed signaling.send_timeout",
+            registry=registry,
+        )
         self.join_latency = Histogram(
             "parley_signaling_join_latency_seconds",
             "Join message received → joined reply queued",

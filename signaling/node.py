@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Protocol
@@ -26,6 +25,9 @@ class Drainable(Protocol):
 
     def shutdown(self) -> None:
         """Tell the client the node is going away and close the socket."""
+
+    def abort(self) -> None:
+        """Drop the socket at once, without a close handshake."""
 
 
 class Node:
@@ -78,15 +80,29 @@ class Node:
         return not self._closed and not self.rooms.draining
 
     async def drain(self, grace: float) -> None:
-        """Stop taking joins, tell every client, and wait up to ``grace`` for sockets to close."""
+        """Stop taking joins, tell every client, and wait for sockets to close; the ones still
+        open near the end of ``grace`` are aborted, so draining ends within ``grace`` whatever
+        the clients do."""
         if self.rooms.draining:
             return
         self.rooms.draining = True
         log.info("draining", extra={"connections": len(self.connections)})
         for connection in list(self.connections):
             connection.shutdown()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._no_connections.wait(), grace)
+        abort_at = grace - min(1.0, grace / 4)
+        if await self._until_no_connections(abort_at):
+            return
+        log.info("aborting sockets still open", extra={"connections": len(self.connections)})
+        for connection in list(self.connections):
+            connection.abort()
+        await self._until_no_connections(grace - abort_at)
+
+    async def _until_no_connections(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._no_connections.wait(), max(0.0, timeout))
+        except TimeoutError:
+            return False
+        return True
 
     async def close(self) -> None:
         if self._closed:
