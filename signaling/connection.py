@@ -285,6 +285,12 @@ async def handle_join(c: Connection, m: Join) -> None:
                      f"supported: {list(SUPPORTED_VERSIONS)}", m.id)
         return
     node = c.node
+    if c.remote is not None and not node.join_limits.take(c.remote):
+        node.metrics.refused("join_rate")
+        c.send_error(ErrorCode.RATE_LIMITED, "too many joins from this address; retry later",
+                     m.id)
+        c.close(CloseCode.RATE_LIMITED, "join rate exceeded")
+        return
     try:
         claims = node.verifier.verify(m.token or c.url_token)
         wanted = m.room or c.url_room

@@ -16,6 +16,7 @@ from conference.registry import InMemoryRoomRegistry, RoomRegistry
 from signaling.auth import TokenVerifier
 from signaling.config import NodeConfig
 from signaling.metrics import SignalingMetrics
+from signaling.ratelimit import KeyedRate
 
 log = logging.getLogger("parley.node")
 
@@ -54,6 +55,9 @@ class Node:
         self.rooms = RoomManager(config.rooms, self.registry, self.id, self.conference_metrics,
                                  config.sfu_config())
         self.verifier = TokenVerifier(config.auth)
+        self.join_limits = KeyedRate(config.signaling.join_rate_per_ip,
+                                     config.signaling.join_burst_per_ip)
+        """Joins per client IP (``signaling.join_rate_per_ip``)."""
         self.connections: set[Drainable] = set()
         """Client sockets open on this node."""
         self._no_connections = asyncio.Event()
