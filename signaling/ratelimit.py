@@ -1,4 +1,6 @@
-"""Per-connection token bucket, and the strike counter that turns abuse into a close."""
+"""Rate limits of the edge: the per-connection token bucket (shared with the conference
+layer, which meters app data with it), the strike counter that turns abuse into a close,
+and the per-IP join limit."""
 
 from __future__ import annotations
 
@@ -6,27 +8,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from conference.ratelimit import TokenBucket
 
-class TokenBucket:
-    """``rate`` tokens per second up to ``burst``; each message takes one."""
-
-    def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._clock = clock
-        self._last = clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+__all__ = ["KeyedRate", "StrikeCounter", "TokenBucket"]
 
 
 class StrikeCounter:
