@@ -86,7 +86,9 @@ FULL = Plan()
 QUICK = Plan(publishers=1, subscribers=2, window=3.0, steps=(4, 8), step_window=2.0,
              saturation_budget=30.0)
 
-_COMMON = {"signaling": {"rate_limit_per_second": 1000, "rate_limit_burst": 1000},
+_COMMON = {"signaling": {"rate_limit_per_second": 1000, "rate_limit_burst": 1000,
+                         # every client comes from 127.0.0.1: no per-IP caps
+                         "max_connections_per_ip": 0, "join_rate_per_ip": 0},
            "rooms": {"max_participants": 1000},
            "bandwidth": {"enabled": False}}
 FORWARD_CONFIG = {"sfu": {"ice_addresses": ["127.0.0.1"]}, **_COMMON}

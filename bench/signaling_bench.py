@@ -30,6 +30,9 @@ BENCH_ENV = {
     # refuse almost every data message: the benchmark measures the node, not the limit.
     "PARLEY_SIGNALING_RATE_LIMIT_PER_SECOND": "1000000",
     "PARLEY_SIGNALING_RATE_LIMIT_BURST": "1000000",
+    # Every client comes from 127.0.0.1: no per-IP caps on sockets and joins.
+    "PARLEY_SIGNALING_MAX_CONNECTIONS_PER_IP": "0",
+    "PARLEY_SIGNALING_JOIN_RATE_PER_IP": "0",
 }
 
 

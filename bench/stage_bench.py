@@ -28,6 +28,8 @@ CONFIG = """sfu:
 signaling:
   rate_limit_per_second: 1000
   rate_limit_burst: 1000
+  max_connections_per_ip: 0
+  join_rate_per_ip: 0
 """
 
 

@@ -17,6 +17,7 @@ from conference.mediaport import MediaPort
 from conference.metrics import ConferenceMetrics, MediaCollector
 from conference.participant import EventSink, Participant
 from conference.permissions import Grants
+from conference.ratelimit import TokenBucket
 from conference.registry import RoomRegistry
 from conference.room import Room
 from sfu.config import SfuConfig
@@ -43,6 +44,11 @@ class JoinRequest:
     token_expires: float = 0.0
     token_id: str = ""
     """Identifies the join token (its ``jti``, else a hash); a removed token cannot rejoin."""
+    data_rate: float = 0.0
+    """App data messages per second the participant may send, socket and data channel
+    together (0: no limit)."""
+    data_burst: int = 0
+    """App data messages it may send at once before ``data_rate`` applies."""
 
 
 class RoomManager:
@@ -120,7 +126,8 @@ class RoomManager:
         room = self._rooms.get(request.room)
         if room is None:
             room = Room(request.room, self._config,
-                        media=self._media if self._sfu.enabled else None)
+                        media=self._media if self._sfu.enabled else None,
+                        metrics=self._metrics)
             self._rooms[request.room] = room
             self._metrics.rooms.set(len(self._rooms))
             self._metrics.rooms_created.inc()
@@ -142,6 +149,8 @@ class RoomManager:
             grants=request.grants,
             sink=request.sink,
             token_expires=request.token_expires,
+            data_budget=TokenBucket(request.data_rate, request.data_burst)
+            if request.data_rate > 0 else None,
         )
         room.add(participant)  # raises room_full / room_closed
         if request.media:

@@ -35,6 +35,11 @@ class ConferenceMetrics:
         self.publisher_bitrate = Histogram(
             "parley_sfu_publisher_bitrate_bps", "Incoming bitrate of video publishers",
             buckets=(50e3, 100e3, 200e3, 400e3, 800e3, 1.6e6, 3.2e6), registry=registry)
+        self.data_dropped = Counter(
+            "parley_conference_data_dropped",
+            "App data messages dropped because the sender was over its data rate",
+            registry=registry,
+        )
         self.participants_left = Counter(
             "parley_conference_participants_left",
             "Participants that left, by reason",

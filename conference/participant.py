@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from conference.events import DataReceived, ParticipantInfo, RoomEvent, TrackInfo
 from conference.ids import Identity, ParticipantId, TrackId
 from conference.permissions import Grants
+from conference.ratelimit import TokenBucket
 
 EventSink = Callable[[RoomEvent], None]
 """Where a participant's events go. Must not block: the edge posts to its session loop."""
@@ -31,6 +32,9 @@ class Participant:
     token_id: str = ""
     token_expires: float = 0.0
     tracks: dict[TrackId, TrackInfo] = field(default_factory=dict)
+    data_budget: TokenBucket | None = None
+    """App data this participant may send, over the socket and the data channel together;
+    ``None``: no limit."""
     _data_route: DataRoute | None = field(default=None, repr=False)
 
     @property

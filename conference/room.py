@@ -28,6 +28,7 @@ from conference.events import (
 )
 from conference.ids import Identity, ParticipantId, RoomName, TrackId, new_track_id
 from conference.mediaport import MediaPort, NoMedia
+from conference.metrics import ConferenceMetrics
 from conference.participant import Participant
 from conference.permissions import Grants
 from conference.stage import Stage
@@ -50,9 +51,11 @@ class Room:
     """
 
     def __init__(self, name: RoomName, config: RoomConfig,
-                 media: MediaFactory | None = None) -> None:
+                 media: MediaFactory | None = None,
+                 metrics: ConferenceMetrics | None = None) -> None:
         self.name = name
         self._config = config
+        self._metrics = metrics
         self._participants: dict[ParticipantId, Participant] = {}
         self.created_at = time.time()
         self.empty_since: float | None = time.monotonic()
@@ -296,11 +299,19 @@ class Room:
         *,
         topic: str = "",
         to: list[Identity] | None = None,
-    ) -> int:
-        """Relay app data; returns how many participants it was delivered to."""
+    ) -> int | None:
+        """Relay app data; returns how many participants it was delivered to, or ``None``
+        when the sender is over its data budget (the message is dropped and counted).
+
+        Data from the socket and from the data channel both come here, so both draw on the
+        one budget of the participant."""
         sender = self.require(pid)
         if not sender.grants.can_publish_data:
             raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "no permission to send data")
+        if sender.data_budget is not None and not sender.data_budget.take():
+            if self._metrics is not None:
+                self._metrics.data_dropped.inc()
+            return None
         event = DataReceived(
             room=self.name,
             sender=sender.id,

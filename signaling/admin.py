@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from conference import moderation
@@ -62,16 +64,30 @@ def _claims(request: web.Request, room: str | None) -> Claims | web.Response:
     return claims
 
 
+_decoder = msgspec.json.Decoder()
+"""Strict JSON, as on the socket: ``NaN``, ``Infinity`` and numbers beyond a double are
+refused (Python's ``json`` would accept the first two)."""
+
+
+def _bad_request(code: ErrorCode, message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"code": code.value, "message": message}),
+                              content_type="application/json")
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object (``{}`` without a body)."""
     if not request.can_read_body:
         return {}
+    raw = await request.read()
+    if not raw.strip():
+        return {}
     try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"code": ErrorCode.MALFORMED_JSON.value,
-                                                  "message": str(exc)}),
-                                 content_type="application/json") from exc
-    return data if isinstance(data, dict) else {}
+        data = _decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise _bad_request(ErrorCode.MALFORMED_JSON, f"not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _bad_request(ErrorCode.INVALID_MESSAGE, "the body must be a JSON object")
+    return data
 
 
 RoomAction = Callable[[web.Request, Node, Room, Claims], Awaitable[web.Response]]
@@ -144,24 +160,55 @@ async def get_room(request: web.Request, node: Node, room: Room, claims: Claims)
     return web.json_response(room_view(room))
 
 
+_NUMBER_OPTIONS: dict[str, tuple[type, float, float]] = {
+    "max_speakers": (int, 0, 1000),
+    "speaker_request_timeout": (float, 1.0, 3600.0),
+}
+"""Room options that are numbers: their type and inclusive range."""
+_BACKEND_ONLY_OPTIONS = ("moderator_can_unmute",)
+"""Options that widen what moderators may do to others: only a token that cannot join the
+room (an application backend's) may change them."""
+
+
+def room_option_changes(body: dict[str, Any]) -> dict[str, Any]:
+    """The validated room options in ``body``; ``ValueError`` names the first bad one."""
+    changes: dict[str, Any] = {}
+    for name, value in body.items():
+        if name in _NUMBER_OPTIONS:
+            kind, low, high = _NUMBER_OPTIONS[name]
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or (kind is int and not isinstance(value, int)) \
+                    or not math.isfinite(value) or not low <= value <= high:
+                raise ValueError(f"{name}: {'an integer' if kind is int else 'a number'} "
+                                 f"from {low:g} to {high:g}")
+            changes[name] = kind(value)
+        elif name == "stage_policy":
+            if value not in {p.value for p in StagePolicy}:
+                raise ValueError(f"stage_policy: one of {', '.join(StagePolicy)}")
+            changes[name] = StagePolicy(value)
+        elif name == "moderator_can_unmute":
+            if not isinstance(value, bool):
+                raise ValueError("moderator_can_unmute: true or false")
+            changes[name] = value
+        else:
+            raise ValueError(f"unknown room option {name!r}")
+    return changes
+
+
 @room_route
 async def update_room(request: web.Request, node: Node, room: Room,
                       claims: Claims) -> web.Response:
     body = await _body(request)
-    changes: dict[str, Any] = {}
     try:
-        if "max_speakers" in body:
-            changes["max_speakers"] = max(0, int(body["max_speakers"]))
-        if "stage_policy" in body:
-            changes["stage_policy"] = StagePolicy(body["stage_policy"])
-        if "speaker_request_timeout" in body:
-            changes["speaker_request_timeout"] = float(body["speaker_request_timeout"])
-        if "moderator_can_unmute" in body:
-            if not isinstance(body["moderator_can_unmute"], bool):
-                raise ValueError("moderator_can_unmute must be true or false")
-            changes["moderator_can_unmute"] = body["moderator_can_unmute"]
-    except (TypeError, ValueError) as exc:
+        changes = room_option_changes(body)
+    except ValueError as exc:
         return json_error(400, ErrorCode.INVALID_MESSAGE, f"bad room option: {exc}")
+    widened = [name for name in _BACKEND_ONLY_OPTIONS
+               if name in changes and changes[name] != getattr(room.options, name)]
+    if widened and claims.grants.room_join:
+        return json_error(403, ConferenceCode.PERMISSION_DENIED,
+                          f"{', '.join(widened)} may only be changed with a backend token "
+                          "(one that cannot join: room_join false)")
     room.options = replace(room.options, **changes)
     log.info("room options changed", extra={"room": room.name, "by": claims.identity,
                                             "changes": {k: str(v) for k, v in changes.items()}})

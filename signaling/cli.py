@@ -14,14 +14,13 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
-from aiohttp import web
-
 from conference.permissions import BOOLEAN_GRANTS, Role
 from signaling import __version__
 from signaling.app import create_app
 from signaling.appkeys import NODE
 from signaling.auth import mint_token
 from signaling.config import ConfigError, NodeConfig, load_config, parse_keys
+from signaling.listener import serve
 from signaling.logs import setup_logging
 
 log = logging.getLogger("parley")
@@ -121,14 +120,8 @@ def _join_link(config: NodeConfig, base_url: str) -> str:
 
 async def _serve(config: NodeConfig) -> None:
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
-    port = config.port
-    server = getattr(site, "_server", None)
-    if port == 0 and server is not None and server.sockets:
-        port = server.sockets[0].getsockname()[1]
+    serving = await serve(app, config, app[NODE].metrics)
+    port = serving.port
     base = config.public_url.rstrip("/") or replace(config, port=port).base_url
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -152,7 +145,7 @@ async def _serve(config: NodeConfig) -> None:
         loop.remove_signal_handler(sig)
     # Drain while still listening, so /readyz answers 503 during the grace period.
     await app[NODE].drain(config.shutdown_grace)
-    await runner.cleanup()
+    await serving.stop()
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -46,6 +46,18 @@ class SignalingConfig:
     """Browser origins allowed besides same-origin and localhost; ``*`` allows all."""
     send_queue_size: int = 512
     """Messages waiting for a slow client before it is disconnected."""
+    header_timeout: float = 10.0
+    """A socket whose first request's headers have not all arrived after this many seconds
+    is dropped; also how long a kept-alive connection may idle between requests."""
+    max_connections_per_ip: int = 100
+    """Open sockets (any HTTP, WebSockets included) one client IP may hold; 0: no cap."""
+    join_rate_per_ip: float = 10.0
+    """Joins per second one client IP may make, sustained (a token bucket); 0: no cap."""
+    join_burst_per_ip: int = 50
+    """Joins one client IP may make at once before ``join_rate_per_ip`` applies."""
+    send_timeout: float = 5.0
+    """Deadline of one write to a client socket (a message, a ping, the close); a client that
+    stops reading is aborted when a write passes it, seconds."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,6 +256,14 @@ def validate(config: NodeConfig) -> NodeConfig:
     s = config.signaling
     if s.heartbeat_timeout <= s.heartbeat_interval:
         raise ConfigError("signaling.heartbeat_timeout must exceed heartbeat_interval")
+    if s.header_timeout <= 0:
+        raise ConfigError("signaling.header_timeout: must be positive")
+    if s.max_connections_per_ip < 0 or s.join_rate_per_ip < 0:
+        raise ConfigError("signaling.max_connections_per_ip, join_rate_per_ip: 0 or more")
+    if s.join_rate_per_ip > 0 and s.join_burst_per_ip < 1:
+        raise ConfigError("signaling.join_burst_per_ip: at least 1")
+    if not 0 < s.send_timeout <= 60:
+        raise ConfigError("signaling.send_timeout: more than 0, at most 60 seconds")
     if s.max_message_bytes < 1024:
         raise ConfigError("signaling.max_message_bytes: at least 1024")
     if config.rooms.max_participants < 1:

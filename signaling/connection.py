@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -60,8 +61,11 @@ _Outgoing = EncodedEvent | _Close
 
 class Connection:
     def __init__(self, ws: web.WebSocketResponse, node: Node, *, url_token: str | None,
-                 url_room: str | None, remote: str | None) -> None:
+                 url_room: str | None, remote: str | None,
+                 transport: asyncio.Transport | None = None) -> None:
         self.ws = ws
+        self._transport = transport
+        """The socket under ``ws`` (``request.transport``): aborted when a write is stuck."""
         self.node = node
         self.url_token = url_token
         self.url_room = url_room
@@ -116,7 +120,7 @@ class Connection:
         with contextlib.suppress(asyncio.CancelledError):
             await writer
         if not self.ws.closed:
-            await self.ws.close(code=CloseCode.GOING_AWAY)
+            await self._within_deadline(self.ws.close(code=CloseCode.GOING_AWAY))
 
     async def _on_text(self, data: str) -> None:
         if self.state is State.CLOSING:
@@ -161,14 +165,27 @@ class Connection:
             item = await self._outbox.get()
             if isinstance(item, _Close):
                 self.state = State.CLOSING
-                await self.ws.close(code=item.code, message=item.reason.encode()[:120])
+                await self._within_deadline(
+                    self.ws.close(code=item.code, message=item.reason.encode()[:120]))
                 return
             self._seq += 1
             self.node.metrics.sent(item.type)
-            try:
-                await self.ws.send_str(item.with_seq(self._seq))
-            except ConnectionError:
+            if not await self._within_deadline(self.ws.send_str(item.with_seq(self._seq))):
                 return
+
+    async def _within_deadline(self, write: Awaitable[object]) -> bool:
+        """Run one write to the socket within ``send_timeout``; a write that cannot finish
+        (the client stopped reading and the TCP window is full) aborts the socket."""
+        try:
+            await asyncio.wait_for(write, self._cfg.send_timeout)
+        except TimeoutError:
+            log.info("send timed out; aborting the socket", extra={"remote": self.remote})
+            self.node.metrics.send_timeouts.inc()
+            self.abort()
+            return False
+        except (ConnectionError, RuntimeError):  # the transport is closing or gone
+            return False
+        return True
 
     async def _tick_loop(self) -> None:
         cfg = self._cfg
@@ -179,7 +196,8 @@ class Connection:
             now = time.monotonic()
             if self._slow:
                 self._leave(LeaveReason.DISCONNECTED)
-                await self.ws.close(code=CloseCode.SLOW_CONSUMER, message=b"slow consumer")
+                await self._within_deadline(
+                    self.ws.close(code=CloseCode.SLOW_CONSUMER, message=b"slow consumer"))
                 return
             if self.state is State.CONNECTED and now - self._opened > cfg.join_timeout:
                 self.send_error(ErrorCode.JOIN_TIMEOUT, "no join within the join timeout")
@@ -192,8 +210,8 @@ class Connection:
                 return
             if now >= next_ping:
                 next_ping = now + cfg.heartbeat_interval
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await self.ws.ping()
+                if not await self._within_deadline(self.ws.ping()):
+                    return
 
     # -- ClientLink ------------------------------------------------------------
     def _post(self, item: _Outgoing, *, force: bool = False) -> None:
@@ -228,6 +246,15 @@ class Connection:
                           "message": "the server is shutting down"}))
         self.close(CloseCode.GOING_AWAY, "server shutting down")
 
+    def abort(self) -> None:
+        """Drop the socket without a close handshake (a client that does not read, or the
+        end of the node's grace period). ``run`` then sees the socket end, the participant
+        leaves and the connection unregisters. Idempotent."""
+        self.state = State.CLOSING
+        self._leave(self._leave_reason)
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.abort()
+
     def _leave(self, reason: LeaveReason) -> None:
         """Leave the room if still in it; idempotent."""
         if self.session is not None:
@@ -258,6 +285,12 @@ async def handle_join(c: Connection, m: Join) -> None:
                      f"supported: {list(SUPPORTED_VERSIONS)}", m.id)
         return
     node = c.node
+    if c.remote is not None and not node.join_limits.take(c.remote):
+        node.metrics.refused("join_rate")
+        c.send_error(ErrorCode.RATE_LIMITED, "too many joins from this address; retry later",
+                     m.id)
+        c.close(CloseCode.RATE_LIMITED, "join rate exceeded")
+        return
     try:
         claims = node.verifier.verify(m.token or c.url_token)
         wanted = m.room or c.url_room

@@ -15,7 +15,7 @@ from conference import moderation
 from conference.errors import SfuCode, SfuError
 from conference.events import LeaveReason
 from conference.ids import Identity, TrackId
-from signaling.errors import CloseCode
+from signaling.errors import CloseCode, ErrorCode, SignalError
 from signaling.protocol import MESSAGES, Message, Metadata, Name, Sdp, ShortId
 from signaling.session import ParticipantSession
 
@@ -147,5 +147,9 @@ async def handle_data(s: ParticipantSession, m: Data) -> None:
     room, p = s.require_participant()
     delivered = room.send_data(p.id, m.payload, topic=m.topic,
                                to=[Identity(i) for i in m.to] if m.to is not None else None)
+    if delivered is None:
+        raise SignalError(ErrorCode.RATE_LIMITED,
+                          "app data over the participant's rate (socket and data channel "
+                          "together); slow down", m.id)
     if m.id is not None:
         s.reply(m.id, {"type": "data-sent", "delivered": delivered})

@@ -29,6 +29,18 @@ class SignalingMetrics:
             "parley_signaling_auth_failures", "Refused join tokens, by reason", ["reason"],
             registry=registry,
         )
+        self.send_timeouts = Counter(
+            "parley_signaling_send_timeouts",
+            "Client sockets aborted because a write passed signaling.send_timeout",
+            registry=registry,
+        )
+        self.refused_connections = Counter(
+            "parley_signaling_refused_connections",
+            "Sockets and joins refused to protect the node, by reason: per_ip_connections, "
+            "header_timeout, join_rate",
+            ["reason"],
+            registry=registry,
+        )
         self.join_latency = Histogram(
             "parley_signaling_join_latency_seconds",
             "Join message received → joined reply queued",
@@ -45,6 +57,10 @@ class SignalingMetrics:
         if child is None:
             child = self._received[mtype] = self.messages_in.labels(type=mtype)
         child.inc()
+
+    def refused(self, reason: str) -> None:
+        """``reason`` is one of a fixed few (see ``refused_connections``)."""
+        self.refused_connections.labels(reason=reason).inc()
 
     def error(self, code: str) -> None:
         self.errors.labels(code=code).inc()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Protocol
@@ -17,6 +16,7 @@ from conference.registry import InMemoryRoomRegistry, RoomRegistry
 from signaling.auth import TokenVerifier
 from signaling.config import NodeConfig
 from signaling.metrics import SignalingMetrics
+from signaling.ratelimit import KeyedRate
 
 log = logging.getLogger("parley.node")
 
@@ -26,6 +26,9 @@ class Drainable(Protocol):
 
     def shutdown(self) -> None:
         """Tell the client the node is going away and close the socket."""
+
+    def abort(self) -> None:
+        """Drop the socket at once, without a close handshake."""
 
 
 class Node:
@@ -52,6 +55,9 @@ class Node:
         self.rooms = RoomManager(config.rooms, self.registry, self.id, self.conference_metrics,
                                  config.sfu_config())
         self.verifier = TokenVerifier(config.auth)
+        self.join_limits = KeyedRate(config.signaling.join_rate_per_ip,
+                                     config.signaling.join_burst_per_ip)
+        """Joins per client IP (``signaling.join_rate_per_ip``)."""
         self.connections: set[Drainable] = set()
         """Client sockets open on this node."""
         self._no_connections = asyncio.Event()
@@ -78,15 +84,29 @@ class Node:
         return not self._closed and not self.rooms.draining
 
     async def drain(self, grace: float) -> None:
-        """Stop taking joins, tell every client, and wait up to ``grace`` for sockets to close."""
+        """Stop taking joins, tell every client, and wait for sockets to close; the ones still
+        open near the end of ``grace`` are aborted, so draining ends within ``grace`` whatever
+        the clients do."""
         if self.rooms.draining:
             return
         self.rooms.draining = True
         log.info("draining", extra={"connections": len(self.connections)})
         for connection in list(self.connections):
             connection.shutdown()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._no_connections.wait(), grace)
+        abort_at = grace - min(1.0, grace / 4)
+        if await self._until_no_connections(abort_at):
+            return
+        log.info("aborting sockets still open", extra={"connections": len(self.connections)})
+        for connection in list(self.connections):
+            connection.abort()
+        await self._until_no_connections(grace - abort_at)
+
+    async def _until_no_connections(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._no_connections.wait(), max(0.0, timeout))
+        except TimeoutError:
+            return False
+        return True
 
     async def close(self) -> None:
         if self._closed:

@@ -1,4 +1,6 @@
-"""Per-connection token bucket, and the strike counter that turns abuse into a close."""
+"""Rate limits of the edge: the per-connection token bucket (shared with the conference
+layer, which meters app data with it), the strike counter that turns abuse into a close,
+and the per-IP join limit."""
 
 from __future__ import annotations
 
@@ -6,27 +8,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from conference.ratelimit import TokenBucket
 
-class TokenBucket:
-    """``rate`` tokens per second up to ``burst``; each message takes one."""
-
-    def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._clock = clock
-        self._last = clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
+__all__ = ["KeyedRate", "StrikeCounter", "TokenBucket"]
 
 
 class StrikeCounter:
@@ -46,3 +30,42 @@ class StrikeCounter:
         while self._times and now - self._times[0] > self._window:
             self._times.popleft()
         return len(self._times) > self._limit
+
+
+class KeyedRate:
+    """A token bucket per key (a client IP): ``rate`` per second up to ``burst``; a rate of
+    0 allows everything. Keys whose bucket has refilled are forgotten, and at most
+    ``max_keys`` are kept (the least recently used go first), so memory stays bounded."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 65536) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._clock = clock
+        self._max_keys = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}
+        """key → (tokens, when), least recently used first."""
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, key: str) -> bool:
+        if self._rate <= 0:
+            return True
+        now = self._clock()
+        self._forget_refilled(now)
+        tokens, last = self._buckets.pop(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self._buckets) > self._max_keys:
+            del self._buckets[next(iter(self._buckets))]
+        return allowed
+
+    def _forget_refilled(self, now: float) -> None:
+        refill = self._burst / self._rate
+        while self._buckets:
+            key = next(iter(self._buckets))
+            if now - self._buckets[key][1] < refill:
+                return
+            del self._buckets[key]

@@ -56,6 +56,7 @@ async def rtc(request: web.Request) -> web.StreamResponse:
         url_token=request.query.get("access_token"),
         url_room=request.query.get("room"),
         remote=request.remote,
+        transport=request.transport,
     )
     await connection.run()
     return ws

@@ -69,6 +69,8 @@ class ParticipantSession:
             room=claims.grants.room, identity=claims.identity, name=claims.name,
             metadata=claims.metadata, grants=claims.grants, sink=session.deliver,
             token_id=claims.token_id, token_expires=claims.expires_at,
+            data_rate=node.config.signaling.rate_limit_per_second,
+            data_burst=node.config.signaling.rate_limit_burst,
             media=media and node.config.sfu.enabled))
         session.room, session.participant = room, participant
         session.reply(msg_id, session._joined(version))
