@@ -22,6 +22,11 @@ decoding or stalling.
   the answer and stops that very transport. Marking the SCTP transport as
   already bundled (``RTCSctpTransport._bundled``) avoids it.
 - ICE: ``aioice.ice.get_host_addresses`` chooses host candidates.
+- RTCP: ``aiortc.rtp.unpack_remb_fci`` reads a REMB's SSRC list past the end of a
+  short packet and raises ``struct.error``, which neither the DTLS transport's RTCP
+  router nor the sender catch (they catch ``ValueError``): one malformed REMB from a
+  client would end its whole connection. :func:`guard_remb_parsing` makes it a
+  ``ValueError``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
+import aiortc.rtcrtpsender
+import aiortc.rtp
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.vpx import Vp8Encoder
@@ -50,6 +57,7 @@ _DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
 _DECODER_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
 _ENCODER_ATTR = "_RTCRtpSender__encoder"
 _original_host_addresses = aioice.ice.get_host_addresses
+_original_unpack_remb_fci = aiortc.rtp.unpack_remb_fci
 
 
 class HookError(RuntimeError):
@@ -75,6 +83,22 @@ class NoDecodeQueue:
         return self._stop.get()
 
 
+def _checked_unpack_remb_fci(data: bytes) -> tuple[int, list[int]]:
+    if len(data) >= 8 and len(data) < 8 + 4 * data[4]:
+        raise ValueError("REMB FCI is shorter than its SSRC list")
+    bitrate, ssrcs = _original_unpack_remb_fci(data)
+    return bitrate, ssrcs
+
+
+def guard_remb_parsing() -> None:
+    """Refuse a REMB shorter than its SSRC count with the ValueError aiortc expects.
+    Process-wide and idempotent; every SFU receiver and sender installs it."""
+    aiortc.rtp.unpack_remb_fci = _checked_unpack_remb_fci
+    if not hasattr(aiortc.rtcrtpsender, "unpack_remb_fci"):
+        raise HookError("aiortc.rtcrtpsender no longer imports unpack_remb_fci")
+    aiortc.rtcrtpsender.unpack_remb_fci = _checked_unpack_remb_fci
+
+
 def install_assembler(receiver: RTCRtpReceiver, assembler: Any) -> NoDecodeQueue:
     """Make ``receiver`` give frames to ``assembler`` and never to a decoder.
 
@@ -87,6 +111,7 @@ def install_assembler(receiver: RTCRtpReceiver, assembler: Any) -> NoDecodeQueue
     for attr in (_JITTER_ATTR, _DECODER_QUEUE_ATTR):
         if not hasattr(receiver, attr):
             raise HookError(f"RTCRtpReceiver has no {attr} to replace")
+    guard_remb_parsing()
     previous = getattr(receiver, _DECODER_QUEUE_ATTR)
     no_decode = NoDecodeQueue()
     setattr(receiver, _JITTER_ATTR, assembler)
@@ -171,6 +196,7 @@ def tap_sender_rtcp(sender: RTCRtpSender,
     original = sender._handle_rtcp_packet
     if not callable(original):
         raise HookError("RTCRtpSender._handle_rtcp_packet is gone")
+    guard_remb_parsing()
 
     async def tapped(packet: Any) -> None:
         await original(packet)
