@@ -4,8 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?=
 PORT ?=
+FUZZ_SECONDS ?= 60
+FUZZ_FRAMES ?= 1000000
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench fuzz clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +39,13 @@ test: lint typecheck unit
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# Each atheris target for FUZZ_SECONDS, then the protocol fuzzer with FUZZ_FRAMES frames
+# (docs/fuzzing.md). `make test` runs short versions of both.
+fuzz: $(VENV)/.installed-test
+	$(PY) -m fuzz.run --all --seconds $(FUZZ_SECONDS)
+	PARLEY_FUZZ_FRAMES=$(FUZZ_FRAMES) $(PY) -m pytest -q -s -p no:cacheprovider \
+		tests/fuzz/test_protocol_fuzz.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

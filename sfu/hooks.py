@@ -25,6 +25,11 @@ decoding or stalling.
 - ICE: ``aioice.ice.get_host_addresses`` chooses host candidates;
   ``aioice.ice.Connection.get_component_candidates`` binds them (replaced for the
   node's one UDP port and announced address, see the last section).
+- RTCP: ``aiortc.rtp.unpack_remb_fci`` reads a REMB's SSRC list past the end of a
+  short packet and raises ``struct.error``, which neither the DTLS transport's RTCP
+  router nor the sender catch (they catch ``ValueError``): one malformed REMB from a
+  client would end its whole connection. :func:`guard_remb_parsing` makes it a
+  ``ValueError``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from typing import Any, Protocol
 import aioice
 import aioice.ice
 import aioice.utils
+import aiortc.rtcrtpsender
+import aiortc.rtp
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCSessionDescription
 from aiortc.codecs.base import Encoder
@@ -59,6 +66,7 @@ _DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
 _DECODER_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
 _ENCODER_ATTR = "_RTCRtpSender__encoder"
 _original_host_addresses = aioice.ice.get_host_addresses
+_original_unpack_remb_fci = aiortc.rtp.unpack_remb_fci
 
 
 class HookError(RuntimeError):
@@ -84,6 +92,22 @@ class NoDecodeQueue:
         return self._stop.get()
 
 
+def _checked_unpack_remb_fci(data: bytes) -> tuple[int, list[int]]:
+    if len(data) >= 8 and len(data) < 8 + 4 * data[4]:
+        raise ValueError("REMB FCI is shorter than its SSRC list")
+    bitrate, ssrcs = _original_unpack_remb_fci(data)
+    return bitrate, ssrcs
+
+
+def guard_remb_parsing() -> None:
+    """Refuse a REMB shorter than its SSRC count with the ValueError aiortc expects.
+    Process-wide and idempotent; every SFU receiver and sender installs it."""
+    aiortc.rtp.unpack_remb_fci = _checked_unpack_remb_fci
+    if not hasattr(aiortc.rtcrtpsender, "unpack_remb_fci"):
+        raise HookError("aiortc.rtcrtpsender no longer imports unpack_remb_fci")
+    aiortc.rtcrtpsender.unpack_remb_fci = _checked_unpack_remb_fci
+
+
 def install_assembler(receiver: RTCRtpReceiver, assembler: Any) -> NoDecodeQueue:
     """Make ``receiver`` give frames to ``assembler`` and never to a decoder.
 
@@ -96,6 +120,7 @@ def install_assembler(receiver: RTCRtpReceiver, assembler: Any) -> NoDecodeQueue
     for attr in (_JITTER_ATTR, _DECODER_QUEUE_ATTR):
         if not hasattr(receiver, attr):
             raise HookError(f"RTCRtpReceiver has no {attr} to replace")
+    guard_remb_parsing()
     previous = getattr(receiver, _DECODER_QUEUE_ATTR)
     no_decode = NoDecodeQueue()
     setattr(receiver, _JITTER_ATTR, assembler)
@@ -191,6 +216,7 @@ def tap_sender_rtcp(sender: RTCRtpSender,
     original = sender._handle_rtcp_packet
     if not callable(original):
         raise HookError("RTCRtpSender._handle_rtcp_packet is gone")
+    guard_remb_parsing()
 
     async def tapped(packet: Any) -> None:
         await original(packet)
