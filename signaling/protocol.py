@@ -11,6 +11,7 @@ Schema of every client message comes from the same declarations
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -252,8 +253,15 @@ _encoder = msgspec.json.Encoder()
 
 
 def encode(message: dict[str, Any]) -> EncodedEvent:
-    """Serialise a server message (strict JSON: a non-finite number becomes null)."""
-    return EncodedEvent(type=message["type"], head=_encoder.encode(message)[:-1].decode())
+    """Serialise a server message (strict JSON: a non-finite number becomes null).
+
+    A client may send a lone UTF-16 surrogate as a ``\\ud800`` escape; such text has
+    no UTF-8 form, so it goes back out escaped the same way."""
+    try:
+        text = _encoder.encode(message)[:-1].decode()
+    except UnicodeEncodeError:
+        text = json.dumps(message, separators=(",", ":"))[:-1]
+    return EncodedEvent(type=message["type"], head=text)
 
 
 def reply(msg_id: str | None, message: dict[str, Any]) -> EncodedEvent:

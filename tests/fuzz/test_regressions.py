@@ -11,8 +11,8 @@ import time
 import pytest
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket
 from aiortc.sdp import SessionDescription
-from signaling.media import EncodedTrack, encode_video
 
+from client.media import EncodedTrack, encode_video
 from conference.ids import RoomName
 from fuzz import media_targets, targets
 from fuzz.known import KNOWN
