@@ -75,14 +75,16 @@ class Router:
                     await task
 
     def create_publish_transport(
-        self, app_data: dict[str, Any], on_producer: Callable[[Producer], None]
+        self, app_data: dict[str, Any], on_producer: Callable[[Producer], None], *,
+        may_publish: bool,
     ) -> PublishTransport:
+        """``may_publish``: whether the owner may send media at all (see PublishTransport)."""
         def produced(producer: Producer) -> None:
             self.producers[producer.id] = producer
             producer.add_close_listener(self._forget)
             on_producer(producer)
 
-        transport = PublishTransport(self.config, app_data, produced)
+        transport = PublishTransport(self.config, app_data, produced, may_publish=may_publish)
         self.transports.add(transport)
         self._start_loops()
         return transport

@@ -38,7 +38,7 @@ async def publish(router: Router, kinds: tuple[str, ...]) -> tuple[list[Producer
     await client.setLocalDescription(await client.createOffer())
     produced: list[Producer] = []
     transport = router.create_publish_transport({"participant": "a"},
-                                                on_producer=produced.append)
+                                                on_producer=produced.append, may_publish=True)
     await transport.handle_offer(client.localDescription.sdp, {})
     return produced, client
 
