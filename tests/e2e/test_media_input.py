@@ -22,7 +22,6 @@ from client.media import EncodedTrack, encode_audio
 from conference.errors import ConferenceCode, SfuCode
 from conference.ids import RoomName
 from sfu.config import SfuConfig
-from signaling.errors import ErrorCode
 from tests.conftest import NodeHarness, StartNode
 from tests.media_helpers import LOOPBACK_SFU, Peer, media_node, peers
 
@@ -177,7 +176,7 @@ async def test_stray_answers_and_candidates_get_coded_errors(start_node: StartNo
                     {"candidate": "candidate:1 one udp x 127.0.0.1 9 typ host"},
                     "not an object", 42):
             assert await refused(client, {"type": "candidate", "target": "subscriber",
-                                          "candidate": bad}) == ErrorCode.INVALID_CANDIDATE
+                                          "candidate": bad}) == SfuCode.INVALID_CANDIDATE
         assert client.subscriber.connectionState == "connected"
         # Still subscribed: a publisher arriving now is offered and decoded.
         async with peers(node, "room", "late") as (late,):
@@ -222,7 +221,7 @@ async def test_media_disabled_node_joins_with_media_but_refuses_offers(
         assert await refused(b.client, {"type": "subscription", "track": "TR_x",
                                         "state": "paused"}) == ConferenceCode.MEDIA_DISABLED
         room = node.node.rooms.get(RoomName("room"))
-        assert room is not None and room.media is None
+        assert room is not None and not room.media.enabled
         assert a.client.subscriber is None  # no subscriber offer ever came
         delivered = await a.client.request({"type": "data", "payload": "still here"})
         assert delivered["delivered"] == 1
