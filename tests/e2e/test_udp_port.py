@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
-from signaling.client import ParleyClient
+from client.client import ParleyClient
 
 from sfu.config import SfuConfig
 from sfu.hooks import restrict_host_addresses
