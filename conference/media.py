@@ -35,10 +35,9 @@ from sfu.errors import SfuCode, SfuError
 from sfu.linkstats import SubscriberLink
 from sfu.producer import Producer
 from sfu.router import Router, Speakers
-from sfu.sdp import media_sections
 from sfu.stats import ForwardingStats
 from sfu.tasks import TaskSet
-from sfu.transport import PublishTransport, SubscribeTransport
+from sfu.transport import PublishTransport, SubscribeTransport, read_client_description
 
 log = logging.getLogger("parley.media")
 
@@ -121,24 +120,37 @@ class RoomMedia:
     # -- publishing ------------------------------------------------------------
     async def publish(self, pid: ParticipantId, sdp: str,
                       tracks: dict[str, dict[str, Any]]) -> tuple[str, list[TrackId]]:
-        """Apply a publish offer; returns the answer and the ids of new tracks."""
+        """Apply a publish offer; returns the answer and the ids of new tracks.
+
+        A participant that may not publish (no ``can_publish``, or hidden) gets no
+        publish connection at all, whatever its offer says; the offer is read once,
+        by the SFU, and that reading decides both the checks here and the answer.
+        """
         member = self._member(pid)
-        grants = member.participant.grants
-        sending = [s for s in media_sections(sdp) if s.sending]
-        if sending and not grants.can_publish:
-            raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "no permission to publish")
-        if sending and grants.hidden:
+        may_publish = self._may_publish(member.participant)
+        if not may_publish:
             raise ConferenceError(ConferenceCode.PERMISSION_DENIED,
-                                  "hidden participants receive media but do not publish")
+                                  "hidden participants receive media but do not publish"
+                                  if member.participant.grants.hidden
+                                  else "no permission to publish")
+        offer = await read_client_description(sdp, self.config)
+        sending = offer.sending
+        if self.members.get(pid) is not member or not self._may_publish(member.participant):
+            raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "no permission to publish")
         known = set(member.publisher.producers) if member.publisher is not None else set()
         self.room.check_new_tracks(pid, sum(1 for s in sending if s.mid not in known))
         if member.publisher is None:
             member.publisher = self.router.create_publish_transport(
-                {"participant": pid}, on_producer=lambda p: self._produced(pid, p))
+                {"participant": pid}, on_producer=lambda p: self._produced(pid, p),
+                may_publish=may_publish)
             member.publisher.on_failed = lambda: self._failed(pid, "publisher")
         before = set(member.producers)
-        answer = await member.publisher.handle_offer(sdp, tracks)
+        answer = await member.publisher.handle_offer(offer, tracks)
         return answer, [t for t in member.producers if t not in before]
+
+    @staticmethod
+    def _may_publish(participant: Participant) -> bool:
+        return participant.grants.can_publish and not participant.grants.hidden
 
     def _produced(self, pid: ParticipantId, producer: Producer) -> None:
         member = self.members.get(pid)
@@ -149,8 +161,8 @@ class RoomMedia:
                 TrackSource.MICROPHONE if kind is TrackKind.AUDIO else TrackSource.CAMERA))
         except ValueError:
             source = TrackSource.UNKNOWN
-        if member is None:
-            self._tasks.spawn(producer.close())
+        if member is None or not self._may_publish(member.participant):
+            self._tasks.spawn(producer.close())  # never forwarded
             return
         try:
             track = self.room.add_track(pid, kind=kind, source=source,

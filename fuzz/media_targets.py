@@ -24,6 +24,7 @@ from aiortc.rtp import RtcpPacket
 
 from fuzz.seeds import REPORT_SSRC
 from sfu.bandwidth import BandwidthConfig, quality_of
+from sfu.config import SfuConfig
 from sfu.errors import SfuCode, SfuError
 from sfu.frames import MAX_PACKETS, EncodedFrame, VideoAssembler
 from sfu.hooks import install_packer, redirect_keyframe_requests, tap_sender_rtcp
@@ -201,10 +202,13 @@ def candidate_of(data: bytes) -> dict[str, Any] | None:
             "sdpMLineIndex": odd[(data[0] >> 4) % len(odd)]}
 
 
+_SFU = SfuConfig()
+
+
 def candidate(data: bytes) -> None:
     """A trickled candidate: used, or refused with invalid_candidate."""
     try:
-        _run(_add_candidate(_IceTransport(), candidate_of(data)))
+        _run(_add_candidate(_IceTransport(), candidate_of(data), _SFU))
     except SfuError as err:
         assert err.code is SfuCode.INVALID_CANDIDATE, err.code
 

@@ -22,7 +22,7 @@ import signaling.connection  # noqa: F401  (registers every client message)
 from fuzz import media_targets
 from fuzz.seeds import JWT_KEY, JWT_SECRET, b64url, sign_jwt
 from sfu.errors import SfuError
-from sfu.sdp import FORWARDED, MediaSection, filter_codecs, media_sections
+from sfu.sdp import FORWARDED, MediaSection, filter_codecs, read_description
 from signaling.auth import TokenVerifier
 from signaling.config import AuthConfig
 from signaling.errors import ErrorCode, SignalError
@@ -89,16 +89,16 @@ _OTHER_BREAKS = re.compile("\r(?!\n)|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def sdp(data: bytes) -> None:
-    """``media_sections`` and ``filter_codecs`` on a client SDP; what the SFU counts and
+    """``read_description`` and ``filter_codecs`` on a client SDP; what the SFU counts and
     filters must be what aiortc then applies."""
     text = text_of(data)
     note = " (line breaks other than CRLF and LF)" if _OTHER_BREAKS.search(text) else ""
     try:
-        sections = media_sections(text)
+        sections = list(read_description(text, max_sections=_MAX_SECTIONS).sections)
         filtered = filter_codecs(text)
     except SfuError:
         return
-    again = media_sections(filtered)
+    again = list(read_description(filtered, max_sections=_MAX_SECTIONS).sections)
     assert _facts(again) == _facts(sections), "filtering changed the m-lines"
     assert filter_codecs(filtered) == filtered, "filtering is not idempotent"
     parsed = _aiortc_view(filtered)
@@ -114,6 +114,9 @@ def sdp(data: bytes) -> None:
             assert not extra, \
                 f"codecs {sorted(extra)} survive filtering in a {media.kind} m-line{note}"
 
+
+_MAX_SECTIONS = 12
+"""The default ``sfu.max_media_sections``."""
 
 _NEGOTIABLE = {kind: {c.mimeType.split("/")[-1].lower()
                       for c in RTCRtpSender.getCapabilities(kind).codecs}

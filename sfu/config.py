@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from sfu.bandwidth import BandwidthConfig
+from sfu.candidates import DEFAULT_DENY, CandidateFilter
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +31,13 @@ class SfuConfig:
     stall_timeout: float = 3.0
     """No RTP for this long marks a published track as stalled."""
     max_tracks_per_connection: int = 4
-    """Media sections accepted in one publish offer."""
+    """Sending media sections accepted in one publish offer. A description may hold
+    at most three times as many m-lines in all (:attr:`max_media_sections`)."""
+    candidate_allow: tuple[str, ...] = ()
+    """Networks (CIDR) remote ICE candidates must be in; empty: any not denied."""
+    candidate_deny: tuple[str, ...] = DEFAULT_DENY
+    """Networks remote ICE candidates are dropped from (link-local, with the cloud
+    metadata address; unspecified; multicast)."""
     active_speaker_interval: float = 0.5
     """Active-speaker updates are sent at most this often."""
     active_speaker_threshold: int = 50
@@ -42,10 +50,22 @@ class SfuConfig:
     """Benchmark baseline only: decode each track once and re-encode it for every
     subscriber (what aiortc's MediaRelay does) instead of forwarding."""
 
+    @property
+    def max_media_sections(self) -> int:
+        """m-lines accepted in one description: three per allowed track."""
+        return 3 * self.max_tracks_per_connection
+
+    @cached_property
+    def candidate_filter(self) -> CandidateFilter:
+        return CandidateFilter.of(self.candidate_allow, self.candidate_deny)
+
     def check(self) -> None:
         """Raise ValueError naming the first unusable setting."""
         if not 0 <= self.udp_port <= 65535:
             raise ValueError("udp_port: 0-65535")
+        if self.max_tracks_per_connection < 1:
+            raise ValueError("max_tracks_per_connection: at least 1")
+        CandidateFilter.of(self.candidate_allow, self.candidate_deny)
         if self.announced_address:
             try:
                 ipaddress.ip_address(self.announced_address)

@@ -12,6 +12,7 @@ class SfuCode(StrEnum):
     NO_OFFER_PENDING = "no_offer_pending"
     UNKNOWN_CONNECTION = "unknown_connection"
     INVALID_CANDIDATE = "invalid_candidate"
+    PERMISSION_DENIED = "permission_denied"
     CLOSED = "connection_closed"
 
 

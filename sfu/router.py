@@ -24,8 +24,13 @@ Speakers = list[tuple[dict[str, Any], int]]
 class Router:
     """Creates transports; tracks live producers; computes active speakers.
 
+    The periodic loops (active speakers, bandwidth) run only while the router
+    has transports: the first transport starts them and closing the last one
+    through :meth:`close_transport` stops them, so an idle router (a room with
+    no media members) owns no task and no timer.
+
     ``close()`` closes every transport (and so every producer and consumer)
-    and stops the speaker task; it is idempotent.
+    and stops the loops; it is idempotent.
     """
 
     def __init__(self, config: SfuConfig, *,
@@ -43,22 +48,45 @@ class Router:
         self.on_links: Callable[[list[tuple[SubscribeTransport, SubscriberLink]]], None] | None \
             = None
         """Called after every bandwidth update with each subscriber link."""
+        self._speaker_task: asyncio.Task[None] | None = None
+        self._bandwidth_task: asyncio.Task[None] | None = None
+
+    @property
+    def idle(self) -> bool:
+        """No periodic loop runs (no transports)."""
+        return self._speaker_task is None and self._bandwidth_task is None
+
+    def _start_loops(self) -> None:
+        if self.closed or not self.idle:
+            return
         loop = asyncio.get_running_loop()
         self._speaker_task = loop.create_task(self._speaker_loop(), name="active-speakers")
-        self._bandwidth_task: asyncio.Task[None] | None = None
-        if config.bandwidth.enabled:
+        if self.config.bandwidth.enabled:
             self._bandwidth_task = loop.create_task(self._bandwidth_loop(), name="bandwidth")
 
+    async def _stop_loops(self) -> None:
+        tasks = (self._speaker_task, self._bandwidth_task)
+        self._speaker_task = self._bandwidth_task = None  # a new transport may restart them
+        self._last_speakers = []
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     def create_publish_transport(
-        self, app_data: dict[str, Any], on_producer: Callable[[Producer], None]
+        self, app_data: dict[str, Any], on_producer: Callable[[Producer], None], *,
+        may_publish: bool,
     ) -> PublishTransport:
+        """``may_publish``: whether the owner may send media at all (see PublishTransport)."""
         def produced(producer: Producer) -> None:
             self.producers[producer.id] = producer
             producer.add_close_listener(self._forget)
             on_producer(producer)
 
-        transport = PublishTransport(self.config, app_data, produced)
+        transport = PublishTransport(self.config, app_data, produced, may_publish=may_publish)
         self.transports.add(transport)
+        self._start_loops()
         return transport
 
     def create_subscribe_transport(
@@ -68,6 +96,7 @@ class Router:
     ) -> SubscribeTransport:
         transport = SubscribeTransport(self.config, app_data, on_offer, on_data, self.stats)
         self.transports.add(transport)
+        self._start_loops()
         return transport
 
     def _forget(self, producer: Producer) -> None:
@@ -88,6 +117,8 @@ class Router:
     async def close_transport(self, transport: PublishTransport | SubscribeTransport) -> None:
         self.transports.discard(transport)
         await transport.close()
+        if not self.transports:
+            await self._stop_loops()
 
     def active_speakers(self) -> Speakers:
         threshold = self.config.active_speaker_threshold
@@ -140,11 +171,7 @@ class Router:
         if self.closed:
             return
         self.closed = True
-        for task in (self._speaker_task, self._bandwidth_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self._stop_loops()
         for transport in list(self.transports):
             await transport.close()
         self.transports.clear()

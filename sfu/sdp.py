@@ -1,28 +1,97 @@
-"""Just enough SDP reading and rewriting for the SFU: codec filtering and m-line facts."""
+"""Just enough SDP reading and rewriting for the SFU: limits, codec and candidate filtering.
+
+A client's description goes through :func:`read_description` before aiortc sees
+it. In order, each step bounded by the previous one:
+
+1. cheap checks on the raw text: size, ``v=0``, and the number of ``m=`` lines
+   (counted in the text, before anything is split or parsed);
+2. one linear rewrite: unsupported codecs removed, remote candidates the
+   node's filter denies removed, per-section line limits enforced;
+3. aiortc's own parser (``aiortc.sdp.SessionDescription.parse``) on the
+   rewritten text. Directions, kinds and mids come from that parse only, and
+   the same text is what the peer connection is given, so the SFU's checks
+   and aiortc's behaviour cannot disagree about which sections send.
+
+The limits keep aiortc's parser, whose cost grows with the square of some
+attribute counts, in the millisecond range for any text under
+:data:`MAX_SDP_BYTES`.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from aiortc.sdp import SessionDescription
+
 from sfu.errors import SfuCode, SfuError
+
+log = logging.getLogger("parley.sfu.sdp")
 
 FORWARDED = {"audio": ("opus",), "video": ("vp8",)}
 """Codecs the SFU forwards, by kind; everything else is removed from offers."""
 
 MAX_SDP_BYTES = 60000
+MAX_SESSION_LINES = 64
+"""Lines before the first ``m=`` line."""
+MAX_SECTION_LINES = 200
+"""Lines of one media section after codec filtering (a filtered browser section has ~40)."""
+MAX_PAYLOAD_TYPES = 32
+"""Payload types listed on one m-line after codec filtering."""
+MAX_CANDIDATES = 32
+"""``a=candidate`` lines kept in one media section."""
+
+_CODEC_PREFIXES = ("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")
 
 
 @dataclass(frozen=True, kw_only=True)
 class MediaSection:
+    """One m-line as aiortc reads it."""
+
     kind: str
+    """``audio``, ``video``, ``application`` …"""
     mid: str | None
     direction: str
+    """The section's direction attribute; empty when it names none."""
     payload_types: tuple[int, ...]
 
     @property
     def sending(self) -> bool:
-        """The offerer sends media in this section."""
+        """The offerer sends media in this section (aiortc will produce a track for it)."""
         return self.kind in FORWARDED and self.direction in ("sendonly", "sendrecv")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Description:
+    """A checked description: the text to hand to aiortc and what aiortc reads in it."""
+
+    sdp: str
+    """Rewritten text (codecs and candidates filtered); give exactly this to aiortc."""
+    sections: tuple[MediaSection, ...]
+
+    @property
+    def sending(self) -> tuple[MediaSection, ...]:
+        return tuple(s for s in self.sections if s.sending)
+
+
+CandidateCheck = Callable[[str], bool]
+"""Whether a remote candidate's connection address (IP or mDNS name) may be used."""
+
+
+def count_media_sections(sdp: str) -> int:
+    """``m=`` lines in the text, counted without splitting it."""
+    return sdp.count("\nm=") + (1 if sdp.startswith("m=") else 0)
+
+
+def _check(sdp: str, max_sections: int | None = None) -> None:
+    if not isinstance(sdp, str) or len(sdp) > MAX_SDP_BYTES:
+        raise SfuError(SfuCode.INVALID_SDP, "SDP missing or too large")
+    if not sdp.startswith("v=0"):
+        raise SfuError(SfuCode.INVALID_SDP, "SDP must start with v=0")
+    if max_sections is not None and count_media_sections(sdp) > max_sections:
+        raise SfuError(SfuCode.TOO_MANY_TRACKS,
+                       f"at most {max_sections} media sections in one description")
 
 
 def _split(sdp: str) -> tuple[list[str], list[list[str]]]:
@@ -39,91 +108,130 @@ def _split(sdp: str) -> tuple[list[str], list[list[str]]]:
     return session, sections
 
 
-def _check(sdp: str) -> None:
-    if not isinstance(sdp, str) or len(sdp) > MAX_SDP_BYTES:
-        raise SfuError(SfuCode.INVALID_SDP, "SDP missing or too large")
-    if not sdp.startswith("v=0"):
-        raise SfuError(SfuCode.INVALID_SDP, "SDP must start with v=0")
+def _mline(line: str) -> list[str]:
+    parts = line[2:].split()
+    if len(parts) < 4:
+        raise SfuError(SfuCode.INVALID_SDP, f"bad m-line {line[:80]!r}")
+    return parts
 
 
-def media_sections(sdp: str) -> list[MediaSection]:
-    _check(sdp)
-    out = []
-    for section in _split(sdp)[1]:
-        parts = section[0][2:].split()
-        if len(parts) < 4:
-            raise SfuError(SfuCode.INVALID_SDP, f"bad m-line {section[0][:80]!r}")
-        mid = None
-        direction = "sendrecv"
-        for line in section[1:]:
-            if line.startswith("a=mid:"):
-                mid = line[6:].strip()
-            elif line[2:] in ("sendrecv", "sendonly", "recvonly", "inactive"):
-                direction = line[2:]
-        try:
-            pts = tuple(int(p) for p in parts[3:]) if parts[0] != "application" else ()
-        except ValueError as exc:
-            raise SfuError(SfuCode.INVALID_SDP, f"bad payload types in {section[0][:80]!r}") \
-                from exc
-        if parts[1] == "0":
-            direction = "inactive"
-        out.append(MediaSection(kind=parts[0], mid=mid, direction=direction,
-                                payload_types=pts))
-    if not out:
-        raise SfuError(SfuCode.INVALID_SDP, "SDP has no media sections")
+def _filter_section(section: list[str]) -> list[str]:
+    """Keep only forwarded codecs (and their RTX); a section left with none is kept whole."""
+    parts = _mline(section[0])
+    kind = parts[0]
+    if kind not in FORWARDED:
+        return section
+    names: dict[str, str] = {}
+    apt: dict[str, str] = {}
+    for line in section[1:]:
+        if line.startswith("a=rtpmap:"):
+            pt, _, rest = line[9:].partition(" ")
+            names[pt] = rest.split("/", 1)[0].lower()
+        elif line.startswith("a=fmtp:"):
+            pt, _, rest = line[7:].partition(" ")
+            for param in rest.split(";"):
+                key, _, value = param.strip().partition("=")
+                if key == "apt":
+                    apt[pt] = value
+    keep = {pt for pt, name in names.items() if name in FORWARDED[kind]}
+    keep |= {pt for pt, name in names.items() if name == "rtx" and apt.get(pt) in keep}
+    fmt = [p for p in parts[3:] if p in keep]
+    if not fmt:
+        return section  # aiortc decides below whether it sends (then: no_supported_codec)
+    out = [" ".join(["m=" + kind, parts[1], parts[2], *fmt])]
+    for line in section[1:]:
+        if line.startswith(_CODEC_PREFIXES):
+            pt = line.split(":", 1)[1].split(" ", 1)[0]
+            if pt != "*" and pt not in keep:
+                continue
+        out.append(line)
     return out
+
+
+def _filter_candidates(section: list[str], allowed: CandidateCheck | None) -> list[str]:
+    out: list[str] = []
+    kept = 0
+    for line in section:
+        if line.startswith("a=candidate:"):
+            bits = line.split()
+            if len(bits) < 6:
+                raise SfuError(SfuCode.INVALID_SDP, f"bad candidate line {line[:80]!r}")
+            if allowed is not None and not allowed(bits[4]):
+                log.debug("remote candidate dropped by the filter", extra={"address": bits[4]})
+                continue
+            kept += 1
+            if kept > MAX_CANDIDATES:
+                raise SfuError(SfuCode.INVALID_SDP,
+                               f"at most {MAX_CANDIDATES} candidates per media section")
+        out.append(line)
+    return out
+
+
+def _limit(section: list[str]) -> None:
+    if len(section) > MAX_SECTION_LINES:
+        raise SfuError(SfuCode.INVALID_SDP,
+                       f"at most {MAX_SECTION_LINES} lines per media section")
+    if len(section[0].split()) - 3 > MAX_PAYLOAD_TYPES:
+        raise SfuError(SfuCode.INVALID_SDP,
+                       f"at most {MAX_PAYLOAD_TYPES} payload types per media section")
+
+
+def _rewrite(sdp: str, *, codecs: bool, allowed: CandidateCheck | None) -> str:
+    session, sections = _split(sdp)
+    if len(session) > MAX_SESSION_LINES:
+        raise SfuError(SfuCode.INVALID_SDP, f"at most {MAX_SESSION_LINES} session lines")
+    out = list(session)
+    for section in sections:
+        _mline(section[0])
+        if codecs:
+            section = _filter_section(section)
+        section = _filter_candidates(section, allowed)
+        _limit(section)
+        out.extend(section)
+    return "\r\n".join(out) + "\r\n"
 
 
 def filter_codecs(sdp: str) -> str:
     """Keep only forwarded codecs (and their RTX) in each audio/video section.
 
-    A sending section left with no codec makes the whole offer fail with
-    ``no_supported_codec``.
+    A section left with no forwarded codec is kept as it is; whether that is
+    acceptable depends on its direction, which :func:`read_description` decides.
     """
     _check(sdp)
-    session, sections = _split(sdp)
-    out = list(session)
-    for section in sections:
-        parts = section[0][2:].split()
-        if len(parts) < 4:
-            raise SfuError(SfuCode.INVALID_SDP, f"bad m-line {section[0][:80]!r}")
-        kind = parts[0]
-        if kind not in FORWARDED:
-            out.extend(section)
-            continue
-        names: dict[int, str] = {}
-        apt: dict[int, int] = {}
-        for line in section[1:]:
-            if line.startswith("a=rtpmap:"):
-                pt, _, rest = line[9:].partition(" ")
-                if pt.isdigit():
-                    names[int(pt)] = rest.split("/")[0].lower()
-            elif line.startswith("a=fmtp:"):
-                pt, _, rest = line[7:].partition(" ")
-                for param in rest.split(";"):
-                    key, _, value = param.strip().partition("=")
-                    if key == "apt" and pt.isdigit() and value.isdigit():
-                        apt[int(pt)] = int(value)
-        keep = {pt for pt, name in names.items() if name in FORWARDED[kind]}
-        keep |= {pt for pt, name in names.items() if name == "rtx" and apt.get(pt) in keep}
-        section_fmt = [p for p in parts[3:] if p.isdigit() and int(p) in keep]
-        direction = next((ln[2:] for ln in section[1:]
-                          if ln[2:] in ("sendrecv", "sendonly", "recvonly", "inactive")),
-                         "sendrecv")
-        if not section_fmt:
-            if direction in ("sendonly", "sendrecv") and parts[1] != "0":
-                raise SfuError(SfuCode.NO_SUPPORTED_CODEC,
-                               f"no {kind} codec the SFU forwards "
-                               f"({', '.join(FORWARDED[kind])}) in the offer")
-            out.extend(section)
-            continue
-        out.append(" ".join(["m=" + kind, parts[1], parts[2], *section_fmt]))
-        for line in section[1:]:
-            for prefix in ("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"):
-                if line.startswith(prefix):
-                    pt = line[len(prefix):].split(" ")[0]
-                    if pt.isdigit() and int(pt) not in keep:
-                        break
-            else:
-                out.append(line)
-    return "\r\n".join(out) + "\r\n"
+    return _rewrite(sdp, codecs=True, allowed=None)
+
+
+def _parse(sdp: str) -> SessionDescription:
+    try:
+        return SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser asserts, and raises Value/Key/Index errors
+        raise SfuError(SfuCode.INVALID_SDP, f"cannot parse SDP: {exc!r}"[:200]) from exc
+
+
+def read_description(sdp: str, *, max_sections: int, codecs: bool = True,
+                     candidates: CandidateCheck | None = None) -> Description:
+    """Check, rewrite and parse a client's description (see the module docstring).
+
+    ``codecs``: filter codecs (offers); ``candidates``: keep only the remote
+    candidates it allows. Raises :class:`SfuError`: ``too_many_tracks`` for more
+    than ``max_sections`` m-lines, ``invalid_sdp``, or ``no_supported_codec`` when
+    a sending section has no codec the SFU forwards.
+    """
+    _check(sdp, max_sections)
+    text = _rewrite(sdp, codecs=codecs, allowed=candidates)
+    parsed = _parse(text)
+    sections = []
+    for media in parsed.media:
+        fmt = tuple(p for p in media.fmt if isinstance(p, int))
+        section = MediaSection(kind=media.kind, mid=media.rtp.muxId or None,
+                               direction=media.direction or "", payload_types=fmt)
+        if codecs and section.sending and not any(
+                c.mimeType.split("/")[-1].lower() in FORWARDED[media.kind]
+                for c in media.rtp.codecs):
+            raise SfuError(SfuCode.NO_SUPPORTED_CODEC,
+                           f"no {media.kind} codec the SFU forwards "
+                           f"({', '.join(FORWARDED[media.kind])}) in the offer")
+        sections.append(section)
+    if not sections:
+        raise SfuError(SfuCode.INVALID_SDP, "SDP has no media sections")
+    return Description(sdp=text, sections=tuple(sections))

@@ -44,7 +44,7 @@ from sfu.hooks import (
 )
 from sfu.linkstats import SubscriberLink
 from sfu.producer import Producer
-from sfu.sdp import FORWARDED, filter_codecs, media_sections
+from sfu.sdp import FORWARDED, Description, count_media_sections, read_description
 from sfu.stats import ForwardingStats
 from sfu.udpmux import use_node_media
 
@@ -63,7 +63,20 @@ def _new_pc() -> RTCPeerConnection:
     return pc
 
 
-async def _add_candidate(ice_transport: Any, candidate: dict[str, Any] | None) -> None:
+async def read_client_description(sdp: str, config: SfuConfig, *,
+                                   max_sections: int | None = None,
+                                   offer: bool = True) -> Description:
+    """:func:`sfu.sdp.read_description` with the node's limits and candidate filter, run in
+    a worker thread: however hostile the text, the event loop keeps its turns.
+
+    ``max_sections``: m-lines allowed (default: ``config.max_media_sections``)."""
+    return await asyncio.to_thread(
+        read_description, sdp, codecs=offer, candidates=config.candidate_filter.allows,
+        max_sections=config.max_media_sections if max_sections is None else max_sections)
+
+
+async def _add_candidate(ice_transport: Any, candidate: dict[str, Any] | None,
+                         config: SfuConfig) -> None:
     if candidate is None or not candidate.get("candidate"):
         return  # end of candidates
     try:
@@ -76,6 +89,9 @@ async def _add_candidate(ice_transport: Any, candidate: dict[str, Any] | None) -
         raise SfuError(SfuCode.INVALID_CANDIDATE, f"cannot use candidate: {exc}") from exc
     if ice_transport is None:
         raise SfuError(SfuCode.UNKNOWN_CONNECTION, "the connection has no description yet")
+    if not config.candidate_filter.allows(str(ice.ip)):
+        log.debug("remote candidate dropped by the filter", extra={"address": str(ice.ip)})
+        return
     try:
         await ice_transport.addRemoteCandidate(ice)
     except (ValueError, TypeError) as exc:
@@ -118,7 +134,7 @@ class _Transport:
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
         if self.closed:
             raise SfuError(SfuCode.CLOSED, "connection closed")
-        await _add_candidate(self._ice_transport(), candidate)
+        await _add_candidate(self._ice_transport(), candidate, self.config)
 
     def _ice_transport(self) -> Any:
         """The connection's one ICE transport (max-bundle): candidates go straight to it,
@@ -127,9 +143,13 @@ class _Transport:
 
 
 class PublishTransport(_Transport):
+    """``may_publish`` false (a listener, a hidden participant): every offer with a
+    sending section is refused and no track ever becomes a Producer."""
+
     def __init__(self, config: SfuConfig, app_data: dict[str, Any],
-                 on_producer: Callable[[Producer], None]) -> None:
+                 on_producer: Callable[[Producer], None], *, may_publish: bool) -> None:
         super().__init__(config, app_data)
+        self.may_publish = may_publish
         self.producers: dict[str, Producer] = {}
         """By mid."""
         self._on_producer = on_producer
@@ -139,49 +159,61 @@ class PublishTransport(_Transport):
         def _track(track: Any) -> None:
             self._pending.append(track)
 
-    async def handle_offer(self, sdp: str, track_meta: dict[str, dict[str, Any]]) -> str:
+    async def handle_offer(self, offer: Description | str,
+                           track_meta: dict[str, dict[str, Any]]) -> str:
         """Apply the client's offer; returns the answer SDP.
 
+        ``offer``: read by :func:`read_client_description` (text is read here).
         ``track_meta`` maps mid → app data for new producers. Sections that
         stopped sending close their producers.
         """
         if self.closed:
             raise SfuError(SfuCode.CLOSED, "connection closed")
-        sections = media_sections(sdp)
-        sending = [s for s in sections if s.sending]
+        if isinstance(offer, str):
+            offer = await read_client_description(offer, self.config)
+        sending = offer.sending
+        if sending and not self.may_publish:
+            raise SfuError(SfuCode.PERMISSION_DENIED, "this connection may not send media")
         if len(sending) > self.config.max_tracks_per_connection:
             raise SfuError(SfuCode.TOO_MANY_TRACKS,
                            f"at most {self.config.max_tracks_per_connection} tracks per "
                            "connection")
-        filtered = filter_codecs(sdp)
         if self.pc.remoteDescription is not None:
             await _settle(self.pc)
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=filtered, type="offer"))
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
-            raise SfuError(SfuCode.INVALID_SDP, f"offer rejected: {exc}") from exc
-        except Exception as exc:  # aiortc raises InvalidStateError/InvalidAccessError too
+        except Exception as exc:  # aiortc raises Value/Type errors, InvalidState/AccessError
             raise SfuError(SfuCode.INVALID_SDP, f"offer rejected: {exc}") from exc
         sending_mids = {s.mid for s in sending}
         for mid, producer in list(self.producers.items()):
             if mid not in sending_mids:
                 del self.producers[mid]
                 await producer.close()
-        self._bind_tracks(track_meta)
+        for transceiver in self._bind_tracks(track_meta):
+            await transceiver.stop()  # never read, never forwarded
         return str(self.pc.localDescription.sdp)
 
     def _ice_transport(self) -> Any:
         transceivers = self.pc.getTransceivers()
         return transceivers[0].receiver.transport.transport if transceivers else None
 
-    def _bind_tracks(self, track_meta: dict[str, dict[str, Any]]) -> None:
+    def _bind_tracks(self, track_meta: dict[str, dict[str, Any]]) -> list[RTCRtpTransceiver]:
+        """New tracks become producers; returns the transceivers of tracks refused
+        (no permission, or over the per-connection cap: the checks above make both
+        unreachable, this is the last line)."""
         pending, self._pending = self._pending, []
         by_track = {id(t.receiver.track): t for t in self.pc.getTransceivers()}
+        refused = []
         for track in pending:
             transceiver: RTCRtpTransceiver | None = by_track.get(id(track))
             if transceiver is None or transceiver.mid is None:
+                continue
+            if not self.may_publish or \
+                    len(self.producers) >= self.config.max_tracks_per_connection:
+                log.warning("track refused", extra={"transport": self.id})
+                refused.append(transceiver)
                 continue
             mid = str(transceiver.mid)
             producer = Producer(
@@ -190,6 +222,7 @@ class PublishTransport(_Transport):
                 app_data={**self.app_data, **track_meta.get(mid, {}), "mid": mid})
             self.producers[mid] = producer
             self._on_producer(producer)
+        return refused
 
     async def close(self) -> None:
         if self.closed:
@@ -323,9 +356,15 @@ class SubscribeTransport(_Transport):
             raise SfuError(SfuCode.CLOSED, "connection closed")
         if not self._awaiting_answer:
             raise SfuError(SfuCode.NO_OFFER_PENDING, "no offer is waiting for an answer")
-        media_sections(sdp)
+        # An answer has the m-lines of the SFU's own offer, however many slots it holds.
+        offered = count_media_sections(str(self.pc.localDescription.sdp))
+        answer = await read_client_description(sdp, self.config, max_sections=offered,
+                                               offer=False)
+        if not self._awaiting_answer or self.closed:  # closed or answered meanwhile
+            raise SfuError(SfuCode.NO_OFFER_PENDING, "no offer is waiting for an answer")
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=answer.sdp, type="answer"))
         except Exception as exc:
             raise SfuError(SfuCode.INVALID_SDP, f"answer rejected: {exc}") from exc
         self._awaiting_answer = False

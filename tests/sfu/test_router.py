@@ -6,6 +6,7 @@ from the offers alone, ICE on loopback only).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,7 +38,7 @@ async def publish(router: Router, kinds: tuple[str, ...]) -> tuple[list[Producer
     await client.setLocalDescription(await client.createOffer())
     produced: list[Producer] = []
     transport = router.create_publish_transport({"participant": "a"},
-                                                on_producer=produced.append)
+                                                on_producer=produced.append, may_publish=True)
     await transport.handle_offer(client.localDescription.sdp, {})
     return produced, client
 
@@ -91,3 +92,31 @@ async def test_a_new_consumer_asks_its_producer_for_a_key_frame(router: Router) 
         assert consumer.app_data == {"track": "t"}
     finally:
         await client.close()
+
+
+def router_tasks() -> set[str]:
+    return {t.get_name() for t in asyncio.all_tasks()} & {"active-speakers", "bandwidth"}
+
+
+async def test_periodic_loops_run_only_while_the_router_has_transports(
+        loopback_ice: None) -> None:
+    router = Router(CONFIG)
+    try:
+        assert router.idle and router_tasks() == set()  # an empty room costs no task
+        first = router.create_subscribe_transport({"participant": "a"},
+                                                  on_offer=lambda sdp, tracks: None)
+        second = router.create_subscribe_transport({"participant": "b"},
+                                                   on_offer=lambda sdp, tracks: None)
+        assert not router.idle and router_tasks() == {"active-speakers", "bandwidth"}
+        await router.close_transport(first)
+        assert not router.idle  # one member left: still running
+        await router.close_transport(second)
+        assert router.idle and router_tasks() == set()
+        again = router.create_subscribe_transport({"participant": "c"},
+                                                  on_offer=lambda sdp, tracks: None)
+        assert router_tasks() == {"active-speakers", "bandwidth"}  # a new member restarts them
+        await router.close_transport(again)
+        assert router.idle
+    finally:
+        await router.close()
+    assert router.idle and router_tasks() == set()

@@ -6,7 +6,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from sfu.errors import SfuCode, SfuError
-from sfu.sdp import MAX_SDP_BYTES, MediaSection, filter_codecs, media_sections
+from sfu.sdp import MAX_SDP_BYTES, MediaSection, filter_codecs, read_description
 
 FB = ["goog-remb", "transport-cc", "ccm fir", "nack", "nack pli"]
 
@@ -108,6 +108,10 @@ SESSION = [
 ]
 
 
+def media_sections(text: str) -> list[MediaSection]:
+    return list(read_description(text, max_sections=12).sections)
+
+
 def sdp(*sections: list[str]) -> str:
     return "\r\n".join(SESSION + [line for s in sections for line in s]) + "\r\n"
 
@@ -185,21 +189,29 @@ def h264_only(direction: str, port: str = "9") -> list[str]:
 def test_sending_section_without_vp8_is_refused() -> None:
     for direction in ("sendonly", "sendrecv"):
         with pytest.raises(SfuError) as err:
-            filter_codecs(sdp(CHROME_AUDIO, h264_only(direction)))
+            media_sections(sdp(CHROME_AUDIO, h264_only(direction)))
         assert err.value.code is SfuCode.NO_SUPPORTED_CODEC
         assert "vp8" in err.value.message
 
 
-def test_receive_only_or_rejected_section_without_supported_codec_passes() -> None:
-    for section in (h264_only("recvonly"), h264_only("inactive"), h264_only("sendonly", "0")):
-        out = filter_codecs(sdp(CHROME_AUDIO, section))
-        assert split(out)[2] == section
+def test_receive_only_section_without_supported_codec_passes() -> None:
+    for section in (h264_only("recvonly"), h264_only("inactive")):
+        text = sdp(CHROME_AUDIO, section)
+        assert split(filter_codecs(text))[2] == section
+        assert split(read_description(text, max_sections=12).sdp)[2] == section
+
+
+def test_port_zero_does_not_make_a_sending_section_inactive() -> None:
+    """aiortc ignores the port: a port-0 sendonly section sends, so it needs a codec."""
+    with pytest.raises(SfuError) as err:
+        media_sections(sdp(CHROME_AUDIO, h264_only("sendonly", "0")))
+    assert err.value.code is SfuCode.NO_SUPPORTED_CODEC
 
 
 def test_audio_section_without_opus_is_refused() -> None:
     pcmu = ["m=audio 9 UDP/TLS/RTP/SAVPF 0", "a=mid:0", "a=sendonly", "a=rtpmap:0 PCMU/8000"]
     with pytest.raises(SfuError) as err:
-        filter_codecs(sdp(pcmu))
+        media_sections(sdp(pcmu))
     assert err.value.code is SfuCode.NO_SUPPORTED_CODEC
 
 
@@ -235,23 +247,26 @@ def test_sdp_without_media_sections_has_nothing_to_parse() -> None:
 
 
 def test_media_sections_reads_kind_mid_direction_and_payload_types() -> None:
+    """What aiortc reads in the filtered text: only forwarded payload types are left."""
     sections = media_sections(CHROME_OFFER)
     assert sections == [
-        MediaSection(kind="audio", mid="0", direction="sendrecv",
-                     payload_types=(111, 63, 9, 0, 8, 13, 110, 126)),
-        MediaSection(kind="video", mid="1", direction="sendonly",
-                     payload_types=(96, 97, 98, 99, 100, 101, 102, 103, 45, 46, 112, 113, 114)),
-        MediaSection(kind="application", mid="2", direction="sendrecv", payload_types=()),
+        MediaSection(kind="audio", mid="0", direction="sendrecv", payload_types=(111,)),
+        MediaSection(kind="video", mid="1", direction="sendonly", payload_types=(96, 97)),
+        MediaSection(kind="application", mid="2", direction="", payload_types=()),
     ]
     assert [s.sending for s in sections] == [True, True, False]
 
 
-def test_port_zero_section_is_inactive_and_not_sending() -> None:
-    rejected = ["m=video 0 UDP/TLS/RTP/SAVPF 96", "a=mid:3", "a=sendonly",
-                "a=rtpmap:96 VP8/90000"]
+def test_directions_are_read_as_aiortc_reads_them() -> None:
+    """Port 0 and non-``a=`` lines do not change a direction: aiortc ignores both."""
+    port_zero = ["m=video 0 UDP/TLS/RTP/SAVPF 96", "a=mid:3", "a=sendonly",
+                 "a=rtpmap:96 VP8/90000"]
+    x_inactive = ["m=video 9 UDP/TLS/RTP/SAVPF 96", "a=mid:4", "a=sendonly", "x=inactive",
+                  "b=inactive", "a=rtpmap:96 VP8/90000"]
     recv = ["m=audio 9 UDP/TLS/RTP/SAVPF 111", "a=recvonly", "a=rtpmap:111 opus/48000/2"]
-    video, audio = media_sections(sdp(rejected, recv))
-    assert video.direction == "inactive" and video.mid == "3" and not video.sending
+    video, tricked, audio = media_sections(sdp(port_zero, x_inactive, recv))
+    assert video.direction == "sendonly" and video.mid == "3" and video.sending
+    assert tricked.direction == "sendonly" and tricked.sending
     assert audio.direction == "recvonly" and audio.mid is None and not audio.sending
 
 
@@ -283,3 +298,63 @@ async def test_filtered_aiortc_offer_is_accepted_by_another_aiortc_peer(
     finally:
         await offerer.close()
         await answerer.close()
+
+
+def recvonly_sections(n: int) -> list[str]:
+    return [line for i in range(n) for line in (
+        "m=video 9 UDP/TLS/RTP/SAVPF 96", f"a=mid:r{i}", "a=recvonly", "a=rtpmap:96 VP8/90000")]
+
+
+def test_too_many_m_lines_are_refused_before_any_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """~430 recvonly m-lines fit in 60 KB; they are counted in the text and refused."""
+    text = sdp(CHROME_AUDIO, recvonly_sections(430))
+    assert len(text) < MAX_SDP_BYTES
+    parsed: list[str] = []
+    monkeypatch.setattr("sfu.sdp.SessionDescription.parse", parsed.append)
+    monkeypatch.setattr("sfu.sdp._split", lambda text: parsed.append(text))
+    with pytest.raises(SfuError) as err:
+        read_description(text, max_sections=12)
+    assert err.value.code is SfuCode.TOO_MANY_TRACKS and "12" in err.value.message
+    assert parsed == []
+
+
+def test_m_line_cap_counts_every_kind_of_section() -> None:
+    read_description(sdp(CHROME_AUDIO, recvonly_sections(11)), max_sections=12)
+    with pytest.raises(SfuError) as err:
+        read_description(sdp(CHROME_AUDIO, CHROME_DATA, recvonly_sections(11)),
+                         max_sections=12)
+    assert err.value.code is SfuCode.TOO_MANY_TRACKS
+
+
+@pytest.mark.parametrize("extra", [
+    [f"a=ssrc:{1000000000 + i} cname:x" for i in range(1500)],
+    ["a=rtcp-fb:* nack"] * 2500,
+    [f"a=candidate:{i} 1 udp 1 127.0.0.{1 + i % 250} {1000 + i} typ host" for i in range(40)],
+    ["a=extmap:1 urn:x"] * 2500,
+])
+def test_huge_attribute_lists_are_invalid(extra: list[str]) -> None:
+    text = sdp(CHROME_AUDIO[:-2] + extra + CHROME_AUDIO[-2:])
+    assert len(text) < MAX_SDP_BYTES
+    with pytest.raises(SfuError) as err:
+        media_sections(text)
+    assert err.value.code is SfuCode.INVALID_SDP
+
+
+def test_many_payload_types_of_a_forwarded_codec_are_invalid() -> None:
+    pts = list(range(96, 128)) + list(range(35, 64))
+    video = [f"m=video 9 UDP/TLS/RTP/SAVPF {' '.join(map(str, pts))}", "a=mid:1",
+             "a=sendonly", *(f"a=rtpmap:{pt} VP8/90000" for pt in pts)]
+    with pytest.raises(SfuError) as err:
+        media_sections(sdp(video))
+    assert err.value.code is SfuCode.INVALID_SDP
+
+
+def test_denied_candidate_lines_are_removed_before_aiortc_sees_them() -> None:
+    lines = ["a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host",
+             "a=candidate:2 1 udp 2130706431 169.254.169.254 80 typ host",
+             "a=candidate:3 1 udp 2130706431 fe80::1 5000 typ host"]
+    text = sdp(CHROME_AUDIO[:-2] + lines + CHROME_AUDIO[-2:])
+    out = read_description(text, max_sections=12,
+                           candidates=lambda host: host == "127.0.0.1").sdp
+    assert "127.0.0.1 5000" in out
+    assert "169.254.169.254" not in out and "fe80::1" not in out

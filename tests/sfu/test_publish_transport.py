@@ -1,0 +1,66 @@
+"""The publish transport's own checks (defence in depth under the conference layer)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiortc import RTCPeerConnection
+
+from sfu.config import SfuConfig
+from sfu.errors import SfuCode, SfuError
+from sfu.producer import Producer
+from sfu.router import Router
+
+CONFIG = SfuConfig(ice_addresses=("127.0.0.1",), max_tracks_per_connection=2)
+
+
+@pytest.fixture
+async def router(loopback_ice: None) -> AsyncIterator[Router]:
+    router = Router(CONFIG)
+    try:
+        yield router
+    finally:
+        await router.close()
+
+
+async def offer(kinds: tuple[str, ...], disguise: bool) -> str:
+    pc = RTCPeerConnection()
+    try:
+        for kind in kinds:
+            pc.addTransceiver(kind, direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = str(pc.localDescription.sdp)
+    finally:
+        await pc.close()
+    if disguise:  # what Parley's own reader once took for inactive
+        sdp = sdp.replace("a=sendonly\r\n", "a=sendonly\r\nx=inactive\r\n")
+        sdp = sdp.replace("m=audio 9 ", "m=audio 0 ").replace("m=video 9 ", "m=video 0 ")
+    return sdp
+
+
+@pytest.mark.parametrize("disguise", [False, True])
+async def test_a_transport_that_may_not_publish_produces_nothing(
+        router: Router, disguise: bool) -> None:
+    produced: list[Producer] = []
+    transport = router.create_publish_transport({"participant": "ghost"}, produced.append,
+                                                may_publish=False)
+    with pytest.raises(SfuError) as err:
+        await transport.handle_offer(await offer(("video",), disguise), {})
+    assert err.value.code is SfuCode.PERMISSION_DENIED
+    assert produced == [] and transport.producers == {} and router.producers == {}
+    assert transport.pc.remoteDescription is None  # never applied
+
+
+@pytest.mark.parametrize("disguise", [False, True])
+async def test_disguised_sections_cannot_pass_the_track_cap(
+        router: Router, disguise: bool) -> None:
+    produced: list[Producer] = []
+    transport = router.create_publish_transport({"participant": "a"}, produced.append,
+                                                may_publish=True)
+    with pytest.raises(SfuError) as err:
+        await transport.handle_offer(await offer(("video",) * 4 + ("audio",) * 4, disguise), {})
+    assert err.value.code is SfuCode.TOO_MANY_TRACKS
+    assert produced == [] and transport.pc.remoteDescription is None
+    await transport.handle_offer(await offer(("video", "audio"), disguise), {})
+    assert sorted(p.kind for p in produced) == ["audio", "video"]
