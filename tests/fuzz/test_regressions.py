@@ -18,7 +18,7 @@ from fuzz import media_targets, targets
 from fuzz.known import KNOWN
 from fuzz.seeds import JWT_HEADER, OFFER_LINES, sign_jwt
 from sfu.errors import SfuCode, SfuError
-from sfu.sdp import filter_codecs, media_sections
+from sfu.sdp import filter_codecs, read_description
 from signaling.errors import ErrorCode, SignalError
 from tests.conftest import Client, NodeHarness, StartNode, token
 from tests.fuzz.test_protocol_fuzz import OPEN
@@ -112,7 +112,7 @@ def test_sdp_line_separators_cannot_hide_an_m_line_from_the_filter() -> None:
              "a=rtpmap:102 H264/90000"
     sdp = offer(extra={"a=mid:0": hidden})
     try:
-        counted = media_sections(sdp)
+        counted = read_description(sdp, max_sections=12).sections
         applied = SessionDescription.parse(filter_codecs(sdp)).media
     except SfuError as err:
         assert err.code is SfuCode.INVALID_SDP
