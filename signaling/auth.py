@@ -54,6 +54,8 @@ class TokenVerifier:
             raise _fail(ErrorCode.MISSING_TOKEN, "a join token is required")
         if len(token) > MAX_TOKEN_BYTES:
             raise _fail(ErrorCode.INVALID_TOKEN, "token too long")
+        if not token.isascii():
+            raise _fail(ErrorCode.INVALID_TOKEN, "a JWT is ASCII text")
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})

@@ -79,3 +79,15 @@ def test_close_codes_reach_the_page_from_the_one_definition() -> None:
     assert codes["REMOVED"] == 4006 and codes["JOIN_REFUSED"] == 4009
     page = (Path(__file__).parents[2] / "signaling" / "static" / "app.js").read_text()
     assert not re.search(r"code === \d{4}", page)
+
+
+def test_lone_surrogates_are_refused_and_pairs_kept() -> None:
+    assert _code('{"type":"update","metadata":"a\\ud800b"}') is ErrorCode.MALFORMED_JSON
+    assert _code('{"type":"update","metadata":"\\udfff"}') is ErrorCode.MALFORMED_JSON
+    update = MESSAGES.parse('{"type":"update","metadata":"\\ud83d\\ude00"}')
+    assert getattr(update, "metadata") == "\U0001f600"  # noqa: B009
+
+
+def test_a_lone_surrogate_from_elsewhere_still_encodes_as_json() -> None:
+    text = encode({"type": "data", "payload": "\ud800"}).with_seq(1)
+    assert json.loads(text)["payload"] == "\ud800"
