@@ -3,8 +3,11 @@
 A client's description goes through :func:`read_description` before aiortc sees
 it. In order, each step bounded by the previous one:
 
-1. cheap checks on the raw text: size, ``v=0``, and the number of ``m=`` lines
-   (counted in the text, before anything is split or parsed);
+1. cheap checks on the raw text: size, ``v=0``, line breaks (CRLF or LF only:
+   aiortc splits lines with ``str.splitlines``, which also breaks at a lone CR,
+   ``\x0b``, ``\x0c``, ``\x1c``-``\x1e``, ``\x85``, U+2028 and U+2029, so a line
+   hidden behind one of those would escape the SFU's own split), and the number
+   of ``m=`` lines (counted in the text, before anything is split or parsed);
 2. one linear rewrite: unsupported codecs removed, remote candidates the
    node's filter denies removed, per-section line limits enforced;
 3. aiortc's own parser (``aiortc.sdp.SessionDescription.parse``) on the
@@ -20,6 +23,7 @@ attribute counts, in the millisecond range for any text under
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +47,8 @@ MAX_CANDIDATES = 32
 """``a=candidate`` lines kept in one media section."""
 
 _CODEC_PREFIXES = ("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")
+_OTHER_BREAKS = re.compile("\r(?!\n)|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+"""Line breaks of ``str.splitlines`` (aiortc's split) other than CRLF and LF."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +95,8 @@ def _check(sdp: str, max_sections: int | None = None) -> None:
         raise SfuError(SfuCode.INVALID_SDP, "SDP missing or too large")
     if not sdp.startswith("v=0"):
         raise SfuError(SfuCode.INVALID_SDP, "SDP must start with v=0")
+    if _OTHER_BREAKS.search(sdp):
+        raise SfuError(SfuCode.INVALID_SDP, "SDP has line breaks other than CRLF or LF")
     if max_sections is not None and count_media_sections(sdp) > max_sections:
         raise SfuError(SfuCode.TOO_MANY_TRACKS,
                        f"at most {max_sections} media sections in one description")

@@ -103,7 +103,6 @@ async def test_metadata_with_a_lone_surrogate_is_refused_with_a_code(node: NodeH
 
 
 # -- SDP (sfu/sdp.py) ----------------------------------------------------------------
-@_xfail("sdp-line-separators")
 def test_sdp_line_separators_cannot_hide_an_m_line_from_the_filter() -> None:
     """aiortc splits lines at a lone CR (and at \\x0b, \\x0c, \\x85, U+2028, ...); the
     SFU's reader does not, so an H.264 m-line hidden there is neither counted nor

@@ -358,3 +358,18 @@ def test_denied_candidate_lines_are_removed_before_aiortc_sees_them() -> None:
                            candidates=lambda host: host == "127.0.0.1").sdp
     assert "127.0.0.1 5000" in out
     assert "169.254.169.254" not in out and "fe80::1" not in out
+
+
+@pytest.mark.parametrize("brk", ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85",
+                                 "\u2028", "\u2029"])
+def test_line_breaks_other_than_crlf_or_lf_are_invalid(brk: str) -> None:
+    """aiortc splits lines at each of these (``str.splitlines``): an m-line behind one
+    would be applied by aiortc without being counted or filtered by the SFU."""
+    text = CHROME_OFFER.replace("\r\na=mid:1\r\n",
+                                f"\r\na=mid:1{brk}m=video 9 UDP/TLS/RTP/SAVPF 102{brk}"
+                                f"a=sendonly{brk}a=rtpmap:102 H264/90000\r\n")
+    assert len(text.splitlines()) > len(CHROME_OFFER.splitlines())
+    for parse in (filter_codecs, media_sections):
+        with pytest.raises(SfuError) as err:
+            parse(text)
+        assert err.value.code is SfuCode.INVALID_SDP
