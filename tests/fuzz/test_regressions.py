@@ -120,7 +120,6 @@ def test_sdp_line_separators_cannot_hide_an_m_line_from_the_filter() -> None:
     assert not any(c.mimeType == "video/H264" for m in applied for c in m.rtp.codecs)
 
 
-@_xfail("sdp-unicode-digits")
 def test_unicode_digit_payload_type_is_invalid_sdp() -> None:
     """``"²".isdigit()`` is true but ``int("²")`` raises: internal_error on the wire."""
     with pytest.raises(SfuError):

@@ -373,3 +373,29 @@ def test_line_breaks_other_than_crlf_or_lf_are_invalid(brk: str) -> None:
         with pytest.raises(SfuError) as err:
             parse(text)
         assert err.value.code is SfuCode.INVALID_SDP
+
+
+@pytest.mark.parametrize(("line", "bad"), [
+    ("a=rtpmap:111 opus/48000/2", "a=rtpmap:\u00b2 opus/48000/2"),  # isdigit(), int() fails
+    ("a=rtpmap:111 opus/48000/2", "a=rtpmap:\u0661\u0661\u0661 opus/48000/2"),  # int() = 111
+    ("a=fmtp:97 apt=96", "a=fmtp:97 apt=\u0669\u0666"),
+    ("m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126",
+     "m=audio 9 UDP/TLS/RTP/SAVPF \u0661\u0661\u0661 63 9 0 8 13 110 126"),
+    ("a=rtcp-fb:96 nack", "a=rtcp-fb:\u00b9 nack"),
+])
+def test_payload_types_must_be_ascii_numbers(line: str, bad: str) -> None:
+    text = CHROME_OFFER.replace(f"\r\n{line}\r\n", f"\r\n{bad}\r\n", 1)
+    assert text != CHROME_OFFER
+    for parse in (filter_codecs, media_sections):
+        with pytest.raises(SfuError) as err:
+            parse(text)
+        assert err.value.code is SfuCode.INVALID_SDP
+
+
+def test_payload_types_are_compared_as_numbers() -> None:
+    """aiortc reads ``0111`` as 111: a leading zero must not keep H.264 in the section."""
+    video = ["m=video 9 UDP/TLS/RTP/SAVPF 096 102", "a=mid:1", "a=sendonly",
+             "a=rtpmap:96 VP8/90000", "a=rtpmap:102 H264/90000"]
+    out = filter_codecs(sdp(video))
+    assert "H264" not in out and "m=video 9 UDP/TLS/RTP/SAVPF 096\r\n" in out
+    assert media_sections(sdp(video))[0].payload_types == (96,)
