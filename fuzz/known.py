@@ -49,9 +49,6 @@ KNOWN: tuple[KnownBug, ...] = (
     KnownBug(name="subscriber-close-after-failure", where="sfu/transport.py",
              signature=("sfu/transport.py", "_negotiate_loop", "InvalidStateError"),
              test="test_subscriber_connection_that_ended_closes_without_an_error"),
-    KnownBug(name="offer-without-fingerprint", where="sfu/sdp.py or sfu/transport.py",
-             signature=("rtcdtlstransport.py", "assert len(remoteParameters.fingerprints)"),
-             test="test_offer_without_fingerprint_is_invalid_sdp"),
 )
 
 

@@ -13,7 +13,10 @@ it. In order, each step bounded by the previous one:
 3. aiortc's own parser (``aiortc.sdp.SessionDescription.parse``) on the
    rewritten text. Directions, kinds and mids come from that parse only, and
    the same text is what the peer connection is given, so the SFU's checks
-   and aiortc's behaviour cannot disagree about which sections send.
+   and aiortc's behaviour cannot disagree about which sections send;
+4. transport parameters aiortc only checks (by ``assert``) deep in its connect
+   task: every section needs ICE credentials, ``a=setup`` and a DTLS fingerprint
+   (session- or media-level).
 
 Numbers (payload types) are read as ASCII digits only: ``"²".isdigit()`` is
 true but ``int("²")`` raises, and ``int`` reads Arabic-Indic digits as numbers, so
@@ -251,6 +254,19 @@ def _parse(sdp: str) -> SessionDescription:
         raise SfuError(SfuCode.INVALID_SDP, f"cannot parse SDP: {exc!r}"[:200]) from exc
 
 
+def _check_transport(parsed: SessionDescription) -> None:
+    """ICE credentials, ``a=setup`` and a DTLS fingerprint in every section (aiortc reads
+    session-level ones into each section). aiortc refuses missing ICE credentials itself
+    but accepts the rest and only fails later, in its connect task."""
+    for media in parsed.media:
+        if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+            raise SfuError(SfuCode.INVALID_SDP,
+                           f"{media.kind} section needs a=ice-ufrag and a=ice-pwd")
+        if media.dtls is None or not media.dtls.fingerprints:
+            raise SfuError(SfuCode.INVALID_SDP,
+                           f"{media.kind} section needs a=setup and a=fingerprint")
+
+
 def read_description(sdp: str, *, max_sections: int, codecs: bool = True,
                      candidates: CandidateCheck | None = None) -> Description:
     """Check, rewrite and parse a client's description (see the module docstring).
@@ -263,6 +279,7 @@ def read_description(sdp: str, *, max_sections: int, codecs: bool = True,
     _check(sdp, max_sections)
     text = _rewrite(sdp, codecs=codecs, allowed=candidates)
     parsed = _parse(text)
+    _check_transport(parsed)
     sections = []
     for media in parsed.media:
         fmt = tuple(p for p in media.fmt if isinstance(p, int))

@@ -97,7 +97,7 @@ CHROME_DATA = [
     "a=sctp-port:5000",
     "a=max-message-size:262144",
 ]
-SESSION = [
+BARE_SESSION = [
     "v=0",
     "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
     "s=-",
@@ -106,6 +106,10 @@ SESSION = [
     "a=extmap-allow-mixed",
     "a=msid-semantic: WMS 5c3e0a1b-stream",
 ]
+TRANSPORT = [line for line in CHROME_AUDIO if line.startswith(
+    ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:", "a=setup:"))]
+SESSION = BARE_SESSION + TRANSPORT
+"""Session-level ICE credentials and DTLS fingerprint: every section inherits them."""
 
 
 def media_sections(text: str) -> list[MediaSection]:
@@ -399,3 +403,31 @@ def test_payload_types_are_compared_as_numbers() -> None:
     out = filter_codecs(sdp(video))
     assert "H264" not in out and "m=video 9 UDP/TLS/RTP/SAVPF 096\r\n" in out
     assert media_sections(sdp(video))[0].payload_types == (96,)
+
+
+def transport_offer(session: list[str], media: list[str]) -> str:
+    audio = [ln for ln in CHROME_AUDIO if ln not in TRANSPORT]
+    return "\r\n".join([*BARE_SESSION, *session, audio[0], *media, *audio[1:]]) + "\r\n"
+
+
+@pytest.mark.parametrize("where", ["session", "media"])
+def test_transport_parameters_may_be_session_or_media_level(where: str) -> None:
+    text = transport_offer(TRANSPORT, []) if where == "session" \
+        else transport_offer([], TRANSPORT)
+    assert media_sections(text)[0].sending
+
+
+@pytest.mark.parametrize("missing", ["a=fingerprint:", "a=setup:", "a=ice-ufrag:",
+                                     "a=ice-pwd:"])
+def test_offer_without_ice_credentials_or_dtls_fingerprint_is_invalid(missing: str) -> None:
+    """aiortc accepts a description without a fingerprint (or a=setup), then asserts in
+    its connect task; the SFU refuses it before aiortc sees it. Each section needs its
+    own (media-level) or the session's."""
+    kept = [ln for ln in TRANSPORT if not ln.startswith(missing)]
+    second = [*(ln for ln in CHROME_VIDEO if not ln.startswith(missing)), *kept]
+    for text in (transport_offer(kept, []), transport_offer([], kept),
+                 "\r\n".join(BARE_SESSION + CHROME_AUDIO + second) + "\r\n"):
+        with pytest.raises(SfuError) as err:
+            media_sections(text)
+        assert err.value.code is SfuCode.INVALID_SDP
+        assert missing[2:-1] in err.value.message
