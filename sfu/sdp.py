@@ -16,7 +16,9 @@ it. In order, each step bounded by the previous one:
    and aiortc's behaviour cannot disagree about which sections send;
 4. transport parameters aiortc only checks (by ``assert``) deep in its connect
    task: every section needs ICE credentials, ``a=setup`` and a DTLS fingerprint
-   (session- or media-level).
+   (session- or media-level); mids are unique and a BUNDLE group names only mids
+   of the description's sections (aiortc bundles a section onto the transport of
+   a mid no section has, leaving it without one).
 
 Numbers (payload types) are read as ASCII digits only: ``"²".isdigit()`` is
 true but ``int("²")`` raises, and ``int`` reads Arabic-Indic digits as numbers, so
@@ -256,8 +258,9 @@ def _parse(sdp: str) -> SessionDescription:
 
 def _check_transport(parsed: SessionDescription) -> None:
     """ICE credentials, ``a=setup`` and a DTLS fingerprint in every section (aiortc reads
-    session-level ones into each section). aiortc refuses missing ICE credentials itself
-    but accepts the rest and only fails later, in its connect task."""
+    session-level ones into each section), unique mids, BUNDLE naming only those mids.
+    aiortc refuses missing ICE credentials itself but accepts the rest and only fails
+    later (its connect task, or ``createAnswer``)."""
     for media in parsed.media:
         if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
             raise SfuError(SfuCode.INVALID_SDP,
@@ -265,6 +268,12 @@ def _check_transport(parsed: SessionDescription) -> None:
         if media.dtls is None or not media.dtls.fingerprints:
             raise SfuError(SfuCode.INVALID_SDP,
                            f"{media.kind} section needs a=setup and a=fingerprint")
+    mids = [m.rtp.muxId for m in parsed.media if m.rtp.muxId]
+    if len(set(mids)) != len(mids):
+        raise SfuError(SfuCode.INVALID_SDP, "two media sections have the same a=mid")
+    for group in parsed.group:
+        if group.semantic == "BUNDLE" and not set(group.items) <= set(mids):
+            raise SfuError(SfuCode.INVALID_SDP, "a=group:BUNDLE names a mid no section has")
 
 
 def read_description(sdp: str, *, max_sections: int, codecs: bool = True,

@@ -133,7 +133,6 @@ async def media_member(h: NodeHarness, identity: str) -> Client:
     return client
 
 
-@_xfail("half-applied-offer")
 async def test_refused_offer_leaves_a_usable_closable_publisher(
         start_node: StartNode, caplog: pytest.LogCaptureFixture) -> None:
     """Without its m=video line the video attributes fall into the audio section (two

@@ -116,8 +116,16 @@ def media_sections(text: str) -> list[MediaSection]:
     return list(read_description(text, max_sections=12).sections)
 
 
+def bundled(session: list[str], lines: list[str]) -> str:
+    """``session`` then ``lines``, the BUNDLE group naming the mids the lines have."""
+    mids = [ln[6:] for ln in lines if ln.startswith("a=mid:")]
+    group = "a=group:BUNDLE " + " ".join(mids)
+    return "\r\n".join([group if ln.startswith("a=group:BUNDLE") else ln for ln in session]
+                       + lines) + "\r\n"
+
+
 def sdp(*sections: list[str]) -> str:
-    return "\r\n".join(SESSION + [line for s in sections for line in s]) + "\r\n"
+    return bundled(SESSION, [line for s in sections for line in s])
 
 
 CHROME_OFFER = sdp(CHROME_AUDIO, CHROME_VIDEO, CHROME_DATA)
@@ -407,7 +415,7 @@ def test_payload_types_are_compared_as_numbers() -> None:
 
 def transport_offer(session: list[str], media: list[str]) -> str:
     audio = [ln for ln in CHROME_AUDIO if ln not in TRANSPORT]
-    return "\r\n".join([*BARE_SESSION, *session, audio[0], *media, *audio[1:]]) + "\r\n"
+    return bundled([*BARE_SESSION, *session], [audio[0], *media, *audio[1:]])
 
 
 @pytest.mark.parametrize("where", ["session", "media"])
@@ -426,8 +434,22 @@ def test_offer_without_ice_credentials_or_dtls_fingerprint_is_invalid(missing: s
     kept = [ln for ln in TRANSPORT if not ln.startswith(missing)]
     second = [*(ln for ln in CHROME_VIDEO if not ln.startswith(missing)), *kept]
     for text in (transport_offer(kept, []), transport_offer([], kept),
-                 "\r\n".join(BARE_SESSION + CHROME_AUDIO + second) + "\r\n"):
+                 bundled(BARE_SESSION, CHROME_AUDIO + second)):
         with pytest.raises(SfuError) as err:
             media_sections(text)
         assert err.value.code is SfuCode.INVALID_SDP
         assert missing[2:-1] in err.value.message
+
+
+@pytest.mark.parametrize("change", [
+    ("a=group:BUNDLE 0 1 2", "a=group:BUNDLE 0 1 2 7"),  # a mid no section has
+    ("a=mid:1", "a=mid:0"),  # two sections with one mid
+])
+def test_bundle_of_unknown_mids_or_a_repeated_mid_is_invalid(change: tuple[str, str]) -> None:
+    """aiortc bundles a section onto the transport of a mid no section has (none): its
+    createAnswer and connect task then fail on the missing transport."""
+    text = CHROME_OFFER.replace(f"\r\n{change[0]}\r\n", f"\r\n{change[1]}\r\n")
+    assert text != CHROME_OFFER
+    with pytest.raises(SfuError) as err:
+        media_sections(text)
+    assert err.value.code is SfuCode.INVALID_SDP
