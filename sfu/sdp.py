@@ -3,14 +3,27 @@
 A client's description goes through :func:`read_description` before aiortc sees
 it. In order, each step bounded by the previous one:
 
-1. cheap checks on the raw text: size, ``v=0``, and the number of ``m=`` lines
-   (counted in the text, before anything is split or parsed);
+1. cheap checks on the raw text: size, ``v=0``, line breaks (CRLF or LF only:
+   aiortc splits lines with ``str.splitlines``, which also breaks at a lone CR,
+   ``\\x0b``, ``\\x0c``, ``\\x1c``-``\\x1e``, ``\\x85``, U+2028 and U+2029, so a line
+   hidden behind one of those would escape the SFU's own split), and the number
+   of ``m=`` lines (counted in the text, before anything is split or parsed);
 2. one linear rewrite: unsupported codecs removed, remote candidates the
    node's filter denies removed, per-section line limits enforced;
 3. aiortc's own parser (``aiortc.sdp.SessionDescription.parse``) on the
    rewritten text. Directions, kinds and mids come from that parse only, and
    the same text is what the peer connection is given, so the SFU's checks
-   and aiortc's behaviour cannot disagree about which sections send.
+   and aiortc's behaviour cannot disagree about which sections send;
+4. transport parameters aiortc only checks (by ``assert``) deep in its connect
+   task: every section needs ICE credentials, ``a=setup`` and a DTLS fingerprint
+   (session- or media-level); mids are unique and a BUNDLE group names only mids
+   of the description's sections (aiortc bundles a section onto the transport of
+   a mid no section has, leaving it without one).
+
+Numbers (payload types) are read as ASCII digits only: ``"²".isdigit()`` is
+true but ``int("²")`` raises, and ``int`` reads Arabic-Indic digits as numbers, so
+``str.isdigit`` or a bare ``int`` would let the SFU and aiortc read different
+payload types.
 
 The limits keep aiortc's parser, whose cost grows with the square of some
 attribute counts, in the millisecond range for any text under
@@ -20,6 +33,7 @@ attribute counts, in the millisecond range for any text under
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +57,10 @@ MAX_CANDIDATES = 32
 """``a=candidate`` lines kept in one media section."""
 
 _CODEC_PREFIXES = ("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")
+_OTHER_BREAKS = re.compile("\r(?!\n)|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+"""Line breaks of ``str.splitlines`` (aiortc's split) other than CRLF and LF."""
+_PAYLOAD_TYPE = re.compile("[0-9]{1,3}")
+"""ASCII digits only (``re`` with a str pattern: ``[0-9]`` is not ``\\d``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +107,8 @@ def _check(sdp: str, max_sections: int | None = None) -> None:
         raise SfuError(SfuCode.INVALID_SDP, "SDP missing or too large")
     if not sdp.startswith("v=0"):
         raise SfuError(SfuCode.INVALID_SDP, "SDP must start with v=0")
+    if _OTHER_BREAKS.search(sdp):
+        raise SfuError(SfuCode.INVALID_SDP, "SDP has line breaks other than CRLF or LF")
     if max_sections is not None and count_media_sections(sdp) > max_sections:
         raise SfuError(SfuCode.TOO_MANY_TRACKS,
                        f"at most {max_sections} media sections in one description")
@@ -115,34 +135,61 @@ def _mline(line: str) -> list[str]:
     return parts
 
 
+def _payload_type(token: str, line: str) -> int:
+    if not _PAYLOAD_TYPE.fullmatch(token):
+        raise SfuError(SfuCode.INVALID_SDP, f"bad payload type in {line[:80]!r}")
+    return int(token)
+
+
+def _codec_pt(line: str) -> int | None:
+    """The payload type a codec line names; None for ``a=rtcp-fb:*``."""
+    token = line.split(":", 1)[1].split(" ", 1)[0]
+    if token == "*" and line.startswith("a=rtcp-fb:"):
+        return None
+    return _payload_type(token, line)
+
+
+def _codecs(section: list[str]) -> tuple[dict[int, str], dict[int, int]]:
+    """An audio/video section's codec names and RTX ``apt`` by payload type; refuses
+    payload types (m-line, codec lines, ``apt``) that are not ASCII numbers."""
+    for token in _mline(section[0])[3:]:
+        _payload_type(token, section[0])
+    names: dict[int, str] = {}
+    apt: dict[int, int] = {}
+    for line in section[1:]:
+        if not line.startswith(_CODEC_PREFIXES):
+            continue
+        pt = _codec_pt(line)
+        if pt is None:
+            continue
+        rest = line.split(" ", 1)[1] if " " in line else ""
+        if line.startswith("a=rtpmap:"):
+            names[pt] = rest.split("/", 1)[0].lower()
+        elif line.startswith("a=fmtp:"):
+            for param in rest.split(";"):
+                key, _, value = param.strip().partition("=")
+                if key == "apt":
+                    apt[pt] = _payload_type(value, line)
+    return names, apt
+
+
 def _filter_section(section: list[str]) -> list[str]:
     """Keep only forwarded codecs (and their RTX); a section left with none is kept whole."""
     parts = _mline(section[0])
     kind = parts[0]
     if kind not in FORWARDED:
         return section
-    names: dict[str, str] = {}
-    apt: dict[str, str] = {}
-    for line in section[1:]:
-        if line.startswith("a=rtpmap:"):
-            pt, _, rest = line[9:].partition(" ")
-            names[pt] = rest.split("/", 1)[0].lower()
-        elif line.startswith("a=fmtp:"):
-            pt, _, rest = line[7:].partition(" ")
-            for param in rest.split(";"):
-                key, _, value = param.strip().partition("=")
-                if key == "apt":
-                    apt[pt] = value
+    names, apt = _codecs(section)
     keep = {pt for pt, name in names.items() if name in FORWARDED[kind]}
     keep |= {pt for pt, name in names.items() if name == "rtx" and apt.get(pt) in keep}
-    fmt = [p for p in parts[3:] if p in keep]
+    fmt = [p for p in parts[3:] if int(p) in keep]
     if not fmt:
         return section  # aiortc decides below whether it sends (then: no_supported_codec)
     out = [" ".join(["m=" + kind, parts[1], parts[2], *fmt])]
     for line in section[1:]:
         if line.startswith(_CODEC_PREFIXES):
-            pt = line.split(":", 1)[1].split(" ", 1)[0]
-            if pt != "*" and pt not in keep:
+            pt = _codec_pt(line)
+            if pt is not None and pt not in keep:
                 continue
         out.append(line)
     return out
@@ -182,9 +229,10 @@ def _rewrite(sdp: str, *, codecs: bool, allowed: CandidateCheck | None) -> str:
         raise SfuError(SfuCode.INVALID_SDP, f"at most {MAX_SESSION_LINES} session lines")
     out = list(session)
     for section in sections:
-        _mline(section[0])
         if codecs:
             section = _filter_section(section)
+        elif _mline(section[0])[0] in FORWARDED:
+            _codecs(section)
         section = _filter_candidates(section, allowed)
         _limit(section)
         out.extend(section)
@@ -208,6 +256,26 @@ def _parse(sdp: str) -> SessionDescription:
         raise SfuError(SfuCode.INVALID_SDP, f"cannot parse SDP: {exc!r}"[:200]) from exc
 
 
+def _check_transport(parsed: SessionDescription) -> None:
+    """ICE credentials, ``a=setup`` and a DTLS fingerprint in every section (aiortc reads
+    session-level ones into each section), unique mids, BUNDLE naming only those mids.
+    aiortc refuses missing ICE credentials itself but accepts the rest and only fails
+    later (its connect task, or ``createAnswer``)."""
+    for media in parsed.media:
+        if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+            raise SfuError(SfuCode.INVALID_SDP,
+                           f"{media.kind} section needs a=ice-ufrag and a=ice-pwd")
+        if media.dtls is None or not media.dtls.fingerprints:
+            raise SfuError(SfuCode.INVALID_SDP,
+                           f"{media.kind} section needs a=setup and a=fingerprint")
+    mids = [m.rtp.muxId for m in parsed.media if m.rtp.muxId]
+    if len(set(mids)) != len(mids):
+        raise SfuError(SfuCode.INVALID_SDP, "two media sections have the same a=mid")
+    for group in parsed.group:
+        if group.semantic == "BUNDLE" and not set(group.items) <= set(mids):
+            raise SfuError(SfuCode.INVALID_SDP, "a=group:BUNDLE names a mid no section has")
+
+
 def read_description(sdp: str, *, max_sections: int, codecs: bool = True,
                      candidates: CandidateCheck | None = None) -> Description:
     """Check, rewrite and parse a client's description (see the module docstring).
@@ -220,6 +288,7 @@ def read_description(sdp: str, *, max_sections: int, codecs: bool = True,
     _check(sdp, max_sections)
     text = _rewrite(sdp, codecs=codecs, allowed=candidates)
     parsed = _parse(text)
+    _check_transport(parsed)
     sections = []
     for media in parsed.media:
         fmt = tuple(p for p in media.fmt if isinstance(p, int))

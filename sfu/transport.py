@@ -63,6 +63,25 @@ def _new_pc() -> RTCPeerConnection:
     return pc
 
 
+async def close_peer_connection(pc: RTCPeerConnection) -> None:
+    """``pc.close()``, also for a connection a refused offer left half-built.
+
+    aiortc's ``close`` stops every transceiver's transport in turn and fails on a
+    transceiver left without one (``AttributeError``); the transports after it
+    would keep their sockets. Those are stopped here (each ``stop`` is idempotent).
+    """
+    try:
+        await pc.close()
+    except AttributeError:
+        transports = [t.receiver.transport for t in pc.getTransceivers()]
+        if pc.sctp is not None:
+            transports.append(pc.sctp.transport)
+        for dtls in transports:
+            if dtls is not None:
+                await dtls.stop()
+                await dtls.transport.stop()
+
+
 async def read_client_description(sdp: str, config: SfuConfig, *,
                                    max_sections: int | None = None,
                                    offer: bool = True) -> Description:
@@ -118,14 +137,19 @@ class _Transport:
         self.id = f"T{next(_ids)}"
         self.config = config
         self.app_data = app_data
-        self.pc = _new_pc()
         self.closed = False
         self.on_failed: Callable[[], None] | None = None
+        self.pc = self._create_pc()
 
-        @self.pc.on("connectionstatechange")
+    def _create_pc(self) -> RTCPeerConnection:
+        pc = _new_pc()
+
+        @pc.on("connectionstatechange")
         def _state() -> None:
-            if self.pc.connectionState == "failed" and self.on_failed is not None:
+            if pc is self.pc and pc.connectionState == "failed" and self.on_failed is not None:
                 self.on_failed()
+
+        return pc
 
     @property
     def connection_state(self) -> str:
@@ -153,11 +177,17 @@ class PublishTransport(_Transport):
         self.producers: dict[str, Producer] = {}
         """By mid."""
         self._on_producer = on_producer
+
+    def _create_pc(self) -> RTCPeerConnection:
+        pc = super()._create_pc()
         self._pending: list[Any] = []
 
-        @self.pc.on("track")
+        @pc.on("track")
         def _track(track: Any) -> None:
-            self._pending.append(track)
+            if pc is self.pc:
+                self._pending.append(track)
+
+        return pc
 
     async def handle_offer(self, offer: Description | str,
                            track_meta: dict[str, dict[str, Any]]) -> str:
@@ -185,6 +215,7 @@ class PublishTransport(_Transport):
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
         except Exception as exc:  # aiortc raises Value/Type errors, InvalidState/AccessError
+            await self._restart()
             raise SfuError(SfuCode.INVALID_SDP, f"offer rejected: {exc}") from exc
         sending_mids = {s.mid for s in sending}
         for mid, producer in list(self.producers.items()):
@@ -195,9 +226,30 @@ class PublishTransport(_Transport):
             await transceiver.stop()  # never read, never forwarded
         return str(self.pc.localDescription.sdp)
 
+    async def _restart(self) -> None:
+        """Replace the peer connection after an offer aiortc refused.
+
+        aiortc has no rollback: before its ``setRemoteDescription`` or ``createAnswer``
+        fails it may already have created transceivers, moved them onto a bundle
+        transport (or none), and scheduled its connect task. Which refusals leave the
+        connection intact cannot be told from outside, so none is trusted: the
+        connection's producers and peer connection are closed, and the next offer
+        (from a new client peer connection: ICE credentials and fingerprint change)
+        meets a fresh one. The SDP reader refuses every description it knows aiortc
+        mishandles, so this is the last line, not a path browsers take.
+        """
+        old, self.pc = self.pc, self._create_pc()
+        log.warning("offer refused by aiortc: publish connection restarted",
+                    extra={"transport": self.id})
+        for producer in list(self.producers.values()):
+            await producer.close()
+        self.producers.clear()
+        await close_peer_connection(old)
+
     def _ice_transport(self) -> Any:
         transceivers = self.pc.getTransceivers()
-        return transceivers[0].receiver.transport.transport if transceivers else None
+        dtls = transceivers[0].receiver.transport if transceivers else None
+        return dtls.transport if dtls is not None else None
 
     def _bind_tracks(self, track_meta: dict[str, dict[str, Any]]) -> list[RTCRtpTransceiver]:
         """New tracks become producers; returns the transceivers of tracks refused
@@ -231,7 +283,7 @@ class PublishTransport(_Transport):
         for producer in list(self.producers.values()):
             await producer.close()
         self.producers.clear()
-        await self.pc.close()
+        await close_peer_connection(self.pc)
 
 
 class _Slot:

@@ -13,12 +13,14 @@ from typing import Any
 
 import aiohttp
 
+from conference.errors import ConferenceCode, SfuCode
 from fuzz.known import known_bug
 from signaling.errors import CloseCode, ErrorCode
 from tests.conftest import NodeHarness, token
 from tests.fuzz.frames import FUZZ_ROOMS, Frame, FrameMaker, Pool
 
-ERROR_CODES = frozenset(code.value for code in ErrorCode)
+ERROR_CODES = frozenset(code.value for code in (*ErrorCode, *ConferenceCode, *SfuCode))
+"""Every wire code: the edge's own and the domain's (signaling/errors.py WireCode)."""
 CLEAN_CLOSES = frozenset({CloseCode.NORMAL, CloseCode.MESSAGE_TOO_BIG, CloseCode.AUTH_FAILED,
                           CloseCode.JOIN_TIMEOUT, CloseCode.REPLACED, CloseCode.REMOVED,
                           CloseCode.JOIN_REFUSED})

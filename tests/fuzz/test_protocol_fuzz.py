@@ -77,12 +77,12 @@ async def _node_still_serves(h: NodeHarness, victim: Victim, findings: Findings,
     assert (await client.expect("pong"))["id"] == "last"
     await client.ws.close()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (len(h.node.sessions) > 1
+    while time.monotonic() < deadline and (len(h.node.connections) > 1
                                           or h.node.rooms.participant_count() > 1):
         await asyncio.sleep(0.1)
-    if len(h.node.sessions) != 1 or h.node.rooms.participant_count() != 1:
+    if len(h.node.connections) != 1 or h.node.rooms.participant_count() != 1:
         findings.fail("sessions left behind", f"{phase.name}: after the fuzzing "
-                      f"{len(h.node.sessions)} sessions and {h.node.rooms.participant_count()} "
+                      f"{len(h.node.connections)} sessions and {h.node.rooms.participant_count()} "
                       "participants remain (only the victim should)")
     if victim.conn.closed.is_set():
         findings.fail("victim disconnected", f"{phase.name}: the victim was disconnected")

@@ -25,11 +25,6 @@ from tests.fuzz.test_protocol_fuzz import OPEN
 from tests.media_helpers import media_node, peers
 
 
-def _xfail(name: str) -> pytest.MarkDecorator:
-    bug = next(b for b in KNOWN if b.name == name)
-    return pytest.mark.xfail(strict=True, reason=f"{bug.name}: fix in {bug.where}")
-
-
 def offer(*, without: str = "", extra: dict[str, str] | None = None) -> str:
     """The seed offer, less the lines that start with ``without``, and with ``extra``
     lines replaced."""
@@ -98,7 +93,6 @@ async def test_metadata_with_a_lone_surrogate_is_refused_with_a_code(node: NodeH
 
 
 # -- SDP (sfu/sdp.py) ----------------------------------------------------------------
-@_xfail("sdp-line-separators")
 def test_sdp_line_separators_cannot_hide_an_m_line_from_the_filter() -> None:
     """aiortc splits lines at a lone CR (and at \\x0b, \\x0c, \\x85, U+2028, ...); the
     SFU's reader does not, so an H.264 m-line hidden there is neither counted nor
@@ -116,7 +110,6 @@ def test_sdp_line_separators_cannot_hide_an_m_line_from_the_filter() -> None:
     assert not any(c.mimeType == "video/H264" for m in applied for c in m.rtp.codecs)
 
 
-@_xfail("sdp-unicode-digits")
 def test_unicode_digit_payload_type_is_invalid_sdp() -> None:
     """``"²".isdigit()`` is true but ``int("²")`` raises: internal_error on the wire."""
     with pytest.raises(SfuError):
@@ -130,7 +123,6 @@ async def media_member(h: NodeHarness, identity: str) -> Client:
     return client
 
 
-@_xfail("half-applied-offer")
 async def test_refused_offer_leaves_a_usable_closable_publisher(
         start_node: StartNode, caplog: pytest.LogCaptureFixture) -> None:
     """Without its m=video line the video attributes fall into the audio section (two
@@ -140,7 +132,7 @@ async def test_refused_offer_leaves_a_usable_closable_publisher(
     node = await media_node(start_node)
     alice = await media_member(node, "alice")
     await alice.send(type="offer", sdp=offer(without="m=video"))
-    assert (await alice.expect("error"))["code"] == ErrorCode.INVALID_SDP
+    assert (await alice.expect("error"))["code"] == SfuCode.INVALID_SDP
     await alice.send(type="candidate", target="publisher", candidate={
         "candidate": "candidate:1 1 udp 2122063615 127.0.0.1 9 typ host", "sdpMid": "0"})
     await alice.send(type="ping", id="after")
@@ -154,7 +146,6 @@ async def test_refused_offer_leaves_a_usable_closable_publisher(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-@_xfail("offer-without-fingerprint")
 async def test_offer_without_fingerprint_is_invalid_sdp(
         start_node: StartNode, caplog: pytest.LogCaptureFixture) -> None:
     """aiortc accepts it, then its connect task dies (``Task exception was never
@@ -167,7 +158,7 @@ async def test_offer_without_fingerprint_is_invalid_sdp(
     while reply["type"] not in ("error", "answer"):
         reply = await alice.recv()
     await asyncio.sleep(1.0)
-    assert reply.get("code") == ErrorCode.INVALID_SDP, reply
+    assert reply.get("code") == SfuCode.INVALID_SDP, reply
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 

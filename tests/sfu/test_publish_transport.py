@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
 from collections.abc import AsyncIterator
 
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from sfu.config import SfuConfig
 from sfu.errors import SfuCode, SfuError
 from sfu.producer import Producer
 from sfu.router import Router
+from sfu.sdp import Description
 
 CONFIG = SfuConfig(ice_addresses=("127.0.0.1",), max_tracks_per_connection=2)
 
@@ -64,3 +68,45 @@ async def test_disguised_sections_cannot_pass_the_track_cap(
     assert produced == [] and transport.pc.remoteDescription is None
     await transport.handle_offer(await offer(("video", "audio"), disguise), {})
     assert sorted(p.kind for p in produced) == ["audio", "video"]
+
+
+async def test_offer_aiortc_refuses_half_way_leaves_a_fresh_usable_connection(
+        router: Router, caplog: pytest.LogCaptureFixture) -> None:
+    """Without its m=video line, the video attributes (a second mid) fall into the audio
+    section: aiortc bundles it onto a transport no section has, then fails in
+    createAnswer. The SDP reader refuses that text; handed over directly, the transport
+    replaces its peer connection, takes a correct offer and closes without an error."""
+    caplog.set_level(logging.ERROR)
+    produced: list[Producer] = []
+    transport = router.create_publish_transport({"participant": "a"}, produced.append,
+                                                may_publish=True)
+    broken = re.sub(r"m=video [^\r]*\r\n", "", await offer(("audio", "video"), False))
+    old = transport.pc
+    with pytest.raises(SfuError) as err:
+        await transport.handle_offer(Description(sdp=broken, sections=()), {})
+    assert err.value.code is SfuCode.INVALID_SDP
+    assert transport.pc is not old and transport.pc.remoteDescription is None
+    assert old.signalingState == "closed"
+    assert all(t.receiver.transport is None or t.receiver.transport.state == "closed"
+               for t in old.getTransceivers())
+    with pytest.raises(SfuError) as err:  # nothing to add a candidate to yet: a code
+        await transport.add_candidate({"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"})
+    assert err.value.code is SfuCode.UNKNOWN_CONNECTION
+
+    client = RTCPeerConnection()
+    try:
+        client.addTransceiver("audio", direction="sendonly")
+        await client.setLocalDescription(await client.createOffer())
+        answer = await transport.handle_offer(str(client.localDescription.sdp), {})
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        assert [p.kind for p in produced] == ["audio"]
+        for _ in range(250):
+            if transport.connection_state == "connected":
+                break
+            await asyncio.sleep(0.02)
+        assert transport.connection_state == "connected"
+    finally:
+        await client.close()
+    await transport.close()
+    await asyncio.sleep(0.1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

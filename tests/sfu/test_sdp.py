@@ -97,7 +97,7 @@ CHROME_DATA = [
     "a=sctp-port:5000",
     "a=max-message-size:262144",
 ]
-SESSION = [
+BARE_SESSION = [
     "v=0",
     "o=- 4611731400430051336 2 IN IP4 127.0.0.1",
     "s=-",
@@ -106,14 +106,26 @@ SESSION = [
     "a=extmap-allow-mixed",
     "a=msid-semantic: WMS 5c3e0a1b-stream",
 ]
+TRANSPORT = [line for line in CHROME_AUDIO if line.startswith(
+    ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:", "a=setup:"))]
+SESSION = BARE_SESSION + TRANSPORT
+"""Session-level ICE credentials and DTLS fingerprint: every section inherits them."""
 
 
 def media_sections(text: str) -> list[MediaSection]:
     return list(read_description(text, max_sections=12).sections)
 
 
+def bundled(session: list[str], lines: list[str]) -> str:
+    """``session`` then ``lines``, the BUNDLE group naming the mids the lines have."""
+    mids = [ln[6:] for ln in lines if ln.startswith("a=mid:")]
+    group = "a=group:BUNDLE " + " ".join(mids)
+    return "\r\n".join([group if ln.startswith("a=group:BUNDLE") else ln for ln in session]
+                       + lines) + "\r\n"
+
+
 def sdp(*sections: list[str]) -> str:
-    return "\r\n".join(SESSION + [line for s in sections for line in s]) + "\r\n"
+    return bundled(SESSION, [line for s in sections for line in s])
 
 
 CHROME_OFFER = sdp(CHROME_AUDIO, CHROME_VIDEO, CHROME_DATA)
@@ -358,3 +370,86 @@ def test_denied_candidate_lines_are_removed_before_aiortc_sees_them() -> None:
                            candidates=lambda host: host == "127.0.0.1").sdp
     assert "127.0.0.1 5000" in out
     assert "169.254.169.254" not in out and "fe80::1" not in out
+
+
+@pytest.mark.parametrize("brk", ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85",
+                                 "\u2028", "\u2029"])
+def test_line_breaks_other_than_crlf_or_lf_are_invalid(brk: str) -> None:
+    """aiortc splits lines at each of these (``str.splitlines``): an m-line behind one
+    would be applied by aiortc without being counted or filtered by the SFU."""
+    text = CHROME_OFFER.replace("\r\na=mid:1\r\n",
+                                f"\r\na=mid:1{brk}m=video 9 UDP/TLS/RTP/SAVPF 102{brk}"
+                                f"a=sendonly{brk}a=rtpmap:102 H264/90000\r\n")
+    assert len(text.splitlines()) > len(CHROME_OFFER.splitlines())
+    for parse in (filter_codecs, media_sections):
+        with pytest.raises(SfuError) as err:
+            parse(text)
+        assert err.value.code is SfuCode.INVALID_SDP
+
+
+@pytest.mark.parametrize(("line", "bad"), [
+    ("a=rtpmap:111 opus/48000/2", "a=rtpmap:\u00b2 opus/48000/2"),  # isdigit(), int() fails
+    ("a=rtpmap:111 opus/48000/2", "a=rtpmap:\u0661\u0661\u0661 opus/48000/2"),  # int() = 111
+    ("a=fmtp:97 apt=96", "a=fmtp:97 apt=\u0669\u0666"),
+    ("m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126",
+     "m=audio 9 UDP/TLS/RTP/SAVPF \u0661\u0661\u0661 63 9 0 8 13 110 126"),
+    ("a=rtcp-fb:96 nack", "a=rtcp-fb:\u00b9 nack"),
+])
+def test_payload_types_must_be_ascii_numbers(line: str, bad: str) -> None:
+    text = CHROME_OFFER.replace(f"\r\n{line}\r\n", f"\r\n{bad}\r\n", 1)
+    assert text != CHROME_OFFER
+    for parse in (filter_codecs, media_sections):
+        with pytest.raises(SfuError) as err:
+            parse(text)
+        assert err.value.code is SfuCode.INVALID_SDP
+
+
+def test_payload_types_are_compared_as_numbers() -> None:
+    """aiortc reads ``0111`` as 111: a leading zero must not keep H.264 in the section."""
+    video = ["m=video 9 UDP/TLS/RTP/SAVPF 096 102", "a=mid:1", "a=sendonly",
+             "a=rtpmap:96 VP8/90000", "a=rtpmap:102 H264/90000"]
+    out = filter_codecs(sdp(video))
+    assert "H264" not in out and "m=video 9 UDP/TLS/RTP/SAVPF 096\r\n" in out
+    assert media_sections(sdp(video))[0].payload_types == (96,)
+
+
+def transport_offer(session: list[str], media: list[str]) -> str:
+    audio = [ln for ln in CHROME_AUDIO if ln not in TRANSPORT]
+    return bundled([*BARE_SESSION, *session], [audio[0], *media, *audio[1:]])
+
+
+@pytest.mark.parametrize("where", ["session", "media"])
+def test_transport_parameters_may_be_session_or_media_level(where: str) -> None:
+    text = transport_offer(TRANSPORT, []) if where == "session" \
+        else transport_offer([], TRANSPORT)
+    assert media_sections(text)[0].sending
+
+
+@pytest.mark.parametrize("missing", ["a=fingerprint:", "a=setup:", "a=ice-ufrag:",
+                                     "a=ice-pwd:"])
+def test_offer_without_ice_credentials_or_dtls_fingerprint_is_invalid(missing: str) -> None:
+    """aiortc accepts a description without a fingerprint (or a=setup), then asserts in
+    its connect task; the SFU refuses it before aiortc sees it. Each section needs its
+    own (media-level) or the session's."""
+    kept = [ln for ln in TRANSPORT if not ln.startswith(missing)]
+    second = [*(ln for ln in CHROME_VIDEO if not ln.startswith(missing)), *kept]
+    for text in (transport_offer(kept, []), transport_offer([], kept),
+                 bundled(BARE_SESSION, CHROME_AUDIO + second)):
+        with pytest.raises(SfuError) as err:
+            media_sections(text)
+        assert err.value.code is SfuCode.INVALID_SDP
+        assert missing[2:-1] in err.value.message
+
+
+@pytest.mark.parametrize("change", [
+    ("a=group:BUNDLE 0 1 2", "a=group:BUNDLE 0 1 2 7"),  # a mid no section has
+    ("a=mid:1", "a=mid:0"),  # two sections with one mid
+])
+def test_bundle_of_unknown_mids_or_a_repeated_mid_is_invalid(change: tuple[str, str]) -> None:
+    """aiortc bundles a section onto the transport of a mid no section has (none): its
+    createAnswer and connect task then fail on the missing transport."""
+    text = CHROME_OFFER.replace(f"\r\n{change[0]}\r\n", f"\r\n{change[1]}\r\n")
+    assert text != CHROME_OFFER
+    with pytest.raises(SfuError) as err:
+        media_sections(text)
+    assert err.value.code is SfuCode.INVALID_SDP
