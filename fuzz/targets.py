@@ -22,7 +22,7 @@ import signaling.connection  # noqa: F401  (registers every client message)
 from fuzz import media_targets
 from fuzz.seeds import JWT_KEY, JWT_SECRET, b64url, sign_jwt
 from sfu.errors import SfuError
-from sfu.sdp import FORWARDED, MediaSection, filter_codecs, read_description
+from sfu.sdp import FORWARDED, MediaSection, read_description
 from signaling.auth import TokenVerifier
 from signaling.config import AuthConfig
 from signaling.errors import ErrorCode, SignalError
@@ -89,18 +89,18 @@ _OTHER_BREAKS = re.compile("\r(?!\n)|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
 def sdp(data: bytes) -> None:
-    """``read_description`` and ``filter_codecs`` on a client SDP; what the SFU counts and
-    filters must be what aiortc then applies."""
+    """``read_description`` on a client SDP: what the SFU counts and filters must be what
+    aiortc then applies (the text it returns is what the transport hands to aiortc)."""
     text = text_of(data)
     note = " (line breaks other than CRLF and LF)" if _OTHER_BREAKS.search(text) else ""
     try:
-        sections = list(read_description(text, max_sections=_MAX_SECTIONS).sections)
-        filtered = filter_codecs(text)
+        described = read_description(text, max_sections=_MAX_SECTIONS)
     except SfuError:
         return
-    again = list(read_description(filtered, max_sections=_MAX_SECTIONS).sections)
-    assert _facts(again) == _facts(sections), "filtering changed the m-lines"
-    assert filter_codecs(filtered) == filtered, "filtering is not idempotent"
+    sections, filtered = list(described.sections), described.sdp
+    again = read_description(filtered, max_sections=_MAX_SECTIONS)
+    assert _facts(list(again.sections)) == _facts(sections), "filtering changed the m-lines"
+    assert again.sdp == filtered, "filtering is not idempotent"
     parsed = _aiortc_view(filtered)
     if parsed is None:
         return
@@ -108,7 +108,10 @@ def sdp(data: bytes) -> None:
     assert kinds == [s.kind for s in sections], \
         f"the SFU counted m-lines {[s.kind for s in sections]}, aiortc applies {kinds}{note}"
     for media in parsed.media:
-        if media.kind in FORWARDED and media.port != 0:
+        # A section the client does not send in carries nothing through the SFU (its
+        # codecs are kept whole when none is forwarded); one it sends in must be clean.
+        if media.kind in FORWARDED and media.port != 0 and \
+                media.direction in ("sendonly", "sendrecv"):
             names = {c.mimeType.split("/")[-1].lower() for c in media.rtp.codecs}
             extra = names & _NEGOTIABLE[media.kind] - {*FORWARDED[media.kind], "rtx"}
             assert not extra, \

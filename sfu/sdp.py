@@ -164,6 +164,8 @@ def _codecs(section: list[str]) -> tuple[dict[int, str], dict[int, int]]:
             continue
         rest = line.split(" ", 1)[1] if " " in line else ""
         if line.startswith("a=rtpmap:"):
+            if pt in names:  # two codecs for one payload type: who would decide which?
+                raise SfuError(SfuCode.INVALID_SDP, f"payload type {pt} is mapped twice")
             names[pt] = rest.split("/", 1)[0].lower()
         elif line.startswith("a=fmtp:"):
             for param in rest.split(";"):
@@ -296,7 +298,7 @@ def read_description(sdp: str, *, max_sections: int, codecs: bool = True,
                                direction=media.direction or "", payload_types=fmt)
         if codecs and section.sending and not any(
                 c.mimeType.split("/")[-1].lower() in FORWARDED[media.kind]
-                for c in media.rtp.codecs):
+                and c.payloadType in fmt for c in media.rtp.codecs):
             raise SfuError(SfuCode.NO_SUPPORTED_CODEC,
                            f"no {media.kind} codec the SFU forwards "
                            f"({', '.join(FORWARDED[media.kind])}) in the offer")

@@ -110,6 +110,7 @@ TRANSPORT = [line for line in CHROME_AUDIO if line.startswith(
     ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:", "a=setup:"))]
 SESSION = BARE_SESSION + TRANSPORT
 """Session-level ICE credentials and DTLS fingerprint: every section inherits them."""
+SESSION_TEXT = "\r\n".join(line for line in SESSION if not line.startswith("a=group:")) + "\r\n"
 
 
 def media_sections(text: str) -> list[MediaSection]:
@@ -453,3 +454,21 @@ def test_bundle_of_unknown_mids_or_a_repeated_mid_is_invalid(change: tuple[str, 
     with pytest.raises(SfuError) as err:
         media_sections(text)
     assert err.value.code is SfuCode.INVALID_SDP
+
+
+def test_a_forwarded_codec_named_only_outside_the_m_line_does_not_count() -> None:
+    """An rtpmap for VP8 whose payload type the m-line does not list leaves only H.264."""
+    sdp = (SESSION_TEXT + "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\na=sendonly\r\n"
+           "a=rtpmap:92 VP8/90000\r\na=rtpmap:102 H264/90000\r\n")
+    with pytest.raises(SfuError) as info:
+        read_description(sdp, max_sections=12)
+    assert info.value.code is SfuCode.NO_SUPPORTED_CODEC
+
+
+def test_a_payload_type_mapped_twice_is_invalid() -> None:
+    sdp = (SESSION_TEXT + "m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=mid:0\r\na=sendonly\r\n"
+           "a=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\n"
+           "a=rtpmap:111 telephone-event/48000\r\n")
+    with pytest.raises(SfuError) as info:
+        read_description(sdp, max_sections=12)
+    assert info.value.code is SfuCode.INVALID_SDP
