@@ -40,6 +40,15 @@ def unavailable(message: str = "the cluster state store is unreachable; retry la
     return ConferenceError(ConferenceCode.CLUSTER_UNAVAILABLE, message)
 
 
+def _keep_cancellation() -> None:
+    """Re-raise a cancellation that ``wait_for`` lost: on Python 3.11, when the command
+    fails just as its task is cancelled (redis-py drops the connection on cancel), the
+    failure comes out and the cancellation is swallowed."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class RedisClient:
     """Owns one ``redis.asyncio`` connection pool; ``close()`` is idempotent."""
 
@@ -67,6 +76,7 @@ class RedisClient:
             try:
                 result = await asyncio.wait_for(fn(self.redis), self.config.timeout)
             except _TRANSIENT as exc:
+                _keep_cancellation()
                 self._failed(op, exc)
                 if self._closed or loop.time() + delay > deadline:
                     raise unavailable() from exc
@@ -74,6 +84,7 @@ class RedisClient:
                 delay = min(delay * 2, _MAX_DELAY)
                 continue
             except redis_errors.RedisError as exc:  # a refused command: retrying cannot help
+                _keep_cancellation()
                 self._failed(op, exc)
                 raise unavailable(f"the cluster state store refused a command: {exc}") from exc
             self._ok()

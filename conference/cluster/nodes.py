@@ -24,6 +24,7 @@ from conference.cluster.client import RedisClient
 from conference.cluster.config import ClusterConfig
 from conference.cluster.keys import NODE_PREFIX, node_key
 from conference.cluster.metrics import ClusterMetrics
+from conference.cluster.waker import Waker
 from conference.errors import ConferenceError
 from conference.ids import NodeId
 
@@ -96,7 +97,7 @@ class NodeRegistry:
         self.last_beat: float | None = None
         """``time.monotonic()`` of the last heartbeat Redis took."""
         self._registered = False
-        self._wake = asyncio.Event()
+        self._wake = Waker()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -116,14 +117,12 @@ class NodeRegistry:
         self.state = state
         if self._metrics is not None:
             self._metrics.set_state(state.value)
-        self._wake.set()
+        self._wake.wake()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             await self.beat()
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._config.heartbeat_interval)
+            await self._wake.sleep(self._config.heartbeat_interval)
 
     async def beat(self) -> bool:
         """Write the record once; returns whether Redis took it."""

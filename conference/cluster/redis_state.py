@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from conference.cluster.client import RedisClient
 from conference.cluster.keys import state_key
 from conference.cluster.state import RoomState, RoomStateHandle
+from conference.cluster.waker import Waker
 from conference.errors import ConferenceError
 from conference.ids import RoomName
 
@@ -37,7 +38,7 @@ class RedisRoomStateStore:
         self._refresh = max(1.0, ttl / 4)
         self._pending: dict[RoomName, RoomState] = {}
         self._live: dict[RoomName, RoomStateHandle] = {}
-        self._wake = asyncio.Event()
+        self._wake = Waker()
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
@@ -63,7 +64,7 @@ class RedisRoomStateStore:
     def save(self, room: RoomName, state: RoomState) -> None:
         self._pending[room] = state
         self._idle.clear()
-        self._wake.set()
+        self._wake.wake()
 
     def opened(self, handle: RoomStateHandle) -> None:
         self._live[handle.room] = handle
@@ -76,20 +77,18 @@ class RedisRoomStateStore:
         self._queue_live()
         if self._pending:
             self._idle.clear()
-            self._wake.set()
+            self._wake.wake()
 
     def _queue_live(self) -> None:
         for room, handle in self._live.items():
             self._pending.setdefault(room, handle.state.pruned())
 
     async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._refresh)
-            self._wake.clear()
+        while not self._closed:
+            await self._wake.sleep(self._refresh)
             if not self._pending:
                 self._queue_live()  # the periodic refresh of the TTL
-            while self._pending:
+            while self._pending and not self._task_cancelled():
                 room, state = next(iter(self._pending.items()))
                 if not await self._write(room, state):
                     await asyncio.sleep(_RETRY_DELAY)
@@ -97,6 +96,11 @@ class RedisRoomStateStore:
                 if self._pending.get(room) is state:
                     del self._pending[room]
             self._idle.set()
+
+    @staticmethod
+    def _task_cancelled() -> bool:
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
 
     async def _write(self, room: RoomName, state: RoomState) -> bool:
         async def write(r: Redis) -> object:
