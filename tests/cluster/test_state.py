@@ -18,7 +18,6 @@ from tests.cluster.redisproc import RedisServer
 from tests.cluster.test_nodes import eventually
 from tests.conftest import NodeHarness, RoomConfig, StartNode, make_config, token
 
-
 TROLL = token("r1", "troll", role="speaker")
 """One token: a removal bars the token (by its id), not the identity."""
 
