@@ -30,6 +30,10 @@ class ConferenceCode(StrEnum):
     NOT_A_SPEAKER = "not_a_speaker"
     BANNED = "removed_from_room"
     METADATA_TOO_LARGE = "metadata_too_large"
+    CLUSTER_UNAVAILABLE = "cluster_unavailable"
+    """The cluster's shared state (Redis) cannot be reached; retry the join later."""
+    ROOM_ON_OTHER_NODE = "room_on_other_node"
+    """The room lives on another node of the cluster and this node cannot relay to it."""
 
 
 class ConferenceError(Exception):

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from conference.cluster.state import InMemoryRoomStateStore, RoomStateHandle, RoomStateStore
 from conference.config import RoomConfig
 from conference.errors import ConferenceCode, ConferenceError
 from conference.events import LeaveReason, Removed
@@ -65,10 +66,14 @@ class RoomManager:
         node: NodeId,
         metrics: ConferenceMetrics,
         sfu: SfuConfig | None = None,
+        state: RoomStateStore | None = None,
     ) -> None:
         self._config = config
         self._sfu = sfu or SfuConfig(enabled=False)
         self._registry = registry
+        self._state = state or InMemoryRoomStateStore()
+        self._opening: dict[RoomName, asyncio.Task[Room]] = {}
+        """Rooms being claimed and loaded: concurrent first joins wait on the same task."""
         self._node = node
         self._metrics = metrics
         self._rooms: dict[RoomName, Room] = {}
@@ -121,18 +126,10 @@ class RoomManager:
         An older session of the same identity is replaced: it is told
         ``duplicate_identity`` and leaves before the new one joins.
         """
-        if self._closed or self.draining:
-            raise ConferenceError(ConferenceCode.NODE_DRAINING, "node is not taking new joins")
+        self._check_open()
         room = self._rooms.get(request.room)
-        if room is None:
-            room = Room(request.room, self._config,
-                        media=self._media if self._sfu.enabled else None,
-                        metrics=self._metrics)
-            self._rooms[request.room] = room
-            self._metrics.rooms.set(len(self._rooms))
-            self._metrics.rooms_created.inc()
-            log.info("room created", extra={"room": request.room})
-            await self._registry.claim_room(request.room, self._node)
+        if room is None:  # (an empty Room is falsy: it has a length)
+            room = await self._open_room(request.room)
         if request.token_id and room.is_banned(request.token_id):
             raise ConferenceError(ConferenceCode.BANNED,
                                   "removed from this room; a new token is needed to rejoin")
@@ -140,18 +137,7 @@ class RoomManager:
         if older is not None:
             self._leave(room, older.id, LeaveReason.DUPLICATE_IDENTITY,
                         notify="the same identity joined from another session")
-        participant = Participant(
-            token_id=request.token_id,
-            id=new_participant_id(),
-            identity=request.identity,
-            name=request.name,
-            metadata=request.metadata,
-            grants=request.grants,
-            sink=request.sink,
-            token_expires=request.token_expires,
-            data_budget=TokenBucket(request.data_rate, request.data_burst)
-            if request.data_rate > 0 else None,
-        )
+        participant = self._participant(request, room)
         room.add(participant)  # raises room_full / room_closed
         if request.media:
             try:
@@ -159,6 +145,7 @@ class RoomManager:
             except ConferenceError:
                 room.remove(participant.id, LeaveReason.DISCONNECTED)
                 raise
+        room.stage.restore(participant)
         self._cancel_empty_timer(room.name)
         self._metrics.participants.set(self.participant_count())
         await self._registry.set_participant_count(room.name, len(room))
@@ -166,6 +153,61 @@ class RoomManager:
                  extra={"room": room.name, "participant": participant.id,
                         "identity": participant.identity})
         return room, participant
+
+    def _check_open(self) -> None:
+        if self._closed or self.draining:
+            raise ConferenceError(ConferenceCode.NODE_DRAINING, "node is not taking new joins")
+
+    async def _open_room(self, name: RoomName) -> Room:
+        """Claim the room for this node and load its state; one claim per room at a time."""
+        task = self._opening.get(name)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._create_room(name),
+                                                          name="room-open")
+            self._opening[name] = task
+            task.add_done_callback(lambda _: self._opening.pop(name, None))
+        # Shielded: one joiner giving up must not cancel the others' room.
+        room = await asyncio.shield(task)
+        self._check_open()
+        return room
+
+    async def _create_room(self, name: RoomName) -> Room:
+        owner = await self._registry.claim_room(name, self._node)  # may be cluster_unavailable
+        if owner != self._node:
+            raise ConferenceError(ConferenceCode.ROOM_ON_OTHER_NODE,
+                                  f"room {name!r} lives on node {owner}; join through it")
+        try:
+            stored = await self._state.load(name)
+        except ConferenceError:
+            self._tasks.spawn(self._release(name))
+            raise
+        if self._closed:
+            self._tasks.spawn(self._release(name))
+            raise ConferenceError(ConferenceCode.NODE_DRAINING, "node is not taking new joins")
+        handle = RoomStateHandle(name, stored, self._state)
+        room = Room(name, self._config, media=self._media if self._sfu.enabled else None,
+                    metrics=self._metrics, state=handle)
+        self._state.opened(handle)
+        self._rooms[name] = room
+        self._metrics.rooms.set(len(self._rooms))
+        self._metrics.rooms_created.inc()
+        log.info("room created", extra={"room": name})
+        self._start_empty_timer(room)  # until its first participant is in
+        return room
+
+    def _participant(self, request: JoinRequest, room: Room) -> Participant:
+        return Participant(
+            token_id=request.token_id,
+            id=new_participant_id(),
+            identity=request.identity,
+            name=request.name,
+            metadata=request.metadata,
+            grants=room.stage.restore_grants(request.grants, request.identity),
+            sink=request.sink,
+            token_expires=request.token_expires,
+            data_budget=TokenBucket(request.data_rate, request.data_burst)
+            if request.data_rate > 0 else None,
+        )
 
     def leave(
         self, room_name: RoomName, pid: ParticipantId, reason: LeaveReason,
@@ -187,6 +229,7 @@ class RoomManager:
             return False
         if participant.token_id:
             room.ban(participant.token_id, token_expires or participant.token_expires)
+        room.state.set_speaker(participant.identity, False)
         participant.deliver(Removed(room=room_name, by=by, reason=reason))
         log.info("participant removed", extra={"room": room_name, "participant": pid,
                                                "by": by, "reason": reason})
@@ -240,13 +283,24 @@ class RoomManager:
         self._metrics.rooms.set(len(self._rooms))
         self._metrics.participants.set(self.participant_count())
         log.info("room closed", extra={"room": room.name, "reason": reason.value})
-        self._tasks.spawn(self._registry.release_room(room.name, self._node))
+        self._state.closed(room.name)
+        self._tasks.spawn(self._release(room.name))
+
+    async def _release(self, name: RoomName) -> None:
+        try:
+            await self._registry.release_room(name, self._node)
+        except ConferenceError as err:  # the claim stays until this node's record expires
+            log.warning("room not released", extra={"room": name, "code": err.code.value})
 
     async def close(self) -> None:
         """Close every room (participants told ``server_shutdown``). Idempotent."""
         if self._closed:
             return
         self._closed = True
+        opening = list(self._opening.values())
+        for task in opening:
+            task.cancel()
+        await asyncio.gather(*opening, return_exceptions=True)
         for room in list(self._rooms.values()):
             self._close_room(room, LeaveReason.SERVER_SHUTDOWN, "the server is shutting down")
         await self._tasks.wait()

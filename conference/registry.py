@@ -1,7 +1,8 @@
 """Where rooms live: the room registry protocol and its in-memory implementation.
 
 A single node uses :class:`InMemoryRoomRegistry`. A cluster puts Redis behind
-the same protocol (room → node map, presence, node heartbeats).
+the same protocol: ``conference.cluster.registry.RedisRoomRegistry`` (room →
+node claims checked against node records with a TTL).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ class RoomRegistry(Protocol):
 
     async def claim_room(self, room: RoomName, node: NodeId) -> NodeId:
         """Make ``node`` the owner of ``room`` unless a live node owns it; return the owner."""
+        ...
+
+    async def place_room(self, room: RoomName, node: NodeId) -> NodeId:
+        """The room's live owner, or the node a new room should go to (claimed for it);
+        ``node`` is the asking node, used when there is no better choice."""
         ...
 
     async def release_room(self, room: RoomName, node: NodeId) -> None:
@@ -44,6 +50,9 @@ class InMemoryRoomRegistry:
 
     async def claim_room(self, room: RoomName, node: NodeId) -> NodeId:
         return self._owners.setdefault(room, node)
+
+    async def place_room(self, room: RoomName, node: NodeId) -> NodeId:
+        return await self.claim_room(room, node)
 
     async def release_room(self, room: RoomName, node: NodeId) -> None:
         if self._owners.get(room) == node:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from conference.cluster.state import RoomStateHandle
 from conference.config import RoomConfig, RoomOptions
 from conference.errors import ConferenceCode, ConferenceError
 from conference.events import (
@@ -52,7 +53,8 @@ class Room:
 
     def __init__(self, name: RoomName, config: RoomConfig,
                  media: MediaFactory | None = None,
-                 metrics: ConferenceMetrics | None = None) -> None:
+                 metrics: ConferenceMetrics | None = None,
+                 state: RoomStateHandle | None = None) -> None:
         self.name = name
         self._config = config
         self._metrics = metrics
@@ -60,10 +62,11 @@ class Room:
         self.created_at = time.time()
         self.empty_since: float | None = time.monotonic()
         self.closed = False
-        self.options: RoomOptions = config.options()
+        self.state = state or RoomStateHandle.detached(name)
+        """What outlives the room on this node (options, stage places, removal bars,
+        pending requests): every change is written through to the node's store."""
+        self._options: RoomOptions = self.state.state.options or config.options()
         self.stage = Stage(self)
-        self._banned: dict[str, float] = {}
-        """Token ids removed from this room → when the token expires."""
         self.media: MediaPort = media(self) if media is not None else NoMedia()
         """The SFU side of the room (``NoMedia`` on a signalling-only node)."""
 
@@ -98,14 +101,21 @@ class Room:
         cap = self.options.max_speakers
         return cap > 0 and self.speaker_count(exclude) >= cap
 
+    @property
+    def options(self) -> RoomOptions:
+        return self._options
+
+    @options.setter
+    def options(self, options: RoomOptions) -> None:
+        self._options = options
+        self.state.set_options(options)
+
     def ban(self, token_id: str, until: float) -> None:
         """The token that joined as a removed participant may not rejoin until it expires."""
-        now = time.time()
-        self._banned = {t: u for t, u in self._banned.items() if u > now}
-        self._banned[token_id] = until
+        self.state.bar(token_id, until)
 
     def is_banned(self, token_id: str) -> bool:
-        return self._banned.get(token_id, 0.0) > time.time()
+        return self.state.is_barred(token_id)
 
     def set_grants(self, pid: ParticipantId, grants: Grants, *, reason: str,
                    by: ParticipantId | None) -> Participant:

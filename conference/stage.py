@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from conference.cluster.state import PendingRequest, RoomStateHandle
 from conference.config import RoomOptions, StagePolicy
 from conference.errors import ConferenceCode, ConferenceError
 from conference.events import (
@@ -23,7 +24,7 @@ from conference.events import (
     StageInvited,
     StageInviteResolved,
 )
-from conference.ids import ParticipantId, RoomName
+from conference.ids import Identity, ParticipantId, RoomName
 from conference.participant import Participant
 from conference.permissions import Grants
 
@@ -32,7 +33,10 @@ class StageRoom(Protocol):
     """What the stage asks of its room (the Room implements it)."""
 
     name: RoomName
-    options: RoomOptions
+    state: RoomStateHandle
+
+    @property
+    def options(self) -> RoomOptions: ...
 
     def get(self, pid: ParticipantId) -> Participant | None: ...
     def require(self, pid: ParticipantId) -> Participant: ...
@@ -84,15 +88,34 @@ class Stage:
             self._promote(p, by=None, reason="auto-approved")
             self._resolve_request(pid, "approved", None, "auto-approved", pending=False)
             return "approved"
-        timeout = options.speaker_request_timeout
-        timer = asyncio.get_running_loop().call_later(timeout, self._expire_request, pid)
-        pending = _Pending(participant=pid, message=message,
-                           expires_at=time.time() + timeout, timer=timer)
-        self.requests[pid] = pending
+        self._pending_request(p, message, time.time() + options.speaker_request_timeout)
+        return "pending"
+
+    def _pending_request(self, p: Participant, message: str, expires_at: float) -> None:
+        timer = asyncio.get_running_loop().call_later(
+            max(0.0, expires_at - time.time()), self._expire_request, p.id)
+        self.requests[p.id] = _Pending(participant=p.id, message=message,
+                                       expires_at=expires_at, timer=timer)
+        self._room.state.set_request(p.identity, PendingRequest(message=message,
+                                                                expires_at=expires_at))
         self._room.to_moderators(SpeakerRequested(
             room=self._room.name, participant=p.info(), message=message,
-            expires_at=pending.expires_at))
-        return "pending"
+            expires_at=expires_at))
+
+    def restore(self, p: Participant) -> None:
+        """A participant joined: a request to speak its identity left pending (a reconnect,
+        or the room moving to another node) is pending again, with the time it had left."""
+        stored = self._room.state.request_of(p.identity)
+        if stored is not None and p.id not in self.requests and not p.grants.can_publish:
+            self._pending_request(p, stored.message, stored.expires_at)
+
+    def restore_grants(self, grants: Grants, identity: Identity) -> Grants:
+        """The grants a joining identity gets: on stage again if a moderator put it there
+        (and the stage has room), whatever its token says about publishing."""
+        if (grants.can_publish or grants.hidden
+                or identity not in self._room.state.state.speakers or self._room.stage_full()):
+            return grants
+        return replace(grants, can_publish=True, can_request_publish=False)
 
     def cancel_request(self, pid: ParticipantId) -> None:
         if pid not in self.requests:
@@ -133,10 +156,12 @@ class Stage:
             entry.timer.cancel()
         elif pending:
             return
+        requester = self._room.get(pid)
+        if requester is not None:
+            self._room.state.set_request(requester.identity, None)
         self._audit(f"request-{outcome}", pid, by, reason=reason)
         event = SpeakerRequestResolved(room=self._room.name, participant=pid, outcome=outcome,
                                        by=by, reason=reason)
-        requester = self._room.get(pid)
         if requester is not None:
             requester.deliver(event)
         self._room.to_moderators(event, exclude=pid)
@@ -193,6 +218,7 @@ class Stage:
                 f"the stage is full ({self._room.options.max_speakers} speakers)")
         grants = replace(p.grants, can_publish=True, can_request_publish=False)
         self._room.set_grants(p.id, grants, reason=reason, by=by)
+        self._room.state.set_speaker(p.identity, True)
         self._resolve_invite(p.id, "accepted", p.id)  # an invitation it had is fulfilled
         self._audit("promoted", p.id, by, reason=reason)
 
@@ -207,6 +233,7 @@ class Stage:
         grants = replace(p.grants, can_publish=False, can_request_publish=True)
         self._room.set_grants(pid, grants, reason=reason or "moved to the audience",
                               by=moderator)
+        self._room.state.set_speaker(p.identity, False)
         self._audit("demoted", pid, moderator, reason=reason)
 
     # -- housekeeping ------------------------------------------------------------
@@ -217,7 +244,8 @@ class Stage:
         return p
 
     def forget(self, pid: ParticipantId) -> None:
-        """The participant left: its pending request or invitation ends quietly."""
+        """The participant left: its pending request or invitation ends quietly here (a
+        stored request stays until it expires, for its identity to find on rejoining)."""
         for table in (self.requests, self.invites):
             entry = table.pop(pid, None)
             if entry is not None:

@@ -22,6 +22,7 @@ def create_app(config: NodeConfig, *, registry: RoomRegistry | None = None) -> w
     app[NODE] = Node(config, registry=registry)
 
     async def node_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[NODE].start()
         yield
         await app[NODE].close()
 

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing
+import os
 import secrets
 import signal
 import sys
@@ -41,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-format", choices=["text", "json"])
     serve.add_argument("--public-url", help="base URL printed in join links")
+    serve.add_argument("--redis-url",
+                       help="join a cluster through this Redis (redis://[:password@]host:port/db)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="node processes sharing the port, one per core (default 1; more "
+                            "than 1 needs --redis-url)")
 
     token = sub.add_parser("token", help="mint a join token and print it")
     token.add_argument("--room", required=True)
@@ -103,7 +110,17 @@ def _serve_config(args: argparse.Namespace) -> NodeConfig:
             flags[name] = value
     if args.keys:
         flags["auth"] = {"keys": args.keys}
+    if args.redis_url is not None:
+        flags["redis"] = {"url": args.redis_url}
     config = load_config(path=args.config, overrides=flags)
+    if args.workers < 1:
+        raise ConfigError("--workers: at least 1")
+    if args.workers > 1 and not config.redis.enabled:
+        raise ConfigError(
+            f"--workers {args.workers} runs {args.workers} nodes, which must share their rooms "
+            "through Redis: set --redis-url (or PARLEY_REDIS_URL, redis.url)")
+    if args.workers > 1 and config.port == 0:
+        raise ConfigError("--workers: the workers share one port; choose it (--port)")
     config = replace(config, development=False)
     if not config.auth.keys:
         dev_key = {"dev": secrets.token_urlsafe(24)}
@@ -118,9 +135,9 @@ def _join_link(config: NodeConfig, base_url: str) -> str:
     return f"{base_url}/?token={quote(token)}"
 
 
-async def _serve(config: NodeConfig) -> None:
+async def _serve(config: NodeConfig, *, worker: int | None = None) -> None:
     app = create_app(config)
-    serving = await serve(app, config, app[NODE].metrics)
+    serving = await serve(app, config, app[NODE].metrics, reuse_port=worker is not None)
     port = serving.port
     base = config.public_url.rstrip("/") or replace(config, port=port).base_url
     stop = asyncio.Event()
@@ -136,8 +153,9 @@ async def _serve(config: NodeConfig) -> None:
             f"    mint tokens with: PARLEY_KEYS={key}:{secret} parley token --room {DEMO_ROOM} "
             "--identity alice --role speaker\n",
             file=sys.stderr, flush=True)
-    print(f"Parley {__version__} listening on {base}", flush=True)
-    if config.development:  # a production node never prints a token
+    tag = "" if worker is None else f" (worker {worker}, node {app[NODE].id})"
+    print(f"Parley {__version__} listening on {base}{tag}", flush=True)
+    if config.development and not worker:  # a production node never prints a token
         print(f"Join the demo room: {_join_link(config, base)}", flush=True)
     await stop.wait()
     log.info("shutting down")
@@ -187,10 +205,52 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"parley: {exc}", file=sys.stderr)
         return 2
+    if args.workers > 1:
+        return _serve_workers(config, args.workers)
     setup_logging(config.log_level, config.log_format)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config))
     return 0
+
+
+def _worker(config: NodeConfig, index: int) -> None:
+    """One worker process: a whole node (its own id, rooms and SFU) on the shared port."""
+    setup_logging(config.log_level, config.log_format)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(config, worker=index))
+
+
+def _serve_workers(config: NodeConfig, count: int) -> int:
+    """Start ``count`` node processes on one port (SO_REUSEPORT: the kernel spreads
+    connections) and one Redis; SIGTERM/SIGINT is passed on to each, which drains.
+    Exits non-zero if a worker did."""
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker, args=(config, i), name=f"parley-worker-{i}")
+               for i in range(count)]
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in workers:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for proc in workers:
+            proc.start()
+        while any(proc.is_alive() for proc in workers):
+            for proc in workers:
+                proc.join(0.2)
+                if not stopping and proc.exitcode not in (None, 0):
+                    log.error("a worker exited; stopping the others",
+                              extra={"worker": proc.name, "code": proc.exitcode})
+                    stop(signal.SIGTERM, None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if all(proc.exitcode == 0 for proc in workers) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

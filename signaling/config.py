@@ -16,6 +16,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from conference.cluster.config import ClusterConfig, RedisConfig
 from conference.config import BandwidthConfig, RoomConfig, SfuConfig
 
 
@@ -109,10 +110,19 @@ class NodeConfig:
     ice: IceConfig = field(default_factory=IceConfig)
     sfu: SfuConfig = field(default_factory=SfuConfig)
     bandwidth: BandwidthConfig = field(default_factory=BandwidthConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    """Empty ``url``: a single node with everything in memory."""
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def sfu_config(self) -> SfuConfig:
         """The SFU section with the ``bandwidth`` section folded in."""
         return replace(self.sfu, bandwidth=self.bandwidth)
+
+    @property
+    def room_state_ttl(self) -> float:
+        """How long a room's shared state lives after its last write (``cluster.state_ttl``,
+        or by default long enough to outlive an empty room)."""
+        return self.cluster.state_ttl or 2 * self.rooms.empty_timeout + 3600.0
 
     @property
     def base_url(self) -> str:
@@ -122,7 +132,7 @@ class NodeConfig:
         return f"http://{host}:{self.port}"
 
 
-_SECTIONS = ("auth", "signaling", "rooms", "ice", "sfu", "bandwidth")
+_SECTIONS = ("auth", "signaling", "rooms", "ice", "sfu", "bandwidth", "redis", "cluster")
 _LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -274,6 +284,11 @@ def validate(config: NodeConfig) -> NodeConfig:
         config.sfu.check()
     except ValueError as exc:
         raise ConfigError(f"sfu.{exc}") from exc
+    for name, section in (("redis", config.redis), ("cluster", config.cluster)):
+        try:
+            section.check()
+        except ValueError as exc:
+            raise ConfigError(f"{name}.{exc}") from exc
     if config.sfu.bandwidth != BandwidthConfig():
         raise ConfigError("sfu.bandwidth: use the top-level bandwidth section")
     return config

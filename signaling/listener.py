@@ -150,8 +150,9 @@ class Serving:
 
 
 async def serve(app: web.Application, config: NodeConfig,
-                metrics: SignalingMetrics) -> Serving:
-    """Run ``app`` on ``config.host:config.port`` with every socket guarded."""
+                metrics: SignalingMetrics, *, reuse_port: bool = False) -> Serving:
+    """Run ``app`` on ``config.host:config.port`` with every socket guarded; ``reuse_port``
+    lets several processes listen on the same port (``parley serve --workers``)."""
     # keepalive_timeout: a kept-alive connection idles at most as long as a new one may take
     # to send its first request's headers.
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
@@ -161,5 +162,5 @@ async def serve(app: web.Application, config: NodeConfig,
     assert runner.server is not None
     guard = ConnectionGuard(runner.server, config.signaling, metrics)
     server = await asyncio.get_running_loop().create_server(
-        guard, config.host, config.port, reuse_address=True)
+        guard, config.host, config.port, reuse_address=True, reuse_port=reuse_port or None)
     return Serving(runner, server)

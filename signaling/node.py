@@ -9,6 +9,8 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
+from conference.cluster.cluster import Cluster
+from conference.cluster.state import InMemoryRoomStateStore, RoomStateStore
 from conference.ids import NodeId, new_node_id
 from conference.manager import RoomManager
 from conference.metrics import ConferenceMetrics
@@ -34,8 +36,13 @@ class Drainable(Protocol):
 class Node:
     """Created by the app's cleanup context; ``close()`` is idempotent.
 
+    With ``redis.url`` set the node is clustered: its ``Cluster`` provides the
+    room registry and the room state store, and ``start()`` (from the app's
+    cleanup context, on the running loop) starts the heartbeat.
+
     Closing order: stop taking joins (draining) → tell every connection and
-    close its socket → close every room → close the registry.
+    close its socket → close every room → close the registry → write the room
+    state and leave the cluster.
     """
 
     def __init__(
@@ -51,9 +58,18 @@ class Node:
         self.metrics_registry = CollectorRegistry(auto_describe=True)
         self.conference_metrics = ConferenceMetrics(self.metrics_registry)
         self.metrics = SignalingMetrics(self.metrics_registry)
-        self.registry: RoomRegistry = registry or InMemoryRoomRegistry()
+        self.cluster: Cluster | None = None
+        self.room_state: RoomStateStore = InMemoryRoomStateStore(config.room_state_ttl)
+        if config.redis.enabled:
+            self.cluster = Cluster(config.redis, config.cluster, self.id, self.metrics_registry,
+                                   state_ttl=config.room_state_ttl)
+            self.room_state = self.cluster.state
+        default_registry = self.cluster.registry if self.cluster else InMemoryRoomRegistry()
+        self.registry: RoomRegistry = registry or default_registry
         self.rooms = RoomManager(config.rooms, self.registry, self.id, self.conference_metrics,
-                                 config.sfu_config())
+                                 config.sfu_config(), state=self.room_state)
+        if self.cluster is not None:
+            self.cluster.attach(self.rooms)
         self.verifier = TokenVerifier(config.auth)
         self.join_limits = KeyedRate(config.signaling.join_rate_per_ip,
                                      config.signaling.join_burst_per_ip)
@@ -63,6 +79,11 @@ class Node:
         self._no_connections = asyncio.Event()
         self._no_connections.set()
         self._closed = False
+
+    def start(self) -> None:
+        """Join the cluster, if any (the heartbeat retries until Redis answers)."""
+        if self.cluster is not None and not self._closed:
+            self.cluster.start()
 
     def register(self, connection: Drainable) -> None:
         self.connections.add(connection)
@@ -81,7 +102,14 @@ class Node:
 
     @property
     def ready(self) -> bool:
+        """Takes connections: not closed, not draining. A clustered node whose Redis is away
+        still serves the rooms it holds (``/readyz`` also asks ``cluster_reachable``)."""
         return not self._closed and not self.rooms.draining
+
+    @property
+    def cluster_reachable(self) -> bool:
+        """Always on a single node; clustered, whether the node's record is in Redis."""
+        return self.cluster is None or self.cluster.healthy
 
     async def drain(self, grace: float) -> None:
         """Stop taking joins, tell every client, and wait for sockets to close; the ones still
@@ -90,6 +118,8 @@ class Node:
         if self.rooms.draining:
             return
         self.rooms.draining = True
+        if self.cluster is not None:
+            self.cluster.set_draining()
         log.info("draining", extra={"connections": len(self.connections)})
         for connection in list(self.connections):
             connection.shutdown()
@@ -115,3 +145,7 @@ class Node:
         self._closed = True
         await self.rooms.close()
         await self.registry.close()
+        if self.cluster is not None:
+            await self.cluster.close()
+        else:
+            await self.room_state.close()

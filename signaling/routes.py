@@ -68,10 +68,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    if node.ready:
+    if node.ready and node.cluster_reachable:
         return web.json_response({"ready": True, "node": node.id})
-    return web.json_response({"ready": False, "node": node.id, "draining": node.draining},
-                             status=503)
+    body = {"ready": False, "node": node.id, "draining": node.draining}
+    if node.cluster is not None:
+        body["cluster_reachable"] = node.cluster_reachable
+    return web.json_response(body, status=503)
 
 
 async def metrics(request: web.Request) -> web.Response:
