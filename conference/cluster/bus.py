@@ -139,7 +139,7 @@ class Bus:
             finally:
                 self.subscribed.clear()
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(pubsub.aclose())
+                    await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_DELAY)
 

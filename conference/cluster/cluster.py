@@ -1,11 +1,11 @@
 """``Cluster``: everything a node needs of Redis, built and closed in one place.
 
 Created by the node when ``redis.url`` is set. It owns the Redis client, the
-node's record and heartbeat, placement, the room registry and the room state
-store, and the bus to the other nodes. ``start()`` (on the running loop) starts the heartbeat and the state
-writer; ``close()`` stops them, removes the node's record and closes the
-connection. Closing order: bus (flushed) → state writer (flushed) → heartbeat and record →
-client.
+node's record and heartbeat, placement, the room registry, the room state
+store and the bus to the other nodes. ``start()`` (on the running loop) starts
+the heartbeat, the state writer and the bus; ``close()`` stops them, removes
+the node's record and closes the connection. Closing order: bus (flushed) →
+state writer (flushed) → heartbeat and record → client.
 """
 
 from __future__ import annotations
