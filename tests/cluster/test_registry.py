@@ -10,7 +10,7 @@ from conference.ids import RoomName
 from tests.cluster.conftest import cluster_config
 from tests.cluster.redisproc import RedisServer
 from tests.cluster.test_nodes import eventually
-from tests.conftest import StartNode, token
+from tests.conftest import StartNode
 
 
 async def test_rooms_lists_every_room_of_the_cluster_with_its_owner(
