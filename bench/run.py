@@ -29,6 +29,7 @@ SUITES: dict[str, str] = {
     "stage": "bench.stage_bench",
     "rendition": "bench.rendition_bench",
     "udpmux": "bench.udpmux_bench",
+    "cluster": "bench.cluster_bench",
 }
 """Suite name → module."""
 

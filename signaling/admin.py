@@ -7,11 +7,12 @@ Errors are ``{"code", "message"}`` with the same codes as the wire protocol.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -23,10 +24,11 @@ from conference.errors import ConferenceCode, ConferenceError
 from conference.ids import Identity, RoomName, TrackId
 from conference.participant import Participant
 from conference.room import Room
-from signaling.appkeys import NODE
+from signaling.appkeys import NODE, RELAY
 from signaling.auth import Claims
 from signaling.errors import ErrorCode, SignalError, WireCode
 from signaling.node import Node
+from signaling.relay import Relay, claims_from_wire, claims_to_wire
 
 log = logging.getLogger("parley.admin")
 
@@ -90,41 +92,112 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return data
 
 
-RoomAction = Callable[[web.Request, Node, Room, Claims], Awaitable[web.Response]]
-ParticipantAction = Callable[[web.Request, Node, Room, Participant, dict[str, Any]],
+@dataclass(frozen=True, kw_only=True)
+class AdminCall:
+    """One authorised admin action, as it travels to the room's owner when the room lives
+    on another node (the claims were verified by the node that took the request)."""
+
+    action: str
+    """The action's name (``_ACTIONS``)."""
+    room: RoomName
+    identity: Identity | None
+    body: dict[str, Any]
+    query: dict[str, str]
+    path: str
+    claims: Claims
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"action": self.action, "room": self.room, "identity": self.identity,
+                "body": self.body, "query": self.query, "path": self.path,
+                "claims": claims_to_wire(self.claims)}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> AdminCall:
+        identity = data.get("identity")
+        return cls(action=str(data["action"]), room=RoomName(data["room"]),
+                   identity=None if identity is None else Identity(identity),
+                   body=dict(data["body"]), query=dict(data["query"]), path=str(data["path"]),
+                   claims=claims_from_wire(data["claims"]))
+
+
+RoomAction = Callable[[AdminCall, Node, Room, Claims], Awaitable[web.Response]]
+ParticipantAction = Callable[[AdminCall, Node, Room, Participant, dict[str, Any]],
                              Awaitable[web.Response]]
+_ACTIONS: dict[str, RoomAction] = {}
+"""Every room action by name: what a forwarded call names."""
+
+
+async def run_call(node: Node, call: AdminCall) -> web.Response:
+    """Run an authorised action on a room this node holds."""
+    room = node.rooms.get(call.room)
+    if room is None:
+        return json_error(404, ErrorCode.UNKNOWN_ROOM, "no such room")
+    try:
+        return await _ACTIONS[call.action](call, node, room, call.claims)
+    except ConferenceError as err:
+        return json_error(_STATUS.get(err.code, 400), err.code, err.message)
+
+
+async def _dispatch(request: web.Request, call: AdminCall) -> web.Response:
+    """Here if the room is here, else at its owner (over the bus), else 404."""
+    node = request.app[NODE]
+    relay = request.app.get(RELAY)
+    if node.rooms.get(call.room) is not None or relay is None or node.cluster is None:
+        return await run_call(node, call)
+    try:
+        owner = await node.cluster.placement.owner(call.room)
+        if owner is None or owner == node.id:
+            return await run_call(node, call)
+        answer = await relay.request(owner, "admin", call.to_wire())
+    except ConferenceError as err:
+        return json_error(503, err.code, err.message)
+    return web.Response(status=int(answer["status"]), text=str(answer["body"]),
+                        content_type="application/json")
+
+
+def serve_forwarded(relay: Relay, node: Node) -> None:
+    """Answer admin calls forwarded by other nodes, and their room listings."""
+    async def admin(body: Any) -> dict[str, Any]:
+        response = await run_call(node, AdminCall.from_wire(body))
+        return {"status": response.status, "body": response.text}
+
+    async def rooms(body: Any) -> dict[str, int]:
+        return {name: len(room) for name, room in node.rooms.rooms.items()}
+
+    relay.serve("admin", admin)
+    relay.serve("rooms", rooms)
 
 
 def room_route(action: RoomAction) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """Authorise, find the room, run the action, map conference errors to HTTP."""
+    """Authorise, then run the action where the room lives; conference errors become HTTP."""
+    _ACTIONS[action.__name__] = action
+
     async def handler(request: web.Request) -> web.Response:
         name = RoomName(request.match_info["room"])
         claims = _claims(request, name)
         if isinstance(claims, web.Response):
             return claims
-        node = request.app[NODE]
-        room = node.rooms.get(name)
-        if room is None:
-            return json_error(404, ErrorCode.UNKNOWN_ROOM, "no such room on this node")
-        try:
-            return await action(request, node, room, claims)
-        except ConferenceError as err:
-            return json_error(_STATUS.get(err.code, 400), err.code, err.message)
+        identity = request.match_info.get("identity")
+        body = await _body(request) if request.method != "GET" else {}
+        return await _dispatch(request, AdminCall(
+            action=action.__name__, room=name,
+            identity=None if identity is None else Identity(identity), body=body,
+            query=dict(request.query), path=request.path, claims=claims))
     return handler
 
 
 def participant_route(action: ParticipantAction) -> Callable[[web.Request],
                                                               Awaitable[web.Response]]:
-    async def room_action(request: web.Request, node: Node, room: Room,
+    async def room_action(call: AdminCall, node: Node, room: Room,
                           claims: Claims) -> web.Response:
-        participant = room.by_identity(Identity(request.match_info["identity"]))
+        participant = room.by_identity(Identity(call.identity or ""))
         if participant is None:
             return json_error(404, ConferenceCode.UNKNOWN_PARTICIPANT,
                               "no such participant in this room")
-        body = await _body(request)
         log.info("admin action", extra={"room": room.name, "participant": participant.id,
-                                        "action": request.path, "by": claims.identity})
-        return await action(request, node, room, participant, body)
+                                        "action": call.path, "by": claims.identity})
+        return await action(call, node, room, participant, call.body)
+    room_action.__name__ = action.__name__
     return room_route(room_action)
 
 
@@ -146,18 +219,35 @@ def room_view(room: Room) -> dict[str, Any]:
 
 
 async def list_rooms(request: web.Request) -> web.Response:
+    """Every room of the cluster (from the registry), with its owner; participant counts
+    come from each owner (``null`` when it does not answer in time)."""
     claims = _claims(request, None)
     if isinstance(claims, web.Response):
         return claims
-    rooms = request.app[NODE].rooms.rooms
-    names = sorted(n for n in rooms if claims.grants.room in ("*", n))
-    return web.json_response({"rooms": [{"name": n, "num_participants": len(rooms[n])}
-                                        for n in names]})
+    node = request.app[NODE]
+    relay = request.app.get(RELAY)
+    entries = {n: {"name": n, "num_participants": len(r), "node": node.id}
+               for n, r in node.rooms.rooms.items()}
+    if relay is not None:
+        try:
+            owners = await node.registry.rooms()
+        except ConferenceError as err:
+            return json_error(503, err.code, err.message)
+        others = sorted({o for o in owners.values() if o != node.id})
+        answers = await asyncio.gather(*(relay.request(o, "rooms", None) for o in others),
+                                       return_exceptions=True)
+        counts = {o: a for o, a in zip(others, answers, strict=True) if isinstance(a, dict)}
+        for name, owner in owners.items():
+            if owner != node.id:
+                entries[name] = {"name": name, "node": owner,
+                                 "num_participants": counts.get(owner, {}).get(name)}
+    names = sorted(n for n in entries if claims.grants.room in ("*", n))
+    return web.json_response({"rooms": [entries[n] for n in names]})
 
 
 @room_route
-async def get_room(request: web.Request, node: Node, room: Room, claims: Claims) -> web.Response:
-    return web.json_response(room_view(room))
+async def get_room(call: AdminCall, node: Node, room: Room, claims: Claims) -> web.Response:
+    return web.json_response(room_view(room) | {"node": node.id})
 
 
 _NUMBER_OPTIONS: dict[str, tuple[type, float, float]] = {
@@ -196,9 +286,9 @@ def room_option_changes(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @room_route
-async def update_room(request: web.Request, node: Node, room: Room,
+async def update_room(call: AdminCall, node: Node, room: Room,
                       claims: Claims) -> web.Response:
-    body = await _body(request)
+    body = call.body
     try:
         changes = room_option_changes(body)
     except ValueError as exc:
@@ -212,27 +302,27 @@ async def update_room(request: web.Request, node: Node, room: Room,
     room.options = replace(room.options, **changes)
     log.info("room options changed", extra={"room": room.name, "by": claims.identity,
                                             "changes": {k: str(v) for k, v in changes.items()}})
-    return web.json_response(room_view(room))
+    return web.json_response(room_view(room) | {"node": node.id})
 
 
 @room_route
-async def close_room(request: web.Request, node: Node, room: Room,
+async def close_room(call: AdminCall, node: Node, room: Room,
                      claims: Claims) -> web.Response:
     node.rooms.close_room(room.name, "room closed by an administrator")
     return web.json_response({"closed": room.name})
 
 
 @participant_route
-async def remove_participant(request: web.Request, node: Node, room: Room, p: Participant,
+async def remove_participant(call: AdminCall, node: Node, room: Room, p: Participant,
                              body: dict[str, Any]) -> web.Response:
-    reason = str(body.get("reason") or request.query.get("reason") or
+    reason = str(body.get("reason") or call.query.get("reason") or
                  "removed by an administrator")
     node.rooms.remove(room.name, p.id, reason=reason, by=None)
     return web.json_response({"removed": p.id})
 
 
 @participant_route
-async def update_participant(request: web.Request, node: Node, room: Room, p: Participant,
+async def update_participant(call: AdminCall, node: Node, room: Room, p: Participant,
                              body: dict[str, Any]) -> web.Response:
     name, metadata = body.get("name"), body.get("metadata")
     if (name is not None and not isinstance(name, str)) or \
@@ -243,7 +333,7 @@ async def update_participant(request: web.Request, node: Node, room: Room, p: Pa
 
 
 @participant_route
-async def mute_track(request: web.Request, node: Node, room: Room, p: Participant,
+async def mute_track(call: AdminCall, node: Node, room: Room, p: Participant,
                      body: dict[str, Any]) -> web.Response:
     track = body.get("track")
     if not isinstance(track, str) or track not in p.tracks:
@@ -253,28 +343,28 @@ async def mute_track(request: web.Request, node: Node, room: Room, p: Participan
 
 
 @participant_route
-async def approve(request: web.Request, node: Node, room: Room, p: Participant,
+async def approve(call: AdminCall, node: Node, room: Room, p: Participant,
                   body: dict[str, Any]) -> web.Response:
     room.stage.decide(None, p.id, True, str(body.get("reason", "")))
     return web.json_response(p.info().to_wire())
 
 
 @participant_route
-async def deny(request: web.Request, node: Node, room: Room, p: Participant,
+async def deny(call: AdminCall, node: Node, room: Room, p: Participant,
                body: dict[str, Any]) -> web.Response:
     room.stage.decide(None, p.id, False, str(body.get("reason", "")))
     return web.json_response(p.info().to_wire())
 
 
 @participant_route
-async def invite(request: web.Request, node: Node, room: Room, p: Participant,
+async def invite(call: AdminCall, node: Node, room: Room, p: Participant,
                  body: dict[str, Any]) -> web.Response:
     room.stage.invite(None, p.id, str(body.get("message", "")))
     return web.json_response({"invited": p.id})
 
 
 @participant_route
-async def demote(request: web.Request, node: Node, room: Room, p: Participant,
+async def demote(call: AdminCall, node: Node, room: Room, p: Participant,
                  body: dict[str, Any]) -> web.Response:
     room.stage.demote(None, p.id, str(body.get("reason", "")))
     return web.json_response(p.info().to_wire())

@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from conference.registry import RoomRegistry
-from signaling.appkeys import CONFIG, NODE
+from signaling.admin import serve_forwarded
+from signaling.appkeys import CONFIG, NODE, RELAY
 from signaling.config import NodeConfig
 from signaling.node import Node
+from signaling.relay import Relay
 from signaling.routes import add_routes
 
 
@@ -19,7 +21,12 @@ def create_app(config: NodeConfig, *, registry: RoomRegistry | None = None) -> w
     app[CONFIG] = config
     # The node exists from construction so routes and tests can reach it; the
     # cleanup context owns its shutdown.
-    app[NODE] = Node(config, registry=registry)
+    node = app[NODE] = Node(config, registry=registry)
+    if node.cluster is not None:
+        # The node starts and closes it (Node.start, Node.close: after the rooms).
+        relay = app[RELAY] = Relay(node, node.cluster.bus, config.cluster)
+        node.relay = relay
+        serve_forwarded(relay, node)
 
     async def node_ctx(app: web.Application) -> AsyncIterator[None]:
         app[NODE].start()

@@ -6,6 +6,9 @@ from aiohttp import web
 
 from signaling.config import NodeConfig
 from signaling.node import Node
+from signaling.relay import Relay
 
 CONFIG = web.AppKey("config", NodeConfig)
 NODE = web.AppKey("node", Node)
+RELAY = web.AppKey("relay", Relay)
+"""Only on a clustered node."""

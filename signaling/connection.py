@@ -39,7 +39,8 @@ from signaling.protocol import (
     reply,
 )
 from signaling.ratelimit import StrikeCounter, TokenBucket
-from signaling.session import ParticipantSession, message_type
+from signaling.relay import Relay, open_session
+from signaling.session import message_type
 
 log = logging.getLogger("parley.connection")
 
@@ -62,8 +63,11 @@ _Outgoing = EncodedEvent | _Close
 class Connection:
     def __init__(self, ws: web.WebSocketResponse, node: Node, *, url_token: str | None,
                  url_room: str | None, remote: str | None,
-                 transport: asyncio.Transport | None = None) -> None:
+                 transport: asyncio.Transport | None = None, relay: Relay | None = None,
+                 ) -> None:
         self.ws = ws
+        self.relay = relay
+        """A clustered node's relay: the join opens the session where the room lives."""
         self._transport = transport
         """The socket under ``ws`` (``request.transport``): aborted when a write is stuck."""
         self.node = node
@@ -307,8 +311,8 @@ async def handle_join(c: Connection, m: Join) -> None:
         c.close(CloseCode.AUTH_FAILED, err.code.value)
         return
     try:
-        c.session = await ParticipantSession.open(
-            node, c, claims, msg_id=m.id, version=version,
+        c.session = await open_session(
+            node, c.relay, c, claims, msg_id=m.id, version=version,
             media=m.media is not False, remote=c.remote)
     except ConferenceError as err:
         c.send_error(err.code, err.message, m.id)

@@ -59,6 +59,9 @@ class CloseCode(IntEnum):
     ROOM_CLOSED = 4007
     SLOW_CONSUMER = 4008
     JOIN_REFUSED = 4009
+    RECONNECT = 4010
+    """The node holding the room was lost (or the link to it): rejoin through the load
+    balancer; a ``reconnect`` message says why."""
 
 
 WireCode = ErrorCode | ConferenceCode | SfuCode

@@ -71,3 +71,51 @@ class SignalingMetrics:
         if child is None:
             child = self._sent[mtype] = self.messages_out.labels(type=mtype)
         child.inc()
+
+
+RELAY_DIRECTIONS = ("in", "out")
+RELAY_SIDES = ("edge", "owner")
+RELAY_LOSSES = ("node_lost", "relay_lost")
+
+
+class RelayMetrics:
+    """``parley_relay_*``: relayed sessions between nodes (clustered nodes only)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages = Counter(
+            "parley_relay_messages",
+            "Client and server messages carried over the bus for relayed sessions: out = sent "
+            "by this node, in = received",
+            ["direction"], registry=registry)
+        self.latency = Histogram(
+            "parley_relay_latency_seconds",
+            "A relayed message's publish on one node → its handling on the other (wall clocks "
+            "of two machines: keep them in sync)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=registry)
+        self.join_latency = Histogram(
+            "parley_relay_join_latency_seconds",
+            "A join relayed to the room's node: open sent → session opened there",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry)
+        self.sessions = Gauge(
+            "parley_relay_sessions",
+            "Relayed sessions: edge = the socket is here, owner = the room is here",
+            ["side"], registry=registry)
+        self.lost = Counter(
+            "parley_relay_lost",
+            "Relayed sessions ended by a lost peer: node_lost (silent past "
+            "cluster.relay_timeout), relay_lost (frames missing or the peer forgot the session)",
+            ["reason"], registry=registry)
+        self.requests = Counter(
+            "parley_relay_requests",
+            "Requests sent to other nodes (admin forwarding), by outcome: ok, failed",
+            ["outcome"], registry=registry)
+        self.relayed_in = self.messages.labels(direction="in")
+        self.relayed_out = self.messages.labels(direction="out")
+        for side in RELAY_SIDES:
+            self.sessions.labels(side=side)
+        for reason in RELAY_LOSSES:
+            self.lost.labels(reason=reason)
+        for outcome in ("ok", "failed"):
+            self.requests.labels(outcome=outcome)

@@ -33,6 +33,14 @@ class Drainable(Protocol):
         """Drop the socket at once, without a close handshake."""
 
 
+class Relaying(Protocol):
+    """What the node asks of its relay (signaling/relay.py), which the app creates."""
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class Node:
     """Created by the app's cleanup context; ``close()`` is idempotent.
 
@@ -41,8 +49,9 @@ class Node:
     cleanup context, on the running loop) starts the heartbeat.
 
     Closing order: stop taking joins (draining) → tell every connection and
-    close its socket → close every room → close the registry → write the room
-    state and leave the cluster.
+    close its socket → close every room → close the relay (relayed sessions
+    end, the bus is flushed) → close the registry → write the room state and
+    leave the cluster (the bus closes there).
     """
 
     def __init__(
@@ -74,6 +83,9 @@ class Node:
         self.join_limits = KeyedRate(config.signaling.join_rate_per_ip,
                                      config.signaling.join_burst_per_ip)
         """Joins per client IP (``signaling.join_rate_per_ip``)."""
+        self.relay: Relaying | None = None
+        """Set by the app when the node is clustered: sessions relayed to and from other
+        nodes."""
         self.connections: set[Drainable] = set()
         """Client sockets open on this node."""
         self._no_connections = asyncio.Event()
@@ -84,6 +96,8 @@ class Node:
         """Join the cluster, if any (the heartbeat retries until Redis answers)."""
         if self.cluster is not None and not self._closed:
             self.cluster.start()
+            if self.relay is not None:
+                self.relay.start()
 
     def register(self, connection: Drainable) -> None:
         self.connections.add(connection)
@@ -144,6 +158,8 @@ class Node:
         await self.drain(self.config.shutdown_grace)
         self._closed = True
         await self.rooms.close()
+        if self.relay is not None:
+            await self.relay.close()
         await self.registry.close()
         if self.cluster is not None:
             await self.cluster.close()

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from conference.errors import ConferenceCode
 from signaling.admin import add_admin_routes, json_error
-from signaling.appkeys import NODE
+from signaling.appkeys import NODE, RELAY
 from signaling.connection import Connection
 from signaling.devjoin import add_devjoin_routes
 from signaling.errors import CloseCode, ErrorCode
@@ -57,6 +57,7 @@ async def rtc(request: web.Request) -> web.StreamResponse:
         url_room=request.query.get("room"),
         remote=request.remote,
         transport=request.transport,
+        relay=request.app.get(RELAY),
     )
     await connection.run()
     return ws

@@ -1,11 +1,11 @@
 """``Cluster``: everything a node needs of Redis, built and closed in one place.
 
 Created by the node when ``redis.url`` is set. It owns the Redis client, the
-node's record and heartbeat, placement, the room registry and the room state
-store. ``start()`` (on the running loop) starts the heartbeat and the state
-writer; ``close()`` stops them, removes the node's record and closes the
-connection. Closing order: state writer (flushed) → heartbeat and record →
-client.
+node's record and heartbeat, placement, the room registry, the room state
+store and the bus to the other nodes. ``start()`` (on the running loop) starts
+the heartbeat, the state writer and the bus; ``close()`` stops them, removes
+the node's record and closes the connection. Closing order: bus (flushed) →
+state writer (flushed) → heartbeat and record → client.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 
 from prometheus_client import CollectorRegistry
 
+from conference.cluster.bus import Bus
 from conference.cluster.client import RedisClient
 from conference.cluster.config import ClusterConfig, RedisConfig
 from conference.cluster.metrics import ClusterMetrics
@@ -64,6 +65,7 @@ class Cluster:
         self.placement = Placement(self.client, self.nodes)
         self.registry = RedisRoomRegistry(self.placement)
         self.state = RedisRoomStateStore(self.client, state_ttl)
+        self.bus = Bus(self.client, node, self.metrics)
         self._manager: RoomManager | None = None
         self._meter: LoadMeter | None = None
 
@@ -79,6 +81,7 @@ class Cluster:
     def start(self) -> None:
         self.state.start()
         self.nodes.start()
+        self.bus.start()
 
     def set_draining(self) -> None:
         self.nodes.set_state(NodeState.DRAINING)
@@ -104,6 +107,7 @@ class Cluster:
 
     async def close(self) -> None:
         """Idempotent."""
+        await self.bus.close()
         await self.state.close()
         await self.nodes.close()
         await self.client.close()

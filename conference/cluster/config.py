@@ -45,7 +45,22 @@ class ClusterConfig:
     """Lifetime of a room's shared state after its last change, seconds; 0: twice
     ``rooms.empty_timeout`` plus an hour, so it outlives an empty room."""
 
+    relay_heartbeat_interval: float = 1.0
+    """Each end of a relayed session tells the other it is alive this often, seconds."""
+    relay_timeout: float = 4.0
+    """A relayed session whose other end was silent this long is lost: the client is told
+    to reconnect (at least twice ``relay_heartbeat_interval``)."""
+    request_timeout: float = 3.0
+    """How long a node waits for another node's answer (opening a relayed session, an
+    admin request forwarded to a room's owner), seconds."""
+
     def check(self) -> None:
+        if self.relay_heartbeat_interval <= 0 or \
+                self.relay_timeout < 2 * self.relay_heartbeat_interval:
+            raise ValueError("relay_timeout: at least twice relay_heartbeat_interval "
+                             "(both positive)")
+        if not 0 < self.request_timeout <= 60:
+            raise ValueError("request_timeout: more than 0, at most 60 seconds")
         if self.heartbeat_interval <= 0 or self.node_ttl < 2 * self.heartbeat_interval:
             raise ValueError("node_ttl: at least twice heartbeat_interval (both positive)")
         if self.drain_timeout < 0:

@@ -6,6 +6,7 @@
   record is gone is void; the next claim replaces it, a listing deletes it.
 - ``parley:state:{room}``: the room's shared state (JSON string); TTL ``cluster.state_ttl``
   from the last write, rewritten by the owner well before it runs out.
+- ``parley:bus:{node}``: not a key but the node's pub/sub inbox channel (conference/cluster/bus.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ PREFIX = "parley:"
 NODE_PREFIX = PREFIX + "node:"
 ROOM_PREFIX = PREFIX + "room:"
 STATE_PREFIX = PREFIX + "state:"
+BUS_PREFIX = PREFIX + "bus:"
 
 
 def node_key(node: NodeId) -> str:
@@ -28,3 +30,7 @@ def room_key(room: RoomName) -> str:
 
 def state_key(room: RoomName) -> str:
     return STATE_PREFIX + room
+
+
+def bus_key(node: NodeId) -> str:
+    return BUS_PREFIX + node

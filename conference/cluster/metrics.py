@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 NODE_STATES = ("serving", "draining")
 REDIS_OPS = ("heartbeat", "unregister", "nodes", "claim", "release", "rooms",
-             "state_load", "state_write")
+             "state_load", "state_write", "bus_publish", "bus_receive")
 """Every label value of ``parley_cluster_redis_errors``: one per kind of call."""
 
 
@@ -29,6 +29,15 @@ class ClusterMetrics:
             "parley_cluster_claim_conflicts",
             "Rooms this node holds that Redis gave to another node (seen on re-registration)",
             registry=registry)
+        self.bus_frames = Counter(
+            "parley_cluster_bus_frames", "Frames published to and received from the bus",
+            ["direction"], registry=registry)
+        self.bus_dropped = Counter(
+            "parley_cluster_bus_dropped",
+            "Frames dropped before reaching Redis (queue full, or Redis unreachable)",
+            registry=registry)
+        for direction in ("in", "out"):
+            self.bus_frames.labels(direction=direction)
         for state in NODE_STATES:
             self.node_state.labels(state=state).set(1 if state == "serving" else 0)
         for op in REDIS_OPS:

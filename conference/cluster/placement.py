@@ -86,18 +86,23 @@ class Placement:
 
         return NodeId(await self._client.call("claim", run))
 
-    async def place(self, room: RoomName, fallback: NodeId) -> NodeId:
-        """The room's live owner, or a new one: the less loaded of two serving nodes
-        (``fallback`` when no node is serving, e.g. before the first heartbeat)."""
-        async def owner(r: Redis) -> str | None:
+    async def owner(self, room: RoomName) -> NodeId | None:
+        """The room's live owner, if any."""
+        async def read(r: Redis) -> str | None:
             value = await r.get(room_key(room))
             if value is None or not await r.exists(NODE_PREFIX + str(value)):
                 return None
             return str(value)
 
-        current = await self._client.call("claim", owner)
+        current = await self._client.call("claim", read)
+        return None if current is None else NodeId(current)
+
+    async def place(self, room: RoomName, fallback: NodeId) -> NodeId:
+        """The room's live owner, or a new one: the less loaded of two serving nodes
+        (``fallback`` when no node is serving, e.g. before the first heartbeat)."""
+        current = await self.owner(room)
         if current is not None:
-            return NodeId(current)
+            return current
         chosen = two_choices(await self._nodes.serving(), self._rng)
         return await self.claim(room, chosen.id if chosen is not None else fallback)
 

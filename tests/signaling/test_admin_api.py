@@ -65,7 +65,7 @@ async def test_moderator_sees_only_its_own_room(node: NodeHarness) -> None:
     mod = bearer(token(**MOD_R1))
     status, body = await call(node, "GET", "/api/rooms", mod)
     assert status == 200
-    assert body == {"rooms": [{"name": "r1", "num_participants": 1}]}
+    assert body == {"rooms": [{"name": "r1", "num_participants": 1, "node": node.node.id}]}
     status, body = await call(node, "GET", "/api/rooms/r1", mod)
     assert status == 200 and body["name"] == "r1" and body["num_participants"] == 1
     assert [p["identity"] for p in body["participants"]] == ["alice"]
@@ -83,8 +83,8 @@ async def test_wildcard_admin_token_sees_every_room(node: NodeHarness) -> None:
     admin = bearer(token("*", "ops", grants={"room_admin": True}))
     status, body = await call(node, "GET", "/api/rooms", admin)
     assert status == 200
-    assert body == {"rooms": [{"name": "r1", "num_participants": 2},
-                              {"name": "r2", "num_participants": 1}]}
+    assert body == {"rooms": [{"name": "r1", "num_participants": 2, "node": node.node.id},
+                              {"name": "r2", "num_participants": 1, "node": node.node.id}]}
     status, body = await call(node, "GET", "/api/rooms/r2", admin)
     assert status == 200 and [p["identity"] for p in body["participants"]] == ["carol"]
     status, body = await call(node, "GET", "/api/rooms/r1", admin)
