@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?=
 PORT ?=
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench clean image
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,21 @@ test: lint typecheck unit
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# The node's container image (Containerfile), with the first builder found.
+IMAGE ?= parley:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:
+	@if command -v podman >/dev/null 2>&1; then \
+		podman build -f Containerfile -t $(IMAGE) .; \
+	elif command -v buildah >/dev/null 2>&1; then \
+		buildah build -f Containerfile -t $(IMAGE) .; \
+	elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+		docker build -f Containerfile -t $(IMAGE) .; \
+	else \
+		echo "make image: no podman, buildah or docker with a running daemon on this machine."; \
+		echo "Install one (e.g. apt-get install podman) where the base image can be pulled."; \
+		exit 1; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
