@@ -49,7 +49,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _unavailable(reason: str) -> NoReturn:
+def unavailable(reason: str) -> NoReturn:
     if os.environ.get("PARLEY_CI") == "1":
         pytest.fail(f"{reason}: the chart tests must run in CI (PARLEY_CI=1)")
     pytest.skip(reason)
@@ -72,7 +72,7 @@ def helm_path() -> str | None:
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     path = helm_path()
     if path is None:
-        _unavailable("helm is not installed (.ci/run installs it)")
+        unavailable("helm is not installed (.ci/run installs it)")
     result = subprocess.run([path, *args], capture_output=True, text=True, timeout=60,
                             check=False, env={**os.environ, "HELM_CACHE_HOME": "/tmp/helm-cache",
                                               "HELM_CONFIG_HOME": "/tmp/helm-config",
