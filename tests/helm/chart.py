@@ -31,7 +31,8 @@ a middle one, newest schemas known)."""
 # Each variant turns on one feature over the defaults; tests iterate over all of them.
 VARIANTS: dict[str, tuple[str, ...]] = {
     "default": (),
-    "node-port": ("media.mode=nodePort", "replicaCount=2", "redis.url=redis://r:6379/0"),
+    "node-port-cluster": ("replicaCount=2", "redis.url=redis://r:6379/0"),
+    "host-port": ("media.mode=hostPort",),
     "load-balancer": ("media.mode=loadBalancer", "replicaCount=2",
                       "media.loadBalancer.addresses={203.0.113.10,203.0.113.11}",
                       "redis.url=redis://r:6379/0"),

@@ -42,16 +42,29 @@ def test_lint_strict_passes_for_every_variant() -> None:
         assert result.returncode == 0, f"{name}:\n{result.stdout}{result.stderr}"
 
 
-def test_default_runs_one_node_without_host_networking_and_publishes_a_host_port() -> None:
+def test_default_runs_one_node_with_media_on_its_own_node_port() -> None:
     docs = render()
     pod = node_pod(docs)
     assert not pod.get("hostNetwork", False)
     assert only(docs, "StatefulSet")["spec"]["replicas"] == 1
-    media = next(p for p in node_container(docs)["ports"] if p["name"] == "media")
-    assert (media["protocol"], media["containerPort"], media["hostPort"]) == ("UDP", 7882, 7882)
+    assert all("hostPort" not in p for p in node_container(docs)["ports"])
+    media = only(docs, "Service", "parley-0-media")["spec"]
+    assert (media["type"], media["ports"][0]["protocol"], media["ports"][0]["nodePort"]) == (
+        "NodePort", "UDP", 30782)
     announced = env_of(node_container(docs))["PARLEY_SFU_ANNOUNCED_ADDRESS"]
     assert announced["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+
+
+def test_host_port_mode_publishes_the_udp_port_on_the_kubernetes_node() -> None:
+    docs = render(*VARIANTS["host-port"])
+    container = node_container(docs)
+    media = next(p for p in container["ports"] if p["name"] == "media")
+    assert (media["protocol"], media["containerPort"], media["hostPort"]) == ("UDP", 7882, 7882)
+    announced = env_of(container)["PARLEY_SFU_ANNOUNCED_ADDRESS"]
+    assert announced["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
     assert config_of(docs)["sfu"]["udp_port"] == 7882
+    assert container["command"] == ["parley", "serve", "--config", "/etc/parley/config.yaml"]
+    assert not [s for s in of_kind(docs, "Service") if s["metadata"]["name"].endswith("-media")]
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -139,7 +152,7 @@ def test_config_changes_restart_the_nodes() -> None:
     assert checksum() != checksum("config.rooms.max_participants=20")
 
 
-@pytest.mark.parametrize("name", ["default", "host-network"])
+@pytest.mark.parametrize("name", ["host-port", "host-network"])
 def test_host_bound_modes_keep_one_node_per_kubernetes_node(name: str) -> None:
     docs = render(*VARIANTS[name])
     anti = node_pod(docs)["affinity"]["podAntiAffinity"]
@@ -160,7 +173,7 @@ def test_host_network_is_only_an_option_and_gathers_on_the_host_address() -> Non
 
 
 def test_node_port_mode_gives_each_pod_its_own_service_and_port() -> None:
-    docs = render(*VARIANTS["node-port"])
+    docs = render(*VARIANTS["node-port-cluster"])
     services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")
                 if s["spec"].get("type") == "NodePort"}
     assert sorted(services) == ["parley-0-media", "parley-1-media"]

@@ -34,7 +34,7 @@ def run_entry(tmp_path: Path, variant: str, pod: str,
 
 def test_node_port_pods_use_base_plus_ordinal(tmp_path: Path) -> None:
     for pod, port in (("parley-0", 30782), ("parley-1", 30783)):
-        result = run_entry(tmp_path, "node-port", pod, announced="10.1.2.3")
+        result = run_entry(tmp_path, "node-port-cluster", pod, announced="10.1.2.3")
         assert result.returncode == 0, result.stderr
         assert f"port={port}" in result.stdout
         assert "address=10.1.2.3" in result.stdout  # status.hostIP, from the pod spec

@@ -152,7 +152,7 @@ done
 : "${PARLEY_SFU_ANNOUNCED_ADDRESS:?no media.loadBalancer.addresses entry for $POD_NAME}"
 export PARLEY_SFU_ANNOUNCED_ADDRESS
 {{- end }}
-exec parley serve --config /etc/parley/config.yaml
+exec parley serve --config /etc/parley/config.yaml "$@"
 {{ end -}}
 
 {{- define "parley.restrictedContainer" -}}
