@@ -7,7 +7,7 @@ PORT ?=
 FUZZ_SECONDS ?= 60
 FUZZ_FRAMES ?= 1000000
 
-.PHONY: run test lint typecheck unit bench fuzz clean
+.PHONY: run test lint typecheck unit bench fuzz clean image
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,21 @@ fuzz: $(VENV)/.installed-test
 	$(PY) -m fuzz.run --all --seconds $(FUZZ_SECONDS)
 	PARLEY_FUZZ_FRAMES=$(FUZZ_FRAMES) $(PY) -m pytest -q -s -p no:cacheprovider \
 		tests/fuzz/test_protocol_fuzz.py
+
+# The node's container image (Containerfile), with the first builder found.
+IMAGE ?= parley:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:
+	@if command -v podman >/dev/null 2>&1; then \
+		podman build -f Containerfile -t $(IMAGE) .; \
+	elif command -v buildah >/dev/null 2>&1; then \
+		buildah build -f Containerfile -t $(IMAGE) .; \
+	elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+		docker build -f Containerfile -t $(IMAGE) .; \
+	else \
+		echo "make image: no podman, buildah or docker with a running daemon on this machine."; \
+		echo "Install one (e.g. apt-get install podman) where the base image can be pulled."; \
+		exit 1; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -67,6 +67,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def livez(request: web.Request) -> web.Response:
+    """Liveness: the event loop answers HTTP. It reads no shared state (no Redis, no registry),
+    so an outage of a backing service never gets healthy nodes restarted, and it stays 200
+    while the node drains (readiness, ``/readyz``, is what turns 503)."""
+    return web.json_response({"live": True, "node": request.app[NODE].id})
+
+
 async def readyz(request: web.Request) -> web.Response:
     node = request.app[NODE]
     if node.ready and node.cluster_reachable:
@@ -104,6 +111,7 @@ async def index(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/rtc", rtc)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     add_admin_routes(app)
