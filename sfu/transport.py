@@ -38,6 +38,7 @@ from sfu.errors import SfuCode, SfuError
 from sfu.hooks import (
     ForwardPacker,
     install_packer,
+    keep_consent_fresh,
     mark_sctp_bundled,
     redirect_keyframe_requests,
     tap_sender_rtcp,
@@ -60,6 +61,7 @@ def _new_pc() -> RTCPeerConnection:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
                                             bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
     use_node_media(pc)  # the node's one UDP port and announced address, when set
+    keep_consent_fresh(pc)  # retransmitted consent checks, lost after 30 s (RFC 7675)
     return pc
 
 
