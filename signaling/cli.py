@@ -220,12 +220,22 @@ def _worker(config: NodeConfig, index: int) -> None:
         asyncio.run(_serve(config, worker=index))
 
 
+def worker_config(config: NodeConfig, index: int) -> NodeConfig:
+    """Worker ``index``'s config: with ``sfu.udp_port`` set, each worker's media has its own
+    port (``udp_port + index``): one UDP socket demultiplexes one node's connections, and
+    the kernel would spread one shared port's datagrams across the workers."""
+    if not config.sfu.udp_port:
+        return config
+    return replace(config, sfu=replace(config.sfu, udp_port=config.sfu.udp_port + index))
+
+
 def _serve_workers(config: NodeConfig, count: int) -> int:
     """Start ``count`` node processes on one port (SO_REUSEPORT: the kernel spreads
     connections) and one Redis; SIGTERM/SIGINT is passed on to each, which drains.
     Exits non-zero if a worker did."""
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(config, i), name=f"parley-worker-{i}")
+    workers = [context.Process(target=_worker, args=(worker_config(config, i), i),
+                               name=f"parley-worker-{i}")
                for i in range(count)]
     stopping = False
 

@@ -20,8 +20,10 @@ import aiohttp
 import jwt
 import pytest
 
+from conference.config import SfuConfig
 from signaling import __version__
-from signaling.cli import main
+from signaling.cli import main, worker_config
+from signaling.config import NodeConfig
 from tests.conftest import KEY, SECRET, Client
 
 PARLEY = str(Path(sys.executable).parent / "parley")
@@ -219,3 +221,9 @@ def test_schema_prints_every_client_message(capsys: pytest.CaptureFixture[str]) 
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert {"Join", "Offer", "Data", "ApproveSpeaker"} <= set(schema["$defs"])
+
+
+def test_each_worker_takes_its_own_media_port() -> None:
+    config = NodeConfig(sfu=SfuConfig(udp_port=7882))
+    assert [worker_config(config, i).sfu.udp_port for i in range(3)] == [7882, 7883, 7884]
+    assert worker_config(NodeConfig(), 2).sfu.udp_port == 0
