@@ -59,6 +59,8 @@ class CloseCode(IntEnum):
     ROOM_CLOSED = 4007
     SLOW_CONSUMER = 4008
     JOIN_REFUSED = 4009
+    RECONNECT = 4010
+    """The client should reconnect at once (resuming), normally to another node."""
 
 
 WireCode = ErrorCode | ConferenceCode | SfuCode

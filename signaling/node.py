@@ -19,6 +19,7 @@ from signaling.auth import TokenVerifier
 from signaling.config import NodeConfig
 from signaling.metrics import SignalingMetrics
 from signaling.ratelimit import KeyedRate
+from signaling.resume import ResumeTokens
 
 log = logging.getLogger("parley.node")
 
@@ -71,6 +72,7 @@ class Node:
         if self.cluster is not None:
             self.cluster.attach(self.rooms)
         self.verifier = TokenVerifier(config.auth)
+        self.resume_tokens = ResumeTokens(config.auth.keys)
         self.join_limits = KeyedRate(config.signaling.join_rate_per_ip,
                                      config.signaling.join_burst_per_ip)
         """Joins per client IP (``signaling.join_rate_per_ip``)."""
