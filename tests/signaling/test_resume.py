@@ -70,7 +70,7 @@ async def test_a_dropped_socket_resumes_its_participant_and_the_room_sees_no_lea
         (joined["participant"]["id"], True)
     assert len(h.node.rooms.get("r1")) == 2
 
-    alice2, again = await rejoin(h, alice_tok, joined["resume_token"])
+    _, again = await rejoin(h, alice_tok, joined["resume_token"])
     assert again["resumed"] is True
     assert again["participant"]["id"] == joined["participant"]["id"]
     assert [p["identity"] for p in again["participants"]] == ["bob"]
