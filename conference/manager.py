@@ -126,6 +126,11 @@ class RoomManager:
     def participant_count(self) -> int:
         return sum(len(r) for r in self._rooms.values())
 
+    def connected_count(self) -> int:
+        """Participants not held after a dropped socket."""
+        return sum(1 for r in self._rooms.values() for p in r.participants
+                   if not p.reconnecting)
+
     async def join(self, request: JoinRequest) -> tuple[Room, Participant]:
         """Add a participant, creating the room if needed.
 

@@ -41,7 +41,7 @@ async def rtc(request: web.Request) -> web.StreamResponse:
     if not origin_allowed(request.headers.get("Origin"), request.host, cfg.allowed_origins):
         node.metrics.auth_failures.labels(reason=ErrorCode.ORIGIN_NOT_ALLOWED.value).inc()
         return json_error(403, ErrorCode.ORIGIN_NOT_ALLOWED, "this Origin may not connect")
-    if not node.ready:
+    if not node.accepting:
         return json_error(503, ConferenceCode.NODE_DRAINING, "node is not taking new connections")
     ws = web.WebSocketResponse(
         autoping=False,
@@ -64,6 +64,11 @@ async def rtc(request: web.Request) -> web.StreamResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def livez(request: web.Request) -> web.Response:
+    """Liveness: the process answers. Never asks Redis, so an outage restarts nothing."""
+    return web.json_response({"status": "ok", "node": request.app[NODE].id})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -103,6 +108,7 @@ async def index(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/rtc", rtc)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     add_admin_routes(app)
