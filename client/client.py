@@ -9,8 +9,14 @@ It is what the tests, bots and the load generator (client/loadtest.py) use::
     await client.send_data({"text": "hi"})
     await client.close()
 
-``close()`` is idempotent; the client owns its reader task and both peer
-connections.
+``close()`` is idempotent; the client owns its reader task, its reconnection task and
+both peer connections.
+
+When the socket drops, or the node asks it to (``reconnect``, close 4010), the client
+reconnects by itself (client/reconnect.py): it joins again with its resume token, so it
+keeps its participant id and, on stage, its place; it publishes its tracks again and
+answers the new subscriber offer. Given several node URLs, it moves to the next one when
+a node is draining or does not hold the room. ``rejoined`` receives each later ``joined``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import contextlib
 import itertools
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +42,16 @@ from aiortc import (
 
 from client.counting import AudioFrameCounter, VideoFrameCounter
 from client.hooks import redirect_keyframe_requests, replace_jitter_buffer
+from client.reconnect import (
+    FINAL_CLOSE_CODES,
+    FINAL_DISCONNECTS,
+    NEXT_NODE_CODES,
+    RECONNECT,
+    Nodes,
+    Republishable,
+    ResumeState,
+    delay,
+)
 
 PROTOCOL_VERSION = 1
 """The version of the wire protocol (docs/protocol.md) this client speaks in ``join``."""
@@ -58,12 +75,28 @@ class RemoteTrack:
 
 
 class ParleyClient:
-    def __init__(self, url: str, token: str, *, media: bool = True, decode: bool = True) -> None:
-        """``decode=False``: remote tracks are reassembled and counted, never decoded
-        (``frame_counts``, ``first_frame_at``); for load generation."""
-        base = url.rstrip("/")
-        self._ws_url = base.replace("https://", "wss://").replace("http://", "ws://") + "/rtc"
+    def __init__(self, url: str | Sequence[str], token: str, *, media: bool = True,
+                 decode: bool = True, reconnect: bool = True) -> None:
+        """``url``: a node, or several of one cluster (the first is used until a node
+        sends the client on). ``decode=False``: remote tracks are reassembled and counted,
+        never decoded (``frame_counts``, ``first_frame_at``); for load generation.
+        ``reconnect=False``: a lost socket ends the client."""
+        self._nodes = Nodes([url] if isinstance(url, str) else list(url))
         self._token = token
+        self._auto = reconnect
+        self._resume = ResumeState()
+        self._published: list[tuple[MediaStreamTrack, str]] = []
+        """What this client publishes, to publish again after a reconnection."""
+        self._live = False
+        """Joined on the current socket: losing it means reconnecting."""
+        self._soon = False
+        """The node asked for a reconnection (``reconnect``, 4010): no back-off."""
+        self._final = False
+        """The node ended the session for good (removed, replaced, room closed)."""
+        self._reconnector: asyncio.Task[None] | None = None
+        self.rejoined: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        """The ``joined`` reply of every reconnection, in order."""
+        self.reconnects = 0
         self._media = media
         self._decode = decode
         self.frame_counts: dict[str, int] = {}
@@ -95,16 +128,86 @@ class ParleyClient:
     # -- connection ------------------------------------------------------------
     async def connect(self) -> dict[str, Any]:
         self._http = aiohttp.ClientSession()
-        self._ws = await self._http.ws_connect(self._ws_url, heartbeat=10.0)
-        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
-        self.joined = await self.request({"type": "join", "token": self._token,
-                                          "version": PROTOCOL_VERSION, "media": self._media})
+        return await self._join(self._nodes.current)
+
+    async def _join(self, url: str) -> dict[str, Any]:
+        """Open a socket to ``url`` and join (resuming when a token is still valid)."""
+        assert self._http is not None
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()  # a previous attempt's socket
+        self._ws = await self._http.ws_connect(url, heartbeat=10.0)
+        self._reader = asyncio.get_running_loop().create_task(self._read_loop(self._ws))
+        message: dict[str, Any] = {"type": "join", "token": self._token,
+                                   "version": PROTOCOL_VERSION, "media": self._media}
+        resume = self._resume.current()
+        if resume is not None:
+            message["resume"] = resume
+        try:
+            joined = await self.request(message)
+        except BaseException:
+            await self._ws.close()
+            raise
+        self.joined = joined
+        self._resume.update(joined)
+        self._live, self._soon = True, False
         servers = [RTCIceServer(urls=s["urls"], username=s.get("username"),
                                 credential=s.get("credential"))
-                   for s in self.joined.get("ice_servers", [])]
+                   for s in joined.get("ice_servers", [])]
         self._config = RTCConfiguration(iceServers=servers,
                                         bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        return self.joined
+        return joined
+
+    # -- reconnecting ----------------------------------------------------------
+    def _lost(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """The reader saw its socket end: reconnect unless the session is over."""
+        if ws is not self._ws or not self._live or self.closed:
+            return
+        self._live = False
+        code = ws.close_code or 0
+        if not self._auto or self._final or code in FINAL_CLOSE_CODES or code == 1000:
+            return
+        self._soon = self._soon or code == RECONNECT
+        self._reconnector = asyncio.get_running_loop().create_task(
+            self._reconnect(), name="client-reconnect")
+
+    async def _reconnect(self) -> None:
+        await self._drop_media()
+        url = self._nodes.next() if self._soon and len(self._nodes.urls) > 1 \
+            else self._nodes.current
+        attempt = 0
+        while not self.closed:
+            attempt += 1
+            await asyncio.sleep(delay(attempt, soon=self._soon))
+            try:
+                joined = await self._join(url)
+            except ClientError as err:
+                if err.code not in NEXT_NODE_CODES:
+                    return  # refused for good (token, removed, full)
+                url = self._nodes.next()
+                continue
+            except (aiohttp.ClientError, ConnectionError, TimeoutError) as err:
+                if isinstance(err, aiohttp.WSServerHandshakeError) and err.status == 503:
+                    url = self._nodes.next()  # draining: try another node at once
+                continue
+            self.reconnects += 1
+            await self._republish(joined)
+            self.rejoined.put_nowait(joined)
+            return
+
+    async def _drop_media(self) -> None:
+        """The connections of the lost session are useless: close them."""
+        pcs, self.publisher, self.subscriber = (self.publisher, self.subscriber), None, None
+        self._channel, self._mapping = None, {}
+        self.remote.clear()
+        for pc in pcs:
+            if pc is not None:
+                await pc.close()
+
+    async def _republish(self, joined: dict[str, Any]) -> None:
+        if self._published and joined["grants"].get("can_publish"):
+            tracks, sources = zip(*self._published, strict=True)
+            self._published = []
+            await self.publish(*tracks, sources=list(sources))
 
     async def request(self, message: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
         """Send a message with a fresh id and wait for its reply (errors raise ClientError)."""
@@ -124,9 +227,8 @@ class ParleyClient:
         assert self._ws is not None, "connect() first"
         await self._ws.send_str(json.dumps(message))
 
-    async def _read_loop(self) -> None:
-        assert self._ws is not None
-        async for msg in self._ws:
+    async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
             data = json.loads(msg.data)
@@ -134,14 +236,26 @@ class ParleyClient:
             if future is not None and not future.done():
                 future.set_result(data)
                 continue
-            if data["type"] == "offer" and data.get("target") == "subscriber":
-                self._spawn(self._answer(data))
-            elif data["type"] == "data":
-                self.data.put_nowait(data)
-            self.events.put_nowait(data)
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(ConnectionError("signalling socket closed"))
+            self._on_event(data)
+        if ws is self._ws:
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(ConnectionError("signalling socket closed"))
+        self._lost(ws)
+
+    def _on_event(self, data: dict[str, Any]) -> None:
+        mtype = data["type"]
+        if mtype == "offer" and data.get("target") == "subscriber":
+            self._spawn(self._answer(data))
+        elif mtype == "data":
+            self.data.put_nowait(data)
+        elif mtype == "resume-token":
+            self._resume.update(data)
+        elif mtype == "reconnect":
+            self._soon = True
+        elif mtype == "disconnect" and data.get("reason") in FINAL_DISCONNECTS:
+            self._final = True
+        self.events.put_nowait(data)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -202,11 +316,12 @@ class ParleyClient:
             self.data.put_nowait({"type": "data", **json.loads(message)})
 
     async def _answer(self, offer: dict[str, Any]) -> None:
+        ws = self._ws
         try:
             await self._apply_offer(offer)
         except Exception:
-            if not self.closed:
-                raise
+            if not self.closed and ws is self._ws and self._live:
+                raise  # not merely the session it belonged to going away
 
     async def _apply_offer(self, offer: dict[str, Any]) -> None:
         pc = self._ensure_subscriber()
@@ -233,7 +348,9 @@ class ParleyClient:
         if self.publisher is None:
             self.publisher = RTCPeerConnection(self._config)
         pc = self.publisher
-        added = [pc.addTransceiver(t, direction="sendonly") for t in tracks]
+        added = [pc.addTransceiver(Republishable(t), direction="sendonly") for t in tracks]
+        self._published += [(t, sources[i] if sources and i < len(sources) else "")
+                            for i, t in enumerate(tracks)]
         for transceiver, track in zip(added, tracks, strict=True):
             restart = getattr(track, "restart", None)
             if callable(restart):  # pre-encoded: a key-frame request restarts the clip
@@ -267,6 +384,7 @@ class ParleyClient:
 
     # -- leaving ---------------------------------------------------------------
     async def leave(self) -> None:
+        self._live = False  # the socket closing after this is not a loss
         with contextlib.suppress(ClientError, ConnectionError, asyncio.TimeoutError):
             await self.request({"type": "leave"}, timeout=5.0)
         await self.close()
@@ -276,6 +394,10 @@ class ParleyClient:
         if self.closed:
             return
         self.closed = True
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnector
         for pc in (self.publisher, self.subscriber):
             if pc is not None:
                 await pc.close()

@@ -126,6 +126,7 @@ async def run_load(spec: LoadSpec, mint: TokenMinter) -> dict[str, Any]:
             "first_frame_mean": statistics.fmean(first_frames) if first_frames else None,
         }
     finally:
+        # leave, not just close: a dropped socket would be held for the resume window
         for client in [c for c, _ in subscribers] + publishers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), 5.0)
+                await asyncio.wait_for(client.leave(), 5.0)

@@ -37,6 +37,13 @@ class LeaveReason(StrEnum):
     ROOM_CLOSED = "room_closed"
     SERVER_SHUTDOWN = "server_shutdown"
     PROTOCOL_VIOLATION = "protocol_violation"
+    NODE_DRAINING = "node_draining"
+    """The node hands its rooms over to the cluster: the client is told to reconnect."""
+
+
+RESUMABLE = frozenset({LeaveReason.DISCONNECTED, LeaveReason.HEARTBEAT_TIMEOUT})
+"""A participant leaving for one of these (its socket is gone, not closed on purpose) is
+held in its room for the resume window before it leaves."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +82,8 @@ class ParticipantInfo:
     joined_at: float
     tracks: tuple[TrackInfo, ...]
     grants: dict[str, Any]
+    reconnecting: bool = False
+    """Its socket dropped; it is held in the room for the resume window."""
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -85,6 +94,7 @@ class ParticipantInfo:
             "joined_at": self.joined_at,
             "tracks": [t.to_wire() for t in self.tracks],
             "grants": self.grants,
+            "reconnecting": self.reconnecting,
         }
 
 

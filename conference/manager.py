@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from conference.cluster.state import InMemoryRoomStateStore, RoomStateHandle, RoomStateStore
 from conference.config import RoomConfig
 from conference.errors import ConferenceCode, ConferenceError
-from conference.events import LeaveReason, Removed
+from conference.events import Disconnected, LeaveReason, Removed
 from conference.ids import Identity, NodeId, ParticipantId, RoomName, new_participant_id
 from conference.media import RoomMedia
 from conference.mediaport import MediaPort
@@ -50,6 +50,10 @@ class JoinRequest:
     together (0: no limit)."""
     data_burst: int = 0
     """App data messages it may send at once before ``data_rate`` applies."""
+    resume: ParticipantId | None = None
+    """The participant id of a verified resume token (same room and identity): a
+    participant of that id still held in the room is taken back (its grants, stage place
+    and subscriptions kept); otherwise the joiner gets that id."""
 
 
 class RoomManager:
@@ -78,6 +82,8 @@ class RoomManager:
         self._metrics = metrics
         self._rooms: dict[RoomName, Room] = {}
         self._empty_timers: dict[RoomName, asyncio.TimerHandle] = {}
+        self._resume_timers: dict[tuple[RoomName, ParticipantId], asyncio.TimerHandle] = {}
+        """Participants held after their socket dropped, until they resume or leave."""
         self._tasks = TaskSet("room-release")
         self.draining = False
         self._closed = False
@@ -120,13 +126,19 @@ class RoomManager:
     def participant_count(self) -> int:
         return sum(len(r) for r in self._rooms.values())
 
+    def connected_count(self) -> int:
+        """Participants not held after a dropped socket."""
+        return sum(1 for r in self._rooms.values() for p in r.participants
+                   if not p.reconnecting)
+
     async def join(self, request: JoinRequest) -> tuple[Room, Participant]:
         """Add a participant, creating the room if needed.
 
         An older session of the same identity is replaced: it is told
         ``duplicate_identity`` and leaves before the new one joins.
         """
-        self._check_open()
+        if self._closed or (self.draining and request.room not in self._rooms):
+            self._check_open()  # a draining node keeps its meetings, takes no new room
         room = self._rooms.get(request.room)
         if room is None:  # (an empty Room is falsy: it has a length)
             room = await self._open_room(request.room)
@@ -134,6 +146,8 @@ class RoomManager:
             raise ConferenceError(ConferenceCode.BANNED,
                                   "removed from this room; a new token is needed to rejoin")
         older = room.by_identity(request.identity)
+        if older is not None and request.resume is not None and older.id == request.resume:
+            return self._resume(room, older, request)
         if older is not None:
             self._leave(room, older.id, LeaveReason.DUPLICATE_IDENTITY,
                         notify="the same identity joined from another session")
@@ -153,6 +167,58 @@ class RoomManager:
                  extra={"room": room.name, "participant": participant.id,
                         "identity": participant.identity})
         return room, participant
+
+    def _resume(self, room: Room, p: Participant,
+                request: JoinRequest) -> tuple[Room, Participant]:
+        """Take a participant back: its id, grants, stage place and subscriptions."""
+        if not p.reconnecting:  # its old socket is not known to be gone yet
+            p.deliver(Disconnected(room=room.name, reason=LeaveReason.DUPLICATE_IDENTITY,
+                                   message="resumed from another connection"))
+            room.suspend(p.id)
+        self._cancel_resume_timer(room.name, p.id)
+        p.token_id, p.token_expires = request.token_id, request.token_expires
+        room.resume(p.id, request.sink)
+        if request.media:
+            try:
+                room.media.attach(p)
+            except ConferenceError:
+                self._leave(room, p.id, LeaveReason.DISCONNECTED, None)
+                raise
+        room.stage.restore(p)
+        self._metrics.resumed.inc()
+        log.info("participant resumed",
+                 extra={"room": room.name, "participant": p.id, "identity": p.identity})
+        return room, p
+
+    def suspend(self, room_name: RoomName, pid: ParticipantId, reason: LeaveReason,
+                window: float) -> bool:
+        """The participant's socket dropped: hold it in the room (without media) for
+        ``window`` seconds, then it leaves with ``reason``; 0 leaves at once."""
+        room = self._rooms.get(room_name)
+        if room is None or room.get(pid) is None:
+            return False
+        if window <= 0:
+            return self._leave(room, pid, reason, None)
+        room.suspend(pid)
+        self._cancel_resume_timer(room_name, pid)
+        self._resume_timers[(room_name, pid)] = asyncio.get_running_loop().call_later(
+            window, self._resume_expired, room_name, pid, reason)
+        log.info("participant reconnecting",
+                 extra={"room": room_name, "participant": pid, "reason": reason.value})
+        return True
+
+    def _resume_expired(self, room_name: RoomName, pid: ParticipantId,
+                        reason: LeaveReason) -> None:
+        self._resume_timers.pop((room_name, pid), None)
+        room = self._rooms.get(room_name)
+        p = room.get(pid) if room is not None else None
+        if room is not None and p is not None and p.reconnecting:
+            self._leave(room, pid, reason, None)
+
+    def _cancel_resume_timer(self, room_name: RoomName, pid: ParticipantId) -> None:
+        timer = self._resume_timers.pop((room_name, pid), None)
+        if timer is not None:
+            timer.cancel()
 
     def _check_open(self) -> None:
         if self._closed or self.draining:
@@ -198,7 +264,8 @@ class RoomManager:
     def _participant(self, request: JoinRequest, room: Room) -> Participant:
         return Participant(
             token_id=request.token_id,
-            id=new_participant_id(),
+            id=request.resume if request.resume is not None and room.get(request.resume) is None
+            else new_participant_id(),
             identity=request.identity,
             name=request.name,
             metadata=request.metadata,
@@ -238,6 +305,7 @@ class RoomManager:
     def _leave(
         self, room: Room, pid: ParticipantId, reason: LeaveReason, notify: str | None
     ) -> bool:
+        self._cancel_resume_timer(room.name, pid)
         if not room.remove(pid, reason, notify):
             return False
         self._metrics.participants.set(self.participant_count())
@@ -276,6 +344,8 @@ class RoomManager:
 
     def _close_room(self, room: Room, reason: LeaveReason, message: str) -> None:
         self._cancel_empty_timer(room.name)
+        for key in [k for k in self._resume_timers if k[0] == room.name]:
+            self._cancel_resume_timer(*key)
         room.close(reason, message)
         self._rooms.pop(room.name, None)
         self._closed_stats.add(room.media.forwarding_stats())
@@ -292,6 +362,23 @@ class RoomManager:
         except ConferenceError as err:  # the claim stays until this node's record expires
             log.warning("room not released", extra={"room": name, "code": err.code.value})
 
+    async def hand_over(self) -> None:
+        """Draining: every room goes to the cluster. Its state is written and its claim
+        released first, so that its participants, told to reconnect (``node_draining``),
+        find it free on another node; then it closes here."""
+        rooms = list(self._rooms.values())
+        if not rooms:
+            return
+        if not await self._state.flush():
+            log.warning("room state not written before the hand-over")
+        for room in rooms:
+            await self._release(room.name)
+        for room in rooms:
+            if self._rooms.get(room.name) is room:
+                self._close_room(room, LeaveReason.NODE_DRAINING,
+                                 "the node is going away; reconnect")
+        log.info("rooms handed over", extra={"rooms": len(rooms)})
+
     async def close(self) -> None:
         """Close every room (participants told ``server_shutdown``). Idempotent."""
         if self._closed:
@@ -300,6 +387,8 @@ class RoomManager:
         opening = list(self._opening.values())
         for task in opening:
             task.cancel()
+        for key in list(self._resume_timers):
+            self._cancel_resume_timer(*key)
         await asyncio.gather(*opening, return_exceptions=True)
         for room in list(self._rooms.values()):
             self._close_room(room, LeaveReason.SERVER_SHUTDOWN, "the server is shutting down")

@@ -100,10 +100,15 @@ class RoomMedia:
         if known:  # a late joiner learns everyone's current quality at once
             participant.deliver(ConnectionQualityChanged(room=self.room.name, updates=known))
         if participant.grants.can_subscribe:
+            live = {tid for m in self.members.values() for tid in m.producers}
+            wanted = participant.subscriptions = {
+                tid: state for tid, state in participant.subscriptions.items() if tid in live}
             for other in self.members.values():
                 for tid, producer in other.producers.items():
-                    if other.participant.id != pid:
+                    if other.participant.id != pid and wanted.get(tid) != "unsubscribed":
                         self._consume(member, tid, producer)
+                        if wanted.get(tid) == "paused":
+                            member.consumers[tid].pause()
 
     def detach(self, pid: ParticipantId) -> None:
         """The participant left: close its connections (in a task this object owns)."""
@@ -250,6 +255,10 @@ class RoomMedia:
             raise ConferenceError(ConferenceCode.PERMISSION_DENIED,
                                   "a participant does not subscribe to its own track")
         consumer = member.consumers.get(tid)
+        if state == "subscribed":
+            member.participant.subscriptions.pop(tid, None)
+        else:  # kept across a resume
+            member.participant.subscriptions[tid] = state
         if state == "unsubscribed":
             if consumer is not None:
                 consumer.close()

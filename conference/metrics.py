@@ -40,6 +40,11 @@ class ConferenceMetrics:
             "App data messages dropped because the sender was over its data rate",
             registry=registry,
         )
+        self.resumed = Counter(
+            "parley_conference_participants_resumed",
+            "Participants taken back by a resume token after their socket dropped",
+            registry=registry,
+        )
         self.participants_left = Counter(
             "parley_conference_participants_left",
             "Participants that left, by reason",

@@ -35,6 +35,12 @@ class Participant:
     data_budget: TokenBucket | None = None
     """App data this participant may send, over the socket and the data channel together;
     ``None``: no limit."""
+    reconnecting: bool = False
+    """Its socket dropped without ``leave``: held in the room, without media, until it
+    resumes or the resume window ends."""
+    subscriptions: dict[TrackId, str] = field(default_factory=dict)
+    """Tracks it paused or unsubscribed (``paused`` | ``unsubscribed``); the rest it
+    receives. Kept across a resume."""
     _data_route: DataRoute | None = field(default=None, repr=False)
 
     @property
@@ -50,6 +56,7 @@ class Participant:
             joined_at=self.joined_at,
             tracks=tuple(self.tracks.values()),
             grants=self.grants.to_wire(),
+            reconnecting=self.reconnecting,
         )
 
     def set_data_route(self, route: DataRoute | None) -> None:

@@ -30,13 +30,18 @@ from conference.events import (
 from conference.ids import Identity, ParticipantId, RoomName, TrackId, new_track_id
 from conference.mediaport import MediaPort, NoMedia
 from conference.metrics import ConferenceMetrics
-from conference.participant import Participant
+from conference.participant import EventSink, Participant
 from conference.permissions import Grants
 from conference.stage import Stage
 
 MediaFactory = Callable[["Room"], MediaPort]
 
 log = logging.getLogger("parley.room")
+
+
+def _nowhere(event: RoomEvent) -> None:
+    """The sink of a suspended participant: events are dropped (it gets a fresh ``joined``
+    when it resumes)."""
 
 
 class Room:
@@ -192,6 +197,31 @@ class Room:
         if not self._participants:
             self.empty_since = time.monotonic()
         return True
+
+    def suspend(self, pid: ParticipantId) -> None:
+        """Its socket dropped: the participant stays, marked ``reconnecting``, without media
+        (its connections close, its tracks are unpublished) and without events, until it
+        resumes or leaves. Its stage place and pending request stay. Idempotent."""
+        p = self._participants.get(pid)
+        if p is None or p.reconnecting:
+            return
+        p.reconnecting = True
+        p.sink = _nowhere
+        self.media.detach(pid)
+        tracks = list(p.tracks.values())
+        p.tracks.clear()
+        if not p.hidden:
+            for track in tracks:
+                self._broadcast(TrackUnpublished(room=self.name, track=track), exclude=pid)
+        self._announce_update(p)
+
+    def resume(self, pid: ParticipantId, sink: EventSink) -> Participant:
+        """A suspended participant is back: events go to its new sink, the room is told."""
+        p = self.require(pid)
+        p.sink = sink
+        p.reconnecting = False
+        self._announce_update(p)
+        return p
 
     def close(self, reason: LeaveReason, message: str) -> None:
         """Tell every participant and empty the room. Idempotent."""

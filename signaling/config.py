@@ -59,6 +59,9 @@ class SignalingConfig:
     send_timeout: float = 5.0
     """Deadline of one write to a client socket (a message, a ping, the close); a client that
     stops reading is aborted when a write passes it, seconds."""
+    resume_window: float = 15.0
+    """How long a participant whose socket dropped (no ``leave``) stays in its room, and how
+    long a resume token is valid, seconds; 0: no resumption, a drop is a leave."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -274,6 +277,8 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError("signaling.join_burst_per_ip: at least 1")
     if not 0 < s.send_timeout <= 60:
         raise ConfigError("signaling.send_timeout: more than 0, at most 60 seconds")
+    if not 0 <= s.resume_window <= 600:
+        raise ConfigError("signaling.resume_window: 0 to 600 seconds")
     if s.max_message_bytes < 1024:
         raise ConfigError("signaling.max_message_bytes: at least 1024")
     if config.rooms.max_participants < 1:

@@ -34,6 +34,7 @@ from signaling.protocol import (
     SUPPORTED_VERSIONS,
     EncodedEvent,
     Message,
+    Text,
     encode,
     encode_error,
     reply,
@@ -271,6 +272,7 @@ class Join(Message, tag="join"):
     version: int | None = None
     room: str | None = None
     media: bool | None = None
+    resume: Text | None = None
 
 
 class Ping(Message, tag="ping"):
@@ -313,7 +315,7 @@ async def handle_join(c: Connection, m: Join) -> None:
     try:
         c.session = await open_session(
             node, c.relay, c, claims, msg_id=m.id, version=version,
-            media=m.media is not False, remote=c.remote)
+            media=m.media is not False, remote=c.remote, resume=m.resume)
     except ConferenceError as err:
         c.send_error(err.code, err.message, m.id)
         c.close(CloseCode.JOIN_REFUSED, err.code.value)

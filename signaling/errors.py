@@ -60,8 +60,8 @@ class CloseCode(IntEnum):
     SLOW_CONSUMER = 4008
     JOIN_REFUSED = 4009
     RECONNECT = 4010
-    """The node holding the room was lost (or the link to it): rejoin through the load
-    balancer; a ``reconnect`` message says why."""
+    """The client should reconnect at once, resuming, normally through the load balancer to
+    another node: the room's node was lost or is draining; a ``reconnect`` message says why."""
 
 
 WireCode = ErrorCode | ConferenceCode | SfuCode

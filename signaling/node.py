@@ -19,6 +19,7 @@ from signaling.auth import TokenVerifier
 from signaling.config import NodeConfig
 from signaling.metrics import SignalingMetrics
 from signaling.ratelimit import KeyedRate
+from signaling.resume import ResumeTokens
 
 log = logging.getLogger("parley.node")
 
@@ -48,10 +49,12 @@ class Node:
     room registry and the room state store, and ``start()`` (from the app's
     cleanup context, on the running loop) starts the heartbeat.
 
-    Closing order: stop taking joins (draining) → tell every connection and
-    close its socket → close every room → close the relay (relayed sessions
-    end, the bus is flushed) → close the registry → write the room state and
-    leave the cluster (the bus closes there).
+    Closing order: stop taking joins (draining) → clustered: let the meetings go
+    on for ``cluster.drain_timeout``, then hand the rooms over (state written,
+    claims released, participants told to reconnect) → tell every connection and
+    close its socket → close every room → close the relay (relayed sessions end,
+    the bus is flushed) → close the registry → write the room state and leave the
+    cluster (the bus closes there).
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class Node:
         if self.cluster is not None:
             self.cluster.attach(self.rooms)
         self.verifier = TokenVerifier(config.auth)
+        self.resume_tokens = ResumeTokens(config.auth.keys)
         self.join_limits = KeyedRate(config.signaling.join_rate_per_ip,
                                      config.signaling.join_burst_per_ip)
         """Joins per client IP (``signaling.join_rate_per_ip``)."""
@@ -121,6 +125,12 @@ class Node:
         return not self._closed and not self.rooms.draining
 
     @property
+    def accepting(self) -> bool:
+        """Upgrades client sockets: a clustered node keeps doing so while it drains, so
+        that its meetings go on (joins into rooms it does not hold are refused)."""
+        return not self._closed and (not self.rooms.draining or self.cluster is not None)
+
+    @property
     def cluster_reachable(self) -> bool:
         """Always on a single node; clustered, whether the node's record is in Redis."""
         return self.cluster is None or self.cluster.healthy
@@ -134,6 +144,7 @@ class Node:
         self.rooms.draining = True
         if self.cluster is not None:
             self.cluster.set_draining()
+            await self._hand_over(self.config.cluster.drain_timeout)
         log.info("draining", extra={"connections": len(self.connections)})
         for connection in list(self.connections):
             connection.shutdown()
@@ -144,6 +155,20 @@ class Node:
         for connection in list(self.connections):
             connection.abort()
         await self._until_no_connections(grace - abort_at)
+
+    async def _hand_over(self, timeout: float) -> None:
+        """Clustered: the meetings go on for up to ``timeout`` seconds (or until nobody is
+        connected to them any more); then the rooms go to the cluster and their
+        participants are told to reconnect (``node_draining``, 4010)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        log.info("draining: meetings go on", extra={"rooms": len(self.rooms.rooms),
+                                                    "drain_timeout": timeout})
+        while loop.time() < deadline:
+            if not self.rooms.connected_count():  # every meeting ended meanwhile
+                break
+            await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
+        await self.rooms.hand_over()
 
     async def _until_no_connections(self, timeout: float) -> bool:
         try:

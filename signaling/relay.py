@@ -237,7 +237,7 @@ class OwnerLink(_End):
             self.session = await ParticipantSession.open(
                 self.relay.node, self, claims_from_wire(frame["claims"]),
                 msg_id=frame.get("id"), version=int(frame["v"]), media=bool(frame["media"]),
-                remote=frame.get("remote"))
+                remote=frame.get("remote"), resume=frame.get("resume"))
         except ConferenceError as err:
             self.frame(REFUSED, c=err.code.value, m=err.message)
             self._end()
@@ -327,7 +327,7 @@ class Relay:
     # -- the edge ------------------------------------------------------------------------
     async def open(self, client: ClientLink, owner: NodeId, claims: Claims, *,
                    msg_id: str | None, version: int, media: bool,
-                   remote: str | None) -> EdgeSession:
+                   remote: str | None, resume: str | None = None) -> EdgeSession:
         """Open the client's session on ``owner``; raises the owner's ``ConferenceError``
         (or ``cluster_unavailable`` when it does not answer within ``request_timeout``)."""
         started = time.perf_counter()
@@ -335,7 +335,7 @@ class Relay:
         self.edges[edge.link] = edge
         self._count()
         edge.frame(OPEN, claims=claims_to_wire(claims), id=msg_id, v=version, media=media,
-                   remote=remote)
+                   remote=remote, resume=resume)
         try:
             await asyncio.wait_for(asyncio.shield(edge.opened), self.config.request_timeout)
         except TimeoutError:
@@ -451,7 +451,7 @@ class Relay:
 
 async def open_session(node: Node, relay: Relay | None, link: ClientLink, claims: Claims, *,
                        msg_id: str | None, version: int, media: bool,
-                       remote: str | None) -> SessionPort:
+                       remote: str | None, resume: str | None = None) -> SessionPort:
     """Open the client's session where its room lives: on this node, or relayed to the
     room's owner. A new room goes where placement puts it (the less loaded of two serving
     nodes); a room this node holds never asks Redis. Raises ``ConferenceError``."""
@@ -464,9 +464,9 @@ async def open_session(node: Node, relay: Relay | None, link: ClientLink, claims
             if owner == node.id or relay is None:
                 return await ParticipantSession.open(node, link, claims, msg_id=msg_id,
                                                      version=version, media=media,
-                                                     remote=remote)
+                                                     remote=remote, resume=resume)
             return await relay.open(link, owner, claims, msg_id=msg_id, version=version,
-                                    media=media, remote=remote)
+                                    media=media, remote=remote, resume=resume)
         except ConferenceError as err:  # the room moved between placement and the join
             if err.code is not ConferenceCode.ROOM_ON_OTHER_NODE or attempt == 2:
                 raise

@@ -41,7 +41,7 @@ async def rtc(request: web.Request) -> web.StreamResponse:
     if not origin_allowed(request.headers.get("Origin"), request.host, cfg.allowed_origins):
         node.metrics.auth_failures.labels(reason=ErrorCode.ORIGIN_NOT_ALLOWED.value).inc()
         return json_error(403, ErrorCode.ORIGIN_NOT_ALLOWED, "this Origin may not connect")
-    if not node.ready:
+    if not node.accepting:
         return json_error(503, ConferenceCode.NODE_DRAINING, "node is not taking new connections")
     ws = web.WebSocketResponse(
         autoping=False,

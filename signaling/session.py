@@ -10,12 +10,13 @@ connection itself; between nodes, a relay. It never touches the socket.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 from conference.errors import ConferenceError, SfuError
-from conference.events import Disconnected, LeaveReason, RoomEvent
+from conference.events import RESUMABLE, Disconnected, LeaveReason, RoomEvent
 from conference.manager import JoinRequest
 from conference.participant import Participant
 from conference.room import Room
@@ -29,10 +30,12 @@ from signaling.protocol import (
     MESSAGES,
     PROTOCOL_VERSION,
     Message,
+    encode,
     encode_error,
     encode_event,
     reply,
 )
+from signaling.resume import ResumeClaim
 
 log = logging.getLogger("parley.session")
 
@@ -41,6 +44,7 @@ _CLOSE_FOR_REASON = {
     LeaveReason.REMOVED: CloseCode.REMOVED,
     LeaveReason.ROOM_CLOSED: CloseCode.ROOM_CLOSED,
     LeaveReason.SERVER_SHUTDOWN: CloseCode.GOING_AWAY,
+    LeaveReason.NODE_DRAINING: CloseCode.RECONNECT,
 }
 
 
@@ -57,27 +61,38 @@ class ParticipantSession:
         self.remote = remote
         self.room: Room | None = None
         self.participant: Participant | None = None
+        self._key = ""
+        """The API key that signed the join token; it signs the resume tokens too."""
+        self._refresh: asyncio.TimerHandle | None = None
+        """Sends a fresh resume token every third of the resume window."""
 
     @classmethod
     async def open(cls, node: Node, link: ClientLink, claims: Claims, *, msg_id: str | None,
-                   version: int, media: bool, remote: str | None = None) -> ParticipantSession:
+                   version: int, media: bool, remote: str | None = None,
+                   resume: str | None = None) -> ParticipantSession:
         """Join the room and send ``joined``; raises ``ConferenceError`` when the room
-        refuses."""
+        refuses. A valid ``resume`` token of the same room and identity takes its
+        participant back; an invalid or expired one is ignored (a join as new)."""
         started = time.perf_counter()
         session = cls(node, link, remote)
+        session._key = claims.key
+        claim = _resume_claim(node, claims, resume)
         room, participant = await node.rooms.join(JoinRequest(
             room=claims.grants.room, identity=claims.identity, name=claims.name,
             metadata=claims.metadata, grants=claims.grants, sink=session.deliver,
             token_id=claims.token_id, token_expires=claims.expires_at,
             data_rate=node.config.signaling.rate_limit_per_second,
             data_burst=node.config.signaling.rate_limit_burst,
-            media=media and node.config.sfu.enabled))
+            media=media and node.config.sfu.enabled,
+            resume=claim.participant if claim is not None else None))
         session.room, session.participant = room, participant
-        session.reply(msg_id, session._joined(version))
+        resumed = claim is not None and claim.participant == participant.id
+        session.reply(msg_id, session._joined(version, resumed))
+        session._schedule_refresh()
         node.metrics.join_latency.observe(time.perf_counter() - started)
         return session
 
-    def _joined(self, version: int) -> dict[str, Any]:
+    def _joined(self, version: int, resumed: bool) -> dict[str, Any]:
         room, participant = self.require_participant()
         return {
             "type": "joined",
@@ -96,7 +111,39 @@ class ParticipantSession:
             ] if participant.grants.room_admin else [],
             "server": {"version": __version__, "node": self.node.id,
                        "protocol": PROTOCOL_VERSION},
+            "resumed": resumed,
+            "subscriptions": dict(participant.subscriptions) if resumed else {},
+            **self._resume_fields(),
         }
+
+    # -- resumption ------------------------------------------------------------------
+    def _resume_fields(self) -> dict[str, Any]:
+        room, participant = self.require_participant()
+        window = self.node.config.signaling.resume_window
+        if window <= 0:
+            return {"resume_token": None, "resume_expires_at": None}
+        expires = round(time.time() + window, 3)
+        token = self.node.resume_tokens.mint(
+            key=self._key, room=room.name, participant=participant.id,
+            identity=participant.identity, expires_at=expires)
+        return {"resume_token": token, "resume_expires_at": expires}
+
+    def _schedule_refresh(self) -> None:
+        window = self.node.config.signaling.resume_window
+        if window > 0 and self.participant is not None:
+            self._refresh = asyncio.get_running_loop().call_later(
+                window / 3, self._send_resume_token)
+
+    def _send_resume_token(self) -> None:
+        self._refresh = None
+        if self.participant is not None:
+            self.link.send(encode({"type": "resume-token", **self._resume_fields()}))
+            self._schedule_refresh()
+
+    def _stop_refresh(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            self._refresh = None
 
     # -- SessionPort -------------------------------------------------------------
     async def handle(self, message: Message) -> None:
@@ -114,8 +161,14 @@ class ParticipantSession:
             self.send_error(ErrorCode.INTERNAL_ERROR, "internal error", message.id)
 
     def leave(self, reason: LeaveReason) -> None:
+        """A lost socket (``RESUMABLE``) holds the participant for the resume window."""
+        self._stop_refresh()
         if self.room is not None and self.participant is not None:
-            self.node.rooms.leave(self.room.name, self.participant.id, reason)
+            if reason in RESUMABLE:
+                self.node.rooms.suspend(self.room.name, self.participant.id, reason,
+                                        self.node.config.signaling.resume_window)
+            else:
+                self.node.rooms.leave(self.room.name, self.participant.id, reason)
         self.participant = None
 
     # -- towards the client --------------------------------------------------------
@@ -124,6 +177,7 @@ class ParticipantSession:
         self.link.send(encode_event(event))
         if isinstance(event, Disconnected):
             self.participant = None
+            self._stop_refresh()
             self.link.close(_CLOSE_FOR_REASON.get(event.reason, CloseCode.NORMAL),
                             event.reason.value)
 
@@ -145,3 +199,11 @@ class ParticipantSession:
             "participant": self.participant.id if self.participant else None,
             "remote": self.remote,
         }
+
+
+def _resume_claim(node: Node, claims: Claims, resume: str | None) -> ResumeClaim | None:
+    """The verified resume token, if it is for the join token's room and identity."""
+    claim = node.resume_tokens.verify(resume) if resume else None
+    if claim is None or claim.room != claims.grants.room or claim.identity != claims.identity:
+        return None
+    return claim

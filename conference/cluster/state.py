@@ -97,6 +97,10 @@ class RoomStateStore(Protocol):
         """The room left this node (its last state was saved)."""
         ...
 
+    async def flush(self, timeout: float = 2.0) -> bool:
+        """Wait until every save is written; ``False`` if ``timeout`` passed first."""
+        ...
+
     async def close(self) -> None:
         """Write what is pending (within a deadline) and stop. Idempotent."""
         ...
@@ -172,6 +176,9 @@ class InMemoryRoomStateStore:
 
     def closed(self, room: RoomName) -> None:
         pass
+
+    async def flush(self, timeout: float = 2.0) -> bool:
+        return True
 
     async def close(self) -> None:
         self._saved.clear()

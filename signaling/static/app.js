@@ -26,6 +26,7 @@ import { Subscriber } from "./subscriber.js";
 
 const $ = (id) => document.getElementById(id);
 const RETRY_DELAYS = [500, 1000, 2000, 4000, 8000]; // ms; 8 s for every further attempt
+const RECONNECT_SOON = 250; // ms, at most (random): the node asked for a reconnection
 const JOIN_TIMEOUT = 10000; // ms
 const JOIN_REFUSED = {
   room_full: "The meeting is full.",
@@ -125,8 +126,10 @@ async function connect() {
   meeting.signal = signal;
   try {
     await signal.open();
-    const joined = await signal.request({ type: "join", token: meeting.token, version: 1, media: true },
-                                        JOIN_TIMEOUT);
+    const join = { type: "join", token: meeting.token, version: 1, media: true };
+    const resume = resumeToken();
+    if (resume) join.resume = resume;
+    const joined = await signal.request(join, JOIN_TIMEOUT);
     if (gen === meeting.gen) await onJoined(joined, gen);
   } catch (err) {
     if (gen !== meeting.gen) return;
@@ -149,11 +152,25 @@ function socketClosed(code, reason) {
     return;
   }
   const attempt = ++meeting.attempt;
+  const soon = attempt === 1 && (meeting.soon || code === CloseCode.RECONNECT);
+  meeting.soon = false;
   const base = RETRY_DELAYS[Math.min(attempt - 1, RETRY_DELAYS.length - 1)];
   parley.reconnects += 1;
   setState("reconnecting", `Reconnecting… (attempt ${attempt})`);
-  banner("Connection lost. Reconnecting…");
-  meeting.retryTimer = setTimeout(connect, Math.round(base * (0.8 + Math.random() * 0.4)));
+  banner(soon ? "Moving the meeting. Reconnecting…" : "Connection lost. Reconnecting…");
+  const wait = soon ? Math.random() * RECONNECT_SOON : base * (0.8 + Math.random() * 0.4);
+  meeting.retryTimer = setTimeout(connect, Math.round(wait));
+}
+
+/** The last resume token while it is valid: the join then takes this page's participant
+ *  back (its id, its place on stage) instead of joining as new. */
+function resumeToken() {
+  const { token, expiresAt } = meeting.resume;
+  return token && expiresAt * 1000 - 200 > Date.now() ? token : null;
+}
+
+function keepResumeToken(m) {
+  meeting.resume = { token: m.resume_token || null, expiresAt: m.resume_expires_at || 0 };
 }
 
 /** Why the meeting is over for this page, or null when it should reconnect. */
@@ -187,6 +204,7 @@ function ending(code, reason) {
 
 function finish({ state, title, text = "", rejoin = false }) {
   clearTimeout(meeting.retryTimer);
+  meeting.resume = { token: null, expiresAt: 0 }; // the session is over: a rejoin is new
   releaseLocal();
   view.grid.clear();
   banner("");
@@ -200,6 +218,8 @@ function finish({ state, title, text = "", rejoin = false }) {
 
 async function onJoined(joined, gen) {
   meeting.attempt = 0;
+  keepResumeToken(joined);
+  if (joined.resumed) parley.resumed += 1;
   meeting.self = joined.participant;
   meeting.iceServers = joined.ice_servers || [];
   parley.participantId = joined.participant.id;
@@ -350,6 +370,8 @@ const handlers = {
   },
   "removed": (m) => { meeting.removedBy = m; },
   "disconnect": (m) => { meeting.disconnect = m; },
+  "resume-token": keepResumeToken,
+  "reconnect": () => { meeting.soon = true; },
   "error": (m) => { parley.errors.push(`${m.code}: ${m.message}`); },
 };
 
@@ -374,6 +396,7 @@ function sendData(message) {
 // -- start --------------------------------------------------------------------------------
 function startMeeting(token) {
   meeting.token = token;
+  meeting.resume = { token: null, expiresAt: 0 };
   meeting.attempt = 0;
   $("settings-panel").append($("devices"));
   show("meeting");

@@ -11,6 +11,7 @@ export const parley = {
   publishing: false, // the publish connection carries this page's tracks
   ready: false, // joined, and published if allowed to
   reconnects: 0,
+  resumed: 0, // joins that took this page's participant back (joined.resumed)
   history: [], // [{state, status, at}] every state change
   errors: [], // uncaught page errors and server errors
   hooks, // test hooks (media.js)
@@ -32,6 +33,8 @@ export const meeting = {
   refusal: null, // the error code of a refused join
   disconnect: null, // the last `disconnect` event
   removedBy: null, // the `removed` event
+  resume: { token: null, expiresAt: 0 }, // the last resume token (joined, resume-token)
+  soon: false, // the node asked for a reconnection (`reconnect`, close 4010): no back-off
   tracks: new Map(), // track id -> Track (others' tracks)
   quality: new Map(), // participant id -> connection quality
   streams: new Map(), // track id -> stream-state

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from conference.cluster.state import InMemoryRoomStateStore, PendingRequest, RoomState
 from conference.config import RoomOptions, StagePolicy
 from conference.ids import Identity, RoomName
+from signaling.config import SignalingConfig
 from tests.cluster.conftest import cluster_config
 from tests.cluster.redisproc import RedisServer
 from tests.cluster.test_nodes import eventually
@@ -81,9 +82,10 @@ async def test_room_state_moves_with_the_room_to_another_node(
 
 async def test_a_single_node_keeps_room_state_after_the_empty_room_closed(
         start_node: StartNode) -> None:
-    a = await start_node(make_config(rooms=RoomConfig(empty_timeout=0.1)))
+    a = await start_node(make_config(rooms=RoomConfig(empty_timeout=0.1),
+                                     signaling=SignalingConfig(resume_window=0.1)))
     await _decide_on_node_a(a)
-    for client in a.clients:
+    for client in a.clients:  # dropped sockets: they leave after the resume window
         await client.ws.close()
     await eventually(lambda: a.node.rooms.get(RoomName("r1")) is None)
     await _check_on_node_b(a)

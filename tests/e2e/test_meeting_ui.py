@@ -178,8 +178,8 @@ async def _gone(page: MeetingPage, participant: str) -> bool:
     return not await page.showing(participant)
 
 
-async def test_page_reconnects_after_its_socket_is_cut(browser: Browser,
-                                                       loopback: NodeHarness) -> None:
+async def test_page_resumes_after_its_socket_is_cut(browser: Browser,
+                                                    loopback: NodeHarness) -> None:
     relay = TcpRelay(loopback.server.host, int(loopback.server.port or 0))
     await relay.start()
     try:
@@ -194,12 +194,13 @@ async def test_page_reconnects_after_its_socket_is_cut(browser: Browser,
         assert "Reconnecting" in await ana.page.get_by_role("status").first.inner_text()
         await ana.wait_ready()
         again = await ana.page.evaluate("parley.participantId")
-        assert again != ana.participant_id
+        assert again == ana.participant_id  # resumed: the same participant
+        assert await ana.page.evaluate("parley.resumed") == 1
         await asyncio.gather(ben.wait_decoding([again]), ana.wait_decoding([ben.participant_id]))
         assert loop.time() - cut_at < 10.0
         states = [h["state"] for h in await ana.page.evaluate("parley.history")]
         assert states[-2:] == ["connecting", "joined"] or states[-2:] == ["reconnecting", "joined"]
-        assert not await ben.showing(ana.participant_id)
+        assert await ben.showing(ana.participant_id)
         for page in (ana, ben):
             assert page.errors == [] and await page.js_errors() == [], page.identity
             await page.close()

@@ -37,10 +37,11 @@ processes on a shared machine do not count."""
 WALL_RTT_BOUND = 5.0
 """Wall seconds: anything slower is a stall, however busy the machine."""
 OPEN = SignalingConfig(rate_limit_per_second=1e6, rate_limit_burst=1_000_000,
-                       join_rate_per_ip=0, max_connections_per_ip=0)
-"""Rate limit out of the way, so that the frames reach the handlers."""
+                       join_rate_per_ip=0, max_connections_per_ip=0, resume_window=0.0)
+"""Rate limit out of the way, so that the frames reach the handlers; no resumption, so
+that a fuzzed socket that drops leaves at once (and the victim gets no resume tokens)."""
 
-LIMITED = SignalingConfig(join_rate_per_ip=0, max_connections_per_ip=0)
+LIMITED = SignalingConfig(join_rate_per_ip=0, max_connections_per_ip=0, resume_window=0.0)
 """The default per-socket limits; the per-IP caps off, since every socket here (the
 fuzzer's, the victim's, the newcomer's) comes from 127.0.0.1 (tests/signaling/test_abuse.py
 covers them)."""

@@ -9,7 +9,7 @@ import aiohttp
 
 from tests.conftest import Client, NodeHarness, SignalingConfig, StartNode, token
 
-FAST = SignalingConfig(heartbeat_interval=0.2, heartbeat_timeout=0.6)
+FAST = SignalingConfig(heartbeat_interval=0.2, heartbeat_timeout=0.6, resume_window=0.5)
 MEDIA = {"offer", "answer", "candidate", "active-speakers", "connection-failed"}
 
 
@@ -37,7 +37,9 @@ async def listen(client: Client, seconds: float) -> list[aiohttp.WSMessage]:
 
 
 def texts(messages: list[aiohttp.WSMessage]) -> list[dict[str, Any]]:
-    return [m.json() for m in messages if m.type == aiohttp.WSMsgType.TEXT]
+    """The text messages, without the periodic ``resume-token``."""
+    return [m.json() for m in messages if m.type == aiohttp.WSMsgType.TEXT
+            and m.json()["type"] != "resume-token"]
 
 
 async def test_silent_client_is_removed_with_heartbeat_timeout(start_node: StartNode) -> None:
@@ -47,9 +49,14 @@ async def test_silent_client_is_removed_with_heartbeat_timeout(start_node: Start
     await silent.join(token("r1", "silent"))
     # The silent client now neither reads nor answers pings; the peer keeps reading.
     started = asyncio.get_running_loop().time()
+    held = await peer.expect("participant-updated", timeout=3.0)
+    assert (held["participant"]["identity"], held["participant"]["reconnecting"]) == \
+        ("silent", True)
+    assert asyncio.get_running_loop().time() - started >= 0.5  # not before the timeout
+    # held for the resume window, then it leaves
     left = await peer.expect("participant-left", timeout=3.0)
     assert (left["identity"], left["reason"]) == ("silent", "heartbeat_timeout")
-    assert asyncio.get_running_loop().time() - started >= 0.5  # not before the timeout
+    assert asyncio.get_running_loop().time() - started >= 1.0
     close = await silent.closed()
     assert close.type == aiohttp.WSMsgType.CLOSE and close.data == 4004
     assert h.node.rooms.get("r1").by_identity("silent") is None

@@ -14,7 +14,8 @@ SEND_TIMEOUT = 0.5
 # A flood large enough to fill the kernel's buffers on loopback (several MB), with room in
 # the outbox so that it is the stuck write, not the queue, that notices the client.
 STUCK = SignalingConfig(send_timeout=SEND_TIMEOUT, send_queue_size=100_000,
-                        rate_limit_per_second=10_000.0, rate_limit_burst=10_000)
+                        rate_limit_per_second=10_000.0, rate_limit_burst=10_000,
+                        resume_window=0.0)  # a dropped socket leaves at once
 PAYLOAD = "x" * 30_000
 FLOOD = 400  # messages of 30 kB: 12 MB
 
