@@ -185,9 +185,8 @@ class ParleyClient:
                     return  # refused for good (token, removed, full)
                 url = self._nodes.next()
                 continue
-            except (aiohttp.ClientError, ConnectionError, TimeoutError) as err:
-                if isinstance(err, aiohttp.WSServerHandshakeError) and err.status == 503:
-                    url = self._nodes.next()  # draining: try another node at once
+            except (aiohttp.ClientError, ConnectionError, TimeoutError):
+                url = self._nodes.next()  # refused, draining (503) or gone: the next node
                 continue
             self.reconnects += 1
             await self._republish(joined)

@@ -244,8 +244,16 @@ class Connection:
         self.node.metrics.error(code.value)
         self._post(encode_error(code, message, msg_id))
 
-    def shutdown(self) -> None:
-        """The node is draining: tell the client and close."""
+    def shutdown(self, *, reconnect: bool = False) -> None:
+        """The node is draining: tell the client and close. ``reconnect`` (a cluster): the
+        socket's session may live on another node and go on; the client reconnects at once
+        and resumes through another node (``reconnect``, 4010) instead of ending."""
+        if reconnect:
+            self.send(encode({"type": "reconnect", "reason": LeaveReason.NODE_DRAINING.value,
+                              "message": "the node is going away; reconnect"}))
+            self.close(CloseCode.RECONNECT, LeaveReason.NODE_DRAINING.value)
+            self._leave(LeaveReason.DISCONNECTED)  # a drop, not a goodbye: it may resume
+            return
         self._leave(LeaveReason.SERVER_SHUTDOWN)
         self.send(encode({"type": "disconnect", "reason": LeaveReason.SERVER_SHUTDOWN.value,
                           "message": "the server is shutting down"}))

@@ -27,8 +27,9 @@ log = logging.getLogger("parley.node")
 class Drainable(Protocol):
     """What the node asks of a client connection when it shuts down."""
 
-    def shutdown(self) -> None:
-        """Tell the client the node is going away and close the socket."""
+    def shutdown(self, *, reconnect: bool = False) -> None:
+        """Tell the client the node is going away and close the socket; ``reconnect``: ask
+        it to reconnect at once and resume (a cluster has other nodes)."""
 
     def abort(self) -> None:
         """Drop the socket at once, without a close handshake."""
@@ -147,7 +148,7 @@ class Node:
             await self._hand_over(self.config.cluster.drain_timeout)
         log.info("draining", extra={"connections": len(self.connections)})
         for connection in list(self.connections):
-            connection.shutdown()
+            connection.shutdown(reconnect=self.cluster is not None)
         abort_at = grace - min(1.0, grace / 4)
         if await self._until_no_connections(abort_at):
             return

@@ -173,9 +173,11 @@ class EdgeSession(_End):
             self._end()
             self._settle(ConferenceError(ConferenceCode(frame["c"]), str(frame["m"])))
         elif kind == CLOSE:
-            if frame.get("c") == CloseCode.RECONNECT:
-                self.lost(Lost(frame.get("r", Lost.RELAY_LOST)))
+            reason = frame.get("r", Lost.RELAY_LOST)
+            if frame.get("c") == CloseCode.RECONNECT and reason in set(Lost):
+                self.lost(Lost(reason))
                 return
+            # Any other close, a draining owner's 4010 included: its message came first.
             self._end()
             self.client.close(CloseCode(frame["c"]), str(frame["r"]))
 
