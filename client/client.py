@@ -186,8 +186,9 @@ class ParleyClient:
                 url = self._nodes.next()
                 continue
             except (aiohttp.ClientError, ConnectionError, TimeoutError) as err:
-                if isinstance(err, aiohttp.WSServerHandshakeError) and err.status == 503:
-                    url = self._nodes.next()  # draining: try another node at once
+                if isinstance(err, aiohttp.ClientConnectorError) or (
+                        isinstance(err, aiohttp.WSServerHandshakeError) and err.status == 503):
+                    url = self._nodes.next()  # the node is gone or draining: try another
                 continue
             self.reconnects += 1
             await self._republish(joined)

@@ -74,6 +74,9 @@ class Lost(StrEnum):
     """Frames were lost between the nodes, or the other node forgot the session."""
 
 
+_LOST_REASONS = frozenset(r.value for r in Lost)
+
+
 def claims_to_wire(claims: Claims) -> dict[str, Any]:
     return asdict(claims)
 
@@ -173,11 +176,12 @@ class EdgeSession(_End):
             self._end()
             self._settle(ConferenceError(ConferenceCode(frame["c"]), str(frame["m"])))
         elif kind == CLOSE:
-            if frame.get("c") == CloseCode.RECONNECT:
-                self.lost(Lost(frame.get("r", Lost.RELAY_LOST)))
+            reason = str(frame.get("r", Lost.RELAY_LOST))
+            if frame.get("c") == CloseCode.RECONNECT and reason in _LOST_REASONS:
+                self.lost(Lost(reason))
                 return
-            self._end()
-            self.client.close(CloseCode(frame["c"]), str(frame["r"]))
+            self._end()  # a reason of the room's (``reconnect`` already sent), or final
+            self.client.close(CloseCode(frame["c"]), reason)
 
     def _settle(self, error: ConferenceError | None) -> None:
         if self.opened.done():
@@ -297,6 +301,7 @@ class Relay:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
+        self._placement = node.cluster.placement if node.cluster is not None else None
         bus.set_handler(self._on_frame)
 
     def start(self) -> None:
@@ -312,6 +317,15 @@ class Relay:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def silent(self, node: NodeId) -> None:
+        """``node`` did not answer in time: its rooms may be claimed elsewhere sooner
+        (conference/cluster/placement.py, suspects)."""
+        if self._placement is not None:
+            self._placement.suspect(node)
+
+    def suspected(self, node: NodeId) -> bool:
+        return self._placement is not None and self._placement.suspected(node)
 
     def forget(self, end: _End) -> None:
         if isinstance(end, EdgeSession):
@@ -340,6 +354,7 @@ class Relay:
             await asyncio.wait_for(asyncio.shield(edge.opened), self.config.request_timeout)
         except TimeoutError:
             edge.leave(LeaveReason.DISCONNECTED)
+            self.silent(owner)
             raise ConferenceError(ConferenceCode.CLUSTER_UNAVAILABLE,
                                   "the room's node did not answer; retry the join") from None
         except asyncio.CancelledError:
@@ -353,6 +368,8 @@ class Relay:
         kind, link, sender = frame.get("k"), frame.get("l"), frame.get("n")
         if not isinstance(sender, str) or self._closed:
             return
+        if self._placement is not None:
+            self._placement.heard(NodeId(sender))
         if kind == REQ:
             self._spawn(self._answer(frame), "relay-request")
             return
@@ -385,6 +402,7 @@ class Relay:
             ends: list[_End] = [*self.edges.values(), *self.owners.values()]
             for end in ends:
                 if now - end.heard > self.config.relay_timeout:
+                    self.silent(end.peer)
                     end.lost(Lost.NODE_LOST)
                 else:
                     end.heartbeat()
@@ -467,7 +485,11 @@ async def open_session(node: Node, relay: Relay | None, link: ClientLink, claims
                                                      remote=remote, resume=resume)
             return await relay.open(link, owner, claims, msg_id=msg_id, version=version,
                                     media=media, remote=remote, resume=resume)
-        except ConferenceError as err:  # the room moved between placement and the join
-            if err.code is not ConferenceCode.ROOM_ON_OTHER_NODE or attempt == 2:
+        except ConferenceError as err:
+            # The room moved between placement and the join, or its node did not answer
+            # (now suspect: placement may give the room to a live node).
+            moved = err.code is ConferenceCode.ROOM_ON_OTHER_NODE
+            silent = relay is not None and owner != node.id and relay.suspected(owner)
+            if attempt == 2 or not (moved or silent):
                 raise
     raise AssertionError("unreachable")
