@@ -11,15 +11,21 @@ local session) and ``close``. One task per owner link serves its frames in
 order, as the connection's loop does for a local session.
 
 Frames of one relayed session carry a sequence number per direction. Redis
-pub/sub is at-most-once, so a gap (or a heartbeat announcing more frames than
-arrived) means the link lost something it cannot recover: the session ends,
-the participant leaves the room, and the client is told ``reconnect``
-(``relay_lost``) and closed with ``RECONNECT`` (4010). A duplicate (a batch
-published again after a failed attempt) is dropped. Each end sends a heartbeat
-every ``cluster.relay_heartbeat_interval``; an end silent for
-``cluster.relay_timeout`` is lost (``node_lost`` on the edge). A frame for a
-session the receiver does not know is answered with ``reset``, which ends the
-session the same way.
+pub/sub is at-most-once, so each end keeps the frames it sent until the other
+acknowledges them: every heartbeat carries the last frame received in order
+(``a``), and an end whose peer's acknowledgement lags behind what it sent sends
+the rest again (go-back-N). A frame out of order is dropped and comes again; a
+duplicate is dropped. So a Redis outage (frames dropped by the bus) loses
+nothing: the session carries on when Redis is back. More than
+``_UNACKED`` frames waiting for an acknowledgement end the session: the
+participant leaves the room, the client is told ``reconnect`` (``relay_lost``)
+and closed with ``RECONNECT`` (4010). Each end sends a heartbeat every
+``cluster.relay_heartbeat_interval``; an end silent for ``cluster.relay_timeout``
+is lost (``node_lost`` on the edge); while this node's bus subscription is down
+(Redis unreachable: silence proves little) only after ``relay_timeout`` plus twice
+``node_ttl``, and every end gets a fresh ``relay_timeout`` when it is back. A
+frame for a session the receiver does not know is answered with ``reset``,
+which ends the session the same way.
 
 The relay also carries requests with a timeout (``request``/``serve``): the
 admin API forwards actions to a room's owner with them.
@@ -32,6 +38,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict
 from enum import StrEnum
@@ -62,6 +69,8 @@ OPENED, REFUSED, OUT, CLOSE = "opened", "refused", "out", "close"
 HB, RESET, REQ, RES = "hb", "reset", "req", "res"
 
 _encoder = msgspec.json.Encoder()
+_UNACKED = 4096
+"""Frames an end keeps for sending again; more unacknowledged ones end the session."""
 
 
 class Lost(StrEnum):
@@ -101,13 +110,20 @@ class _End:
         self.closed = False
         self._sent = 0
         self._received = 0
+        self._unacked: deque[Frame] = deque()
+        """Frames sent and not yet acknowledged, oldest first."""
 
     def frame(self, kind: str, **fields: Any) -> None:
         self._sent += 1
-        self.relay.send(self.peer, {"k": kind, "l": self.link, "s": self._sent, **fields})
+        frame = {"k": kind, "l": self.link, "s": self._sent, **fields}
+        self._unacked.append(frame)
+        self.relay.send(self.peer, frame)
+        if len(self._unacked) > _UNACKED and not self.closed:
+            self.lost(Lost.RELAY_LOST)
 
     def heartbeat(self) -> None:
-        self.relay.send(self.peer, {"k": HB, "l": self.link, "s": self._sent})
+        self.relay.send(self.peer, {"k": HB, "l": self.link, "s": self._sent,
+                                    "a": self._received})
 
     def receive(self, frame: Frame) -> None:
         self.heard = time.monotonic()
@@ -115,16 +131,22 @@ class _End:
         if not isinstance(seq, int):
             return
         if frame["k"] == HB:
-            if seq > self._received:  # the last frames before this heartbeat never came
-                self.lost(Lost.RELAY_LOST)
+            self._acknowledged(frame.get("a"))
             return
-        if seq <= self._received:
-            return  # published twice (a retried batch)
         if seq != self._received + 1:
-            self.lost(Lost.RELAY_LOST)
-            return
+            return  # a duplicate, or out of order after a loss: it comes again
         self._received = seq
         self.on_frame(frame)
+
+    def _acknowledged(self, ack: object) -> None:
+        """The peer has every frame up to ``ack``; send the rest again (lost on the way,
+        or in flight: the peer drops duplicates)."""
+        if not isinstance(ack, int):
+            return
+        while self._unacked and self._unacked[0]["s"] <= ack:
+            self._unacked.popleft()
+        for frame in self._unacked:
+            self.relay.send(self.peer, frame)
 
     def observe_latency(self, frame: Frame) -> None:
         sent = frame.get("w")
@@ -396,16 +418,24 @@ class Relay:
             end.receive(frame)
 
     async def _tick(self) -> None:
+        cut_off = False
         while True:
             await asyncio.sleep(self.config.relay_heartbeat_interval)
             now = time.monotonic()
             ends: list[_End] = [*self.edges.values(), *self.owners.values()]
+            limit = self.config.relay_timeout
+            if not self.bus.subscribed.is_set():  # Redis away: silence proves little
+                cut_off = True
+                limit += 2 * self.node.config.cluster.node_ttl
             for end in ends:
-                if now - end.heard > self.config.relay_timeout:
+                if cut_off and limit == self.config.relay_timeout:
+                    end.heard = now  # back: each end gets a whole relay_timeout again
+                if now - end.heard > limit:
                     self.silent(end.peer)
                     end.lost(Lost.NODE_LOST)
                 else:
                     end.heartbeat()
+            cut_off = limit > self.config.relay_timeout
 
     # -- requests ------------------------------------------------------------------------
     def serve(self, op: str, service: Service) -> None:
