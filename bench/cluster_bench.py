@@ -11,6 +11,13 @@ The sender sends ``data`` messages at a steady rate, each carrying its send
 time; the receiver measures send → receive. CPU is the sum over A, B and
 redis-server during the phase, divided by the messages sent. Then joins:
 join sent → ``joined`` received, directly on A and through B.
+
+Fail-over (separate runs, SFU on, default cluster timings): three nodes, the
+room on A, three Python clients each publishing the pre-encoded test video and
+subscribing, sockets on A, B and C (each given every node's URL). A is killed
+with SIGKILL; each client's time from the kill to new video frames from both
+other publishers on its new connection. The p50 is over runs of the slowest
+client of each run.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -30,6 +38,9 @@ from redis.asyncio import Redis
 
 from bench.procs import ServerProcess, cpu_seconds, free_port, parley_script
 from bench.report import Row, SuiteResult, percentile
+from client.client import ParleyClient
+from client.media import EncodedTrack, encode_video
+from client.watch import MediaWatch
 from signaling.auth import mint_token
 
 NAME = "cluster"
@@ -41,6 +52,9 @@ CONFIG = """signaling:
   join_rate_per_ip: 0
 sfu:
   enabled: false
+"""
+MEDIA_CONFIG = """sfu:
+  ice_addresses: ["127.0.0.1"]
 """
 RATE = 200
 """Messages per second the sender sends."""
@@ -158,6 +172,47 @@ async def _measure(count: int, joins: int) -> dict[str, Any]:
             "joins": joins}
 
 
+async def _failover_once(config: str) -> list[float]:
+    """One run: seconds from the owner's SIGKILL to media back, per client."""
+    clip = encode_video(seconds=1.0, width=160, height=120, bitrate=150_000)
+    with _redis() as (redis_url, _):
+        async with _server(config, redis_url) as a, _server(config, redis_url) as b, \
+                _server(config, redis_url) as c, aiohttp.ClientSession() as http:
+            servers = [a, b, c]
+            ids = [await _node_id(http, s) for s in servers]
+            redis = Redis.from_url(redis_url)
+            await redis.set("parley:room:failover", ids[0])
+            await redis.aclose()
+            urls = [f"http://127.0.0.1:{s.port}/" for s in servers]
+            clients = [ParleyClient(urls[i:] + urls[:i], _token("failover", f"p{i}"),
+                                    decode=False) for i in range(3)]
+            try:
+                for client in clients:
+                    await client.connect()
+                    await client.publish(EncodedTrack(clip))
+                pids = {c.participant_id for c in clients}
+                await asyncio.gather(*(MediaWatch(c, pids - {c.participant_id},
+                                                  same_connection=True).wait(30)
+                                       for c in clients))
+                os.kill(a.pid, signal.SIGKILL)
+                watches = [MediaWatch(c, pids - {c.participant_id}) for c in clients]
+                return list(await asyncio.gather(*(w.wait(30) for w in watches)))
+            finally:
+                for client in clients:
+                    await client.close()
+
+
+async def _failover(runs: int) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:
+        config.write(MEDIA_CONFIG)
+    try:
+        samples = [await _failover_once(config.name) for _ in range(runs)]
+    finally:
+        os.unlink(config.name)
+    slowest = [max(run) for run in samples]
+    return {"runs": samples, "p50": percentile(slowest, 50), "max": max(slowest)}
+
+
 def _ms(value: float) -> str:
     return f"{value * 1000:.2f} ms"
 
@@ -165,6 +220,7 @@ def _ms(value: float) -> str:
 def run(*, quick: bool = False) -> SuiteResult:
     started = time.monotonic()
     f = asyncio.run(_measure(200 if quick else 4000, 5 if quick else 50))
+    f["failover"] = asyncio.run(_failover(3 if quick else 5))
     same, relayed = f["same_node"], f["relayed"]
     rows = [
         Row(figure="message latency, same node (data, sender → receiver)",
@@ -182,5 +238,8 @@ def run(*, quick: bool = False) -> SuiteResult:
                   f"{_ms(f['join_direct']['p99'])}; through a non-owner p50 "
                   f"{_ms(f['join_through']['p50'])} / p99 {_ms(f['join_through']['p99'])}",
             note=f"{f['joins']} joins each"),
+        Row(figure="owner SIGKILL → media back (slowest of 3 clients)",
+            value=f"p50 {f['failover']['p50']:.2f} s, max {f['failover']['max']:.2f} s",
+            note=f"{len(f['failover']['runs'])} runs; default cluster timings"),
     ]
     return SuiteResult(name=NAME, rows=rows, figures=f, seconds=time.monotonic() - started)

@@ -39,6 +39,9 @@ class LeaveReason(StrEnum):
     PROTOCOL_VIOLATION = "protocol_violation"
     NODE_DRAINING = "node_draining"
     """The node hands its rooms over to the cluster: the client is told to reconnect."""
+    ROOM_MOVED = "room_moved"
+    """The node was cut off long enough for another node to take its room: the client is
+    told to reconnect (and finds the room on its new node)."""
 
 
 RESUMABLE = frozenset({LeaveReason.DISCONNECTED, LeaveReason.HEARTBEAT_TIMEOUT})

@@ -379,6 +379,17 @@ class RoomManager:
                                  "the node is going away; reconnect")
         log.info("rooms handed over", extra={"rooms": len(rooms)})
 
+    def give_up(self, name: RoomName) -> bool:
+        """Another node owns the room now (this one was cut off from the cluster): close
+        this copy without writing its state, its participants told to reconnect
+        (``room_moved``). The release that follows is a no-op, the claim being another's."""
+        room = self._rooms.get(name)
+        if room is None:
+            return False
+        self._close_room(room, LeaveReason.ROOM_MOVED,
+                         "another node took this room over; reconnect")
+        return True
+
     async def close(self) -> None:
         """Close every room (participants told ``server_shutdown``). Idempotent."""
         if self._closed:

@@ -202,9 +202,9 @@ def event_message(event: RoomEvent) -> dict[str, Any]:
         case DataReceived(sender=sender, sender_identity=identity, payload=payload, topic=topic):
             return {"type": "data", "from": sender, "identity": identity, "topic": topic,
                     "payload": payload}
-        case Disconnected(reason=LeaveReason.NODE_DRAINING, message=message):
-            return {"type": "reconnect", "reason": LeaveReason.NODE_DRAINING.value,
-                    "message": message}
+        case Disconnected(reason=LeaveReason.NODE_DRAINING | LeaveReason.ROOM_MOVED as why,
+                          message=message):
+            return {"type": "reconnect", "reason": why.value, "message": message}
         case Disconnected(reason=reason, message=message):
             return {"type": "disconnect", "reason": reason.value, "message": message}
         case SubscriberOffer(sdp=sdp, tracks=tracks):

@@ -11,15 +11,21 @@ local session) and ``close``. One task per owner link serves its frames in
 order, as the connection's loop does for a local session.
 
 Frames of one relayed session carry a sequence number per direction. Redis
-pub/sub is at-most-once, so a gap (or a heartbeat announcing more frames than
-arrived) means the link lost something it cannot recover: the session ends,
-the participant leaves the room, and the client is told ``reconnect``
-(``relay_lost``) and closed with ``RECONNECT`` (4010). A duplicate (a batch
-published again after a failed attempt) is dropped. Each end sends a heartbeat
-every ``cluster.relay_heartbeat_interval``; an end silent for
-``cluster.relay_timeout`` is lost (``node_lost`` on the edge). A frame for a
-session the receiver does not know is answered with ``reset``, which ends the
-session the same way.
+pub/sub is at-most-once, so each end keeps the frames it sent until the other
+acknowledges them: every heartbeat carries the last frame received in order
+(``a``), and an end whose peer's acknowledgement lags behind what it sent sends
+the rest again (go-back-N). A frame out of order is dropped and comes again; a
+duplicate is dropped. So a Redis outage (frames dropped by the bus) loses
+nothing: the session carries on when Redis is back. More than
+``_UNACKED`` frames waiting for an acknowledgement end the session: the
+participant leaves the room, the client is told ``reconnect`` (``relay_lost``)
+and closed with ``RECONNECT`` (4010). Each end sends a heartbeat every
+``cluster.relay_heartbeat_interval``; an end silent for ``cluster.relay_timeout``
+is lost (``node_lost`` on the edge); while this node's bus subscription is down
+(Redis unreachable: silence proves little) only after ``relay_timeout`` plus twice
+``node_ttl``, and every end gets a fresh ``relay_timeout`` when it is back. A
+frame for a session the receiver does not know is answered with ``reset``,
+which ends the session the same way.
 
 The relay also carries requests with a timeout (``request``/``serve``): the
 admin API forwards actions to a room's owner with them.
@@ -32,6 +38,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict
 from enum import StrEnum
@@ -62,6 +69,8 @@ OPENED, REFUSED, OUT, CLOSE = "opened", "refused", "out", "close"
 HB, RESET, REQ, RES = "hb", "reset", "req", "res"
 
 _encoder = msgspec.json.Encoder()
+_UNACKED = 4096
+"""Frames an end keeps for sending again; more unacknowledged ones end the session."""
 
 
 class Lost(StrEnum):
@@ -72,6 +81,9 @@ class Lost(StrEnum):
     """The other node went silent (heartbeat timeout: dead, hung or cut off)."""
     RELAY_LOST = "relay_lost"
     """Frames were lost between the nodes, or the other node forgot the session."""
+
+
+_LOST_REASONS = frozenset(r.value for r in Lost)
 
 
 def claims_to_wire(claims: Claims) -> dict[str, Any]:
@@ -98,13 +110,20 @@ class _End:
         self.closed = False
         self._sent = 0
         self._received = 0
+        self._unacked: deque[Frame] = deque()
+        """Frames sent and not yet acknowledged, oldest first."""
 
     def frame(self, kind: str, **fields: Any) -> None:
         self._sent += 1
-        self.relay.send(self.peer, {"k": kind, "l": self.link, "s": self._sent, **fields})
+        frame = {"k": kind, "l": self.link, "s": self._sent, **fields}
+        self._unacked.append(frame)
+        self.relay.send(self.peer, frame)
+        if len(self._unacked) > _UNACKED and not self.closed:
+            self.lost(Lost.RELAY_LOST)
 
     def heartbeat(self) -> None:
-        self.relay.send(self.peer, {"k": HB, "l": self.link, "s": self._sent})
+        self.relay.send(self.peer, {"k": HB, "l": self.link, "s": self._sent,
+                                    "a": self._received})
 
     def receive(self, frame: Frame) -> None:
         self.heard = time.monotonic()
@@ -112,16 +131,22 @@ class _End:
         if not isinstance(seq, int):
             return
         if frame["k"] == HB:
-            if seq > self._received:  # the last frames before this heartbeat never came
-                self.lost(Lost.RELAY_LOST)
+            self._acknowledged(frame.get("a"))
             return
-        if seq <= self._received:
-            return  # published twice (a retried batch)
         if seq != self._received + 1:
-            self.lost(Lost.RELAY_LOST)
-            return
+            return  # a duplicate, or out of order after a loss: it comes again
         self._received = seq
         self.on_frame(frame)
+
+    def _acknowledged(self, ack: object) -> None:
+        """The peer has every frame up to ``ack``; send the rest again (lost on the way,
+        or in flight: the peer drops duplicates)."""
+        if not isinstance(ack, int):
+            return
+        while self._unacked and self._unacked[0]["s"] <= ack:
+            self._unacked.popleft()
+        for frame in self._unacked:
+            self.relay.send(self.peer, frame)
 
     def observe_latency(self, frame: Frame) -> None:
         sent = frame.get("w")
@@ -173,13 +198,12 @@ class EdgeSession(_End):
             self._end()
             self._settle(ConferenceError(ConferenceCode(frame["c"]), str(frame["m"])))
         elif kind == CLOSE:
-            reason = frame.get("r", Lost.RELAY_LOST)
-            if frame.get("c") == CloseCode.RECONNECT and reason in set(Lost):
+            reason = str(frame.get("r", Lost.RELAY_LOST))
+            if frame.get("c") == CloseCode.RECONNECT and reason in _LOST_REASONS:
                 self.lost(Lost(reason))
                 return
-            # Any other close, a draining owner's 4010 included: its message came first.
-            self._end()
-            self.client.close(CloseCode(frame["c"]), str(frame["r"]))
+            self._end()  # a reason of the room's (``reconnect`` already sent), or final
+            self.client.close(CloseCode(frame["c"]), reason)
 
     def _settle(self, error: ConferenceError | None) -> None:
         if self.opened.done():
@@ -299,6 +323,7 @@ class Relay:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
+        self._placement = node.cluster.placement if node.cluster is not None else None
         bus.set_handler(self._on_frame)
 
     def start(self) -> None:
@@ -314,6 +339,15 @@ class Relay:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def silent(self, node: NodeId) -> None:
+        """``node`` did not answer in time: its rooms may be claimed elsewhere sooner
+        (conference/cluster/placement.py, suspects)."""
+        if self._placement is not None:
+            self._placement.suspect(node)
+
+    def suspected(self, node: NodeId) -> bool:
+        return self._placement is not None and self._placement.suspected(node)
 
     def forget(self, end: _End) -> None:
         if isinstance(end, EdgeSession):
@@ -342,6 +376,7 @@ class Relay:
             await asyncio.wait_for(asyncio.shield(edge.opened), self.config.request_timeout)
         except TimeoutError:
             edge.leave(LeaveReason.DISCONNECTED)
+            self.silent(owner)
             raise ConferenceError(ConferenceCode.CLUSTER_UNAVAILABLE,
                                   "the room's node did not answer; retry the join") from None
         except asyncio.CancelledError:
@@ -355,6 +390,8 @@ class Relay:
         kind, link, sender = frame.get("k"), frame.get("l"), frame.get("n")
         if not isinstance(sender, str) or self._closed:
             return
+        if self._placement is not None:
+            self._placement.heard(NodeId(sender))
         if kind == REQ:
             self._spawn(self._answer(frame), "relay-request")
             return
@@ -381,15 +418,24 @@ class Relay:
             end.receive(frame)
 
     async def _tick(self) -> None:
+        cut_off = False
         while True:
             await asyncio.sleep(self.config.relay_heartbeat_interval)
             now = time.monotonic()
             ends: list[_End] = [*self.edges.values(), *self.owners.values()]
+            limit = self.config.relay_timeout
+            if not self.bus.subscribed.is_set():  # Redis away: silence proves little
+                cut_off = True
+                limit += 2 * self.node.config.cluster.node_ttl
             for end in ends:
-                if now - end.heard > self.config.relay_timeout:
+                if cut_off and limit == self.config.relay_timeout:
+                    end.heard = now  # back: each end gets a whole relay_timeout again
+                if now - end.heard > limit:
+                    self.silent(end.peer)
                     end.lost(Lost.NODE_LOST)
                 else:
                     end.heartbeat()
+            cut_off = limit > self.config.relay_timeout
 
     # -- requests ------------------------------------------------------------------------
     def serve(self, op: str, service: Service) -> None:
@@ -469,7 +515,11 @@ async def open_session(node: Node, relay: Relay | None, link: ClientLink, claims
                                                      remote=remote, resume=resume)
             return await relay.open(link, owner, claims, msg_id=msg_id, version=version,
                                     media=media, remote=remote, resume=resume)
-        except ConferenceError as err:  # the room moved between placement and the join
-            if err.code is not ConferenceCode.ROOM_ON_OTHER_NODE or attempt == 2:
+        except ConferenceError as err:
+            # The room moved between placement and the join, or its node did not answer
+            # (now suspect: placement may give the room to a live node).
+            moved = err.code is ConferenceCode.ROOM_ON_OTHER_NODE
+            silent = relay is not None and owner != node.id and relay.suspected(owner)
+            if attempt == 2 or not (moved or silent):
                 raise
     raise AssertionError("unreachable")

@@ -45,6 +45,7 @@ _CLOSE_FOR_REASON = {
     LeaveReason.ROOM_CLOSED: CloseCode.ROOM_CLOSED,
     LeaveReason.SERVER_SHUTDOWN: CloseCode.GOING_AWAY,
     LeaveReason.NODE_DRAINING: CloseCode.RECONNECT,
+    LeaveReason.ROOM_MOVED: CloseCode.RECONNECT,
 }
 
 

@@ -62,7 +62,7 @@ class Cluster:
         self.client = RedisClient(redis, self.metrics)
         self.nodes = NodeRegistry(self.client, config, node, self._load,
                                   metrics=self.metrics, on_registered=self._registered)
-        self.placement = Placement(self.client, self.nodes)
+        self.placement = Placement(self.client, self.nodes, config)
         self.registry = RedisRoomRegistry(self.placement)
         self.state = RedisRoomStateStore(self.client, state_ttl)
         self.bus = Bus(self.client, node, self.metrics)
@@ -92,17 +92,20 @@ class Cluster:
         return load
 
     async def _registered(self) -> None:
-        """The node's record is (again) in Redis: claim every room it holds, in case Redis
-        lost them (a restart without persistence) or they were claimed while it was away,
-        and rewrite their state."""
+        """The node's record is (again) in Redis, or had gone stale: claim every room it
+        holds, in case Redis lost them (a restart without persistence), and rewrite their
+        state. A room claimed by another node while this one was away is handed over: its
+        copy here closes (participants told to reconnect) and none of its state is written."""
         if self._manager is None:
             return
         for name in list(self._manager.rooms):
             owner = await self.placement.claim(name, self.node)
             if owner != self.node:
                 self.metrics.claim_conflicts.inc()
-                log.warning("room claimed by another node while this one was away",
-                            extra={"room": name, "owner": owner})
+                log.warning("room claimed by another node while this one was away; "
+                            "handing it over", extra={"room": name, "owner": owner})
+                self._manager.give_up(name)
+                self.state.drop(name)
         self.state.resync()
 
     async def close(self) -> None:

@@ -54,6 +54,14 @@ class ClusterConfig:
     """How long a node waits for another node's answer (opening a relayed session, an
     admin request forwarded to a room's owner), seconds."""
 
+    @property
+    def stale_after(self) -> float:
+        """A node record unrefreshed this long (1.5 heartbeats) is stale: the owner may be
+        replaced by a node that also saw it silent on the bus, and a node that finds its own
+        record was stale checks that it still owns its rooms. Every node of a cluster must
+        use the same ``node_ttl`` and ``heartbeat_interval``."""
+        return 1.5 * self.heartbeat_interval
+
     def check(self) -> None:
         if self.relay_heartbeat_interval <= 0 or \
                 self.relay_timeout < 2 * self.relay_heartbeat_interval:

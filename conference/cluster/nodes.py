@@ -75,6 +75,14 @@ class NodeRecord:
 LoadProbe = Callable[[], NodeLoad]
 Registered = Callable[[], Awaitable[None]]
 
+BEAT_SCRIPT = """
+-- KEYS[1]: the node's key; ARGV[1]: its record; ARGV[2]: the TTL (ms).
+-- Returns what was left of the old record's TTL (-2: it had expired or was never written).
+local left = redis.call('PTTL', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return left
+"""
+
 
 class NodeRegistry:
     """This node's record and the view of the others.
@@ -97,6 +105,7 @@ class NodeRegistry:
         self.last_beat: float | None = None
         """``time.monotonic()`` of the last heartbeat Redis took."""
         self._registered = False
+        self._beat = client.redis.register_script(BEAT_SCRIPT)
         self._wake = Waker()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -130,17 +139,22 @@ class NodeRegistry:
                             started_at=self.started_at, updated_at=time.time())
         ttl_ms = int(self._config.node_ttl * 1000)
 
-        async def write(r: Redis) -> object:
-            return await r.set(node_key(self.node), record.encode(), px=ttl_ms)
+        async def write(r: Redis) -> int:
+            return int(await self._beat(keys=[node_key(self.node)],
+                                        args=[record.encode(), ttl_ms], client=r))
 
         try:
-            await self._client.call("heartbeat", write, retry_for=0)
+            left = await self._client.call("heartbeat", write, retry_for=0)
         except ConferenceError:
             if self._registered:
                 log.warning("node record not refreshed", extra={"node": self.node})
             self._registered = False
             return False
         self.last_beat = time.monotonic()
+        # A record that had expired, or had gone stale (others may have claimed this node's
+        # rooms meanwhile, placement.py): register again, which checks every claim.
+        if left == -2 or ttl_ms - left > self._config.stale_after * 1000:
+            self._registered = False
         if not self._registered:
             self._registered = True
             log.info("node registered", extra={"node": self.node, "state": self.state.value})

@@ -72,6 +72,11 @@ class RedisRoomStateStore:
     def closed(self, room: RoomName) -> None:
         self._live.pop(room, None)
 
+    def drop(self, room: RoomName) -> None:
+        """Another node owns the room now: write nothing more of this node's copy."""
+        self._live.pop(room, None)
+        self._pending.pop(room, None)
+
     def resync(self) -> None:
         """Rewrite the state of every room on this node (after Redis came back)."""
         self._queue_live()

@@ -32,7 +32,7 @@ async def member(server: RedisServer, name: str, *, participants: int = 0,
     nodes.start()
     try:
         await eventually(lambda: nodes.healthy)
-        yield Placement(client, nodes)
+        yield Placement(client, nodes, CONFIG)
     finally:
         await nodes.close()
         await client.close()
@@ -62,10 +62,10 @@ from conference.ids import NodeId, RoomName
 
 async def main(url, node):
     client = RedisClient(RedisConfig(url=url, retry_for=5.0))
-    nodes = NodeRegistry(client, ClusterConfig(node_ttl=5, heartbeat_interval=1),
-                         NodeId(node), NodeLoad)
+    config = ClusterConfig(node_ttl=5, heartbeat_interval=1)
+    nodes = NodeRegistry(client, config, NodeId(node), NodeLoad)
     await nodes.beat()
-    print(await Placement(client, nodes).claim(RoomName("race"), NodeId(node)))
+    print(await Placement(client, nodes, config).claim(RoomName("race"), NodeId(node)))
     await client.close()
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))
