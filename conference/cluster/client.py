@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
@@ -56,9 +56,10 @@ class RedisClient:
         self.config = config
         self._metrics = metrics
         # Retries are ours (with a deadline and a metric); redis-py's own are turned off.
+        tls: dict[str, Any] = {"ssl_ca_certs": config.ca_file} if config.ca_file else {}
         self.redis: Redis = Redis.from_url(
             config.url, decode_responses=True, socket_timeout=config.timeout,
-            socket_connect_timeout=config.timeout, retry=Retry(NoBackoff(), 0))
+            socket_connect_timeout=config.timeout, retry=Retry(NoBackoff(), 0), **tls)
         self.last_ok: float | None = None
         """``time.monotonic()`` of the last call that succeeded."""
         self.up = False

@@ -12,6 +12,9 @@ class RedisConfig:
 
     url: str = ""
     """``redis://[:password@]host:port/db``, ``rediss://`` for TLS, ``unix://`` for a socket."""
+    ca_file: str = ""
+    """PEM file of the CA(s) a ``rediss://`` server's certificate must chain to; empty:
+    the system's trusted CAs."""
     timeout: float = 1.0
     """Deadline of one Redis command (and of a connection attempt), seconds."""
     retry_for: float = 2.0
@@ -25,6 +28,8 @@ class RedisConfig:
         """Raise ``ValueError`` naming the first bad setting."""
         if self.url and urlsplit(self.url).scheme not in ("redis", "rediss", "unix"):
             raise ValueError("url: redis://, rediss:// or unix://")
+        if self.ca_file and urlsplit(self.url).scheme != "rediss":
+            raise ValueError("ca_file: only with a rediss:// url")
         if not 0 < self.timeout <= 30:
             raise ValueError("timeout: more than 0, at most 30 seconds")
         if not self.timeout <= self.retry_for <= 60:

@@ -35,5 +35,6 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
 
 def cluster_config(server: RedisServer, cluster: ClusterConfig = FAST, **kw: object,
                    ) -> NodeConfig:
-    return make_config(redis=RedisConfig(url=server.url, timeout=0.5, retry_for=1.0),
-                       cluster=cluster, **kw)
+    ca_file = str(server.tls.ca) if server.tls else ""
+    return make_config(redis=RedisConfig(url=server.url, ca_file=ca_file, timeout=0.5,
+                                         retry_for=1.0), cluster=cluster, **kw)

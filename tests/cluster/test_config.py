@@ -1,18 +1,20 @@
-"""The redis and cluster sections: defaults, environment, checks, URLs with a password."""
+"""The redis and cluster sections: defaults, environment, checks, URLs with a password,
+TLS with a private CA."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from redis.asyncio.connection import SSLConnection
+from redis.asyncio import Redis
 
-from conference.cluster.client import RedisClient
-from conference.cluster.config import ClusterConfig, RedisConfig
+from conference.cluster.config import ClusterConfig
 from signaling.config import ConfigError, load_config
 from signaling.node import Node
 from tests.cluster.conftest import cluster_config
-from tests.cluster.redisproc import RedisServer
+from tests.cluster.redisproc import RedisServer, make_tls_files
 from tests.conftest import StartNode
 
 
@@ -44,15 +46,53 @@ def test_bad_cluster_settings_are_refused_by_name(env: dict[str, str], words: st
         load_config(env=env)
 
 
-async def test_a_rediss_url_speaks_tls() -> None:
-    client = RedisClient(RedisConfig(url="rediss://:secret@10.0.0.3:6380/1"))
+def test_a_ca_file_is_read_from_the_environment_and_needs_rediss() -> None:
+    config = load_config(env={"PARLEY_REDIS_URL": "rediss://:pw@10.0.0.3:6380/0",
+                              "PARLEY_REDIS_CA_FILE": "/etc/parley/redis-ca.pem"})
+    assert config.redis.ca_file == "/etc/parley/redis-ca.pem"
+    with pytest.raises(ConfigError, match=r"redis\.ca_file"):
+        load_config(env={"PARLEY_REDIS_URL": "redis://10.0.0.3:6379/0",
+                          "PARLEY_REDIS_CA_FILE": "/etc/parley/redis-ca.pem"})
+
+
+async def test_a_rediss_url_with_a_password_registers_the_node_over_tls(
+        start_node: StartNode, tmp_path: Path) -> None:
+    tls = make_tls_files(tmp_path)
+    server = RedisServer(password="secret", tls=tls)
+    server.start()
     try:
-        pool = client.redis.connection_pool
-        assert pool.connection_class is SSLConnection
-        assert pool.connection_kwargs["password"] == "secret"
-        assert pool.connection_kwargs["db"] == 1
+        assert server.url == f"rediss://:secret@127.0.0.1:{server.port}/0"
+        h = await start_node(cluster_config(server))
+        await _until(lambda: h.node.cluster_reachable)
+        assert (await h.http.get(h.url("/readyz"))).status == 200
+        probe = Redis.from_url(server.url, decode_responses=True, ssl_ca_certs=str(tls.ca))
+        try:
+            assert await probe.keys("parley:node:*") != []
+        finally:
+            await probe.aclose()
+
+        await _wrong_password_stays_unready(start_node, server)
     finally:
-        await client.close()
+        server.stop()
+
+
+async def _wrong_password_stays_unready(start_node: StartNode, server: RedisServer) -> None:
+    wrong = RedisServer.__new__(RedisServer)
+    wrong.port, wrong.password, wrong.tls = server.port, "wrong", server.tls
+    h = await start_node(cluster_config(wrong))
+    await asyncio.sleep(0.5)
+    assert not h.node.cluster_reachable
+    response = await h.http.get(h.url("/readyz"))
+    assert response.status == 503
+    assert (await response.json())["cluster_reachable"] is False
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(50):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    assert condition()
 
 
 async def test_a_password_in_the_url_registers_the_node(start_node: StartNode) -> None:
@@ -60,21 +100,10 @@ async def test_a_password_in_the_url_registers_the_node(start_node: StartNode) -
     server.start()
     try:
         h = await start_node(cluster_config(server))
-        for _ in range(50):
-            if h.node.cluster_reachable:
-                break
-            await asyncio.sleep(0.05)
-        assert h.node.cluster_reachable
+        await _until(lambda: h.node.cluster_reachable)
         response = await h.http.get(h.url("/readyz"))
         assert response.status == 200
 
-        wrong = RedisServer.__new__(RedisServer)
-        wrong.port, wrong.password = server.port, "wrong"
-        h2 = await start_node(cluster_config(wrong))
-        await asyncio.sleep(0.5)
-        assert not h2.node.cluster_reachable
-        response = await h2.http.get(h2.url("/readyz"))
-        assert response.status == 503
-        assert (await response.json())["cluster_reachable"] is False
+        await _wrong_password_stays_unready(start_node, server)
     finally:
         server.stop()
