@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from conference.cluster.config import ClusterConfig, RedisConfig
-
 from tests.helm.chart import (
     CHART,
     KUBE_VERSIONS,
