@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 import pytest
 import yaml
 
+from conference.cluster.config import ClusterConfig, RedisConfig
 from tests.helm.chart import (
     CHART,
     KUBE_VERSIONS,
@@ -279,6 +282,34 @@ def test_values_schema_refuses_settings_the_chart_owns() -> None:
     assert "invalid propertyName 'keys'" in render_fails("config.auth.keys.k=s")
     assert "invalid propertyName 'udp_port'" in render_fails("config.sfu.udp_port=7000")
     assert "/media/mode" in render_fails("media.mode=hostNetworking")
+
+
+def test_schema_lets_through_exactly_the_node_cluster_settings_the_chart_does_not_own() -> None:
+    config = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]
+    tuning = config["properties"]
+    node = {"cluster": {f.name for f in dataclasses.fields(ClusterConfig)} - {"drain_timeout"},
+            "redis": {f.name for f in dataclasses.fields(RedisConfig)} - {"url"}}
+    assert {name: set(tuning[name]["properties"]) for name in node} == node
+    assert all(tuning[name]["additionalProperties"] is False for name in node)
+    assert "/config/cluster" in render_fails("redis.url=redis://r:6379/0",
+                                             "config.cluster.drain_timeout=5")
+    assert "/config/redis" in render_fails("redis.url=redis://r:6379/0", "config.redis.url=x")
+
+
+def test_cluster_tuning_without_redis_is_refused_and_merges_with_it() -> None:
+    assert "tune a cluster" in render_fails("config.cluster.node_ttl=10")
+    config = config_of(render(*VARIANTS["bundled-redis"], "config.cluster.node_ttl=10",
+                              "config.redis.timeout=2"))
+    assert config["cluster"] == {"drain_timeout": 60, "node_ttl": 10}
+    assert config["redis"] == {"url": "redis://parley-redis:6379/0", "timeout": 2}
+
+
+def test_hpa_scales_in_one_node_per_grace_period_within_the_api_limit() -> None:
+    policy = only(render(*VARIANTS["hpa"]), "HorizontalPodAutoscaler")["spec"]["behavior"][
+        "scaleDown"]["policies"][0]
+    assert policy["periodSeconds"] == 100  # 5 + 60 + 20 + 15
+    long = only(render(*VARIANTS["hpa"], "cluster.drainTimeout=3600"), "HorizontalPodAutoscaler")
+    assert long["spec"]["behavior"]["scaleDown"]["policies"][0]["periodSeconds"] == 1800
 
 
 def test_everything_lands_in_the_release_namespace_or_is_namespaced_by_helm() -> None:

@@ -52,3 +52,11 @@ def test_notes_point_at_the_ingress_host(tmp_path: Path) -> None:
                  "ice.turnUrls={turn:turn.example.com}")
     assert "https://meet.example.com/?token=<token>" in text
     assert "port-forward" not in text and "No TURN" not in text
+
+
+def test_notes_say_whether_the_nodes_form_a_cluster(tmp_path: Path) -> None:
+    assert "Scaling out needs Redis" in notes(tmp_path / "one")
+    text = notes(tmp_path / "bundled", "redis.bundled.enabled=true", "replicaCount=2")
+    assert "Cluster on Redis (bundled, one pod without persistence" in text
+    assert "meetings go on for up to 60 s, then move to the other nodes" in text
+    assert "Scaling out" not in text

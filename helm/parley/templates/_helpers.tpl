@@ -125,10 +125,16 @@ app.kubernetes.io/component: node
 {{- $_ := set $cfg "signaling" $sig -}}
 {{- end -}}
 {{- if include "parley.redisEnabled" . -}}
-{{- $_ := set $cfg "cluster" (dict "drain_timeout" ($v.cluster.drainTimeout | int)) -}}
+{{- $cluster := default (dict) (get $cfg "cluster") -}}
+{{- $_ := set $cluster "drain_timeout" ($v.cluster.drainTimeout | int) -}}
+{{- $_ := set $cfg "cluster" $cluster -}}
 {{- if $v.redis.bundled.enabled -}}
-{{- $_ := set $cfg "redis" (dict "url" (printf "redis://%s:6379/0" (include "parley.redisName" .))) -}}
+{{- $redis := default (dict) (get $cfg "redis") -}}
+{{- $_ := set $redis "url" (printf "redis://%s:6379/0" (include "parley.redisName" .)) -}}
+{{- $_ := set $cfg "redis" $redis -}}
 {{- end -}}
+{{- else if or (get $cfg "cluster") (get $cfg "redis") -}}
+{{- fail "config.cluster and config.redis tune a cluster: set redis.url, redis.existingSecret or redis.bundled.enabled" -}}
 {{- end -}}
 {{- toYaml $cfg -}}
 {{- end -}}
