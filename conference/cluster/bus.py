@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from conference.cluster.client import RedisClient
 from conference.cluster.keys import bus_key
 from conference.cluster.metrics import ClusterMetrics
+from conference.cluster.waker import wait_set
 from conference.errors import ConferenceError
 from conference.ids import NodeId
 
@@ -160,11 +161,7 @@ class Bus:
 
     async def flush(self, timeout: float) -> bool:
         """Wait until every queued frame was published (or dropped)."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._idle, timeout)
 
     async def close(self) -> None:
         if self._closed:

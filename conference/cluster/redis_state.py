@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from conference.cluster.client import RedisClient
 from conference.cluster.keys import state_key
 from conference.cluster.state import RoomState, RoomStateHandle
-from conference.cluster.waker import Waker
+from conference.cluster.waker import Waker, wait_set
 from conference.errors import ConferenceError
 from conference.ids import RoomName
 
@@ -121,11 +121,7 @@ class RedisRoomStateStore:
 
     async def flush(self, timeout: float = _CLOSE_DEADLINE) -> bool:
         """Wait until every save is written; ``False`` if ``timeout`` passed first."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._idle, timeout)
 
     async def close(self) -> None:
         if self._closed:

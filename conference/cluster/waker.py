@@ -41,3 +41,13 @@ class Waker:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+async def wait_set(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event``: ``True`` once it is set, ``False`` if ``timeout`` passed first
+    (a queue's "everything is written" flag, awaited by a ``flush``)."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
