@@ -1,0 +1,147 @@
+"""aiortc internals the forwarding fast path (sfu/fastpath.py) relies on, in one module.
+
+aiortc is pinned (pyproject.toml); tests/sfu/test_hooks_fastpath.py checks each
+hook point so that an upgrade which moves one fails loudly.
+
+- Sender take-over: ``RTCRtpSender.send(parameters)`` is replaced on an SFU
+  sender by a version that registers the sender with its DTLS transport's RTP
+  router (so the subscriber's RTCP still reaches it by SSRC) and hands the
+  negotiated parameters to the fast path, but starts neither of aiortc's
+  sender tasks: no ``_run_rtp`` reading the track, no ``_run_rtcp`` sending
+  sender reports with counts the fast path does not feed. ``stop()``
+  unregisters it, and ``_handle_rtcp_packet`` goes to the fast path.
+  The SSRCs are aiortc's (``_ssrc``, ``_rtx_ssrc``): they are in the offer.
+- Wire: a started DTLS transport's SRTP session (``_tx_srtp``) and its ICE
+  connection's selected pair (``RTCIceTransport._connection._nominated[1]``,
+  an aioice ``CandidatePair`` whose ``protocol.transport`` is the datagram
+  transport, a socket of aioice or the node's shared UDP port).
+- Header extension ids come from the negotiated ``RTCRtpSendParameters``
+  (public), by URI, as aiortc's ``HeaderExtensionsMap`` reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCRtpSender
+from aiortc.codecs import is_rtx
+
+from sfu.hooks import HookError, guard_remb_parsing
+
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendParameters:
+    """What a subscriber negotiated for one sending m-line, read once when it starts."""
+
+    ssrc: int
+    rtx_ssrc: int
+    payload_type: int
+    rtx_payload_type: int | None
+    """None: RTX not negotiated; NACKed packets are resent as they were."""
+    mid: str
+    mid_id: int | None
+    """One-byte header extension id of ``sdes:mid``; None when not negotiated."""
+    abs_send_time_id: int | None
+    cname: str
+
+
+def check_sender_hook_points(sender: RTCRtpSender) -> None:
+    """Raise HookError unless ``sender`` still has what :func:`take_over_sender` replaces."""
+    for name in ("send", "stop", "_handle_rtcp_packet"):
+        if not callable(getattr(sender, name, None)):
+            raise HookError(f"RTCRtpSender.{name} is gone")
+    for name in ("_ssrc", "_rtx_ssrc", "_enabled"):
+        if not hasattr(sender, name):
+            raise HookError(f"RTCRtpSender has no {name}")
+    for name in ("_register_rtp_sender", "_unregister_rtp_sender"):
+        if not callable(getattr(sender.transport, name, None)):
+            raise HookError(f"RTCDtlsTransport.{name} is gone")
+
+
+def read_parameters(sender: RTCRtpSender, parameters: Any) -> SendParameters:
+    codec = parameters.codecs[0]
+    rtx = next((c.payloadType for c in parameters.codecs
+                if is_rtx(c) and c.parameters.get("apt") == codec.payloadType), None)
+    ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
+    return SendParameters(ssrc=sender._ssrc, rtx_ssrc=sender._rtx_ssrc,
+                          payload_type=codec.payloadType, rtx_payload_type=rtx,
+                          mid=parameters.muxId or "", mid_id=ids.get(MID_URI),
+                          abs_send_time_id=ids.get(ABS_SEND_TIME_URI),
+                          cname=parameters.rtcp.cname or "")
+
+
+def take_over_sender(sender: RTCRtpSender, *, on_start: Callable[[SendParameters], None],
+                     on_rtcp: Callable[[Any], None], on_stop: Callable[[], None]) -> None:
+    """Make ``sender`` a shell the fast path sends through (call before it starts).
+
+    ``on_start`` gets the negotiated parameters once; ``on_rtcp`` every RTCP packet
+    routed to the sender (reports, NACK, PLI/FIR, REMB); ``on_stop`` is called once
+    when aiortc stops the sender (transceiver stopped, connection closed).
+    """
+    check_sender_hook_points(sender)
+    guard_remb_parsing()
+    state = {"started": False, "stopped": False}
+
+    async def send(parameters: Any) -> None:
+        if state["started"] or state["stopped"]:
+            return
+        state["started"] = True
+        sender.transport._register_rtp_sender(sender, parameters)
+        on_start(read_parameters(sender, parameters))
+
+    async def stop() -> None:
+        if state["stopped"]:
+            return
+        state["stopped"] = True
+        if state["started"]:
+            sender.transport._unregister_rtp_sender(sender)
+        on_stop()
+
+    async def handle_rtcp(packet: Any) -> None:
+        on_rtcp(packet)
+
+    sender.send = send  # type: ignore[method-assign]
+    sender.stop = stop  # type: ignore[method-assign]
+    handler: Callable[[Any], Awaitable[None]] = handle_rtcp
+    sender._handle_rtcp_packet = handler  # type: ignore[method-assign]
+
+
+Route = tuple[Callable[[bytes], bytes], Callable[[bytes, Any], None], Any]
+"""(SRTP protect, datagram sendto, remote address) of a connected sender."""
+
+
+class Wire:
+    """Where a taken-over sender's packets go: its DTLS transport's SRTP session and
+    the selected ICE pair, looked up afresh for each frame (the transport is set by
+    bundling, and connects after the sender is created)."""
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self._sender = sender
+
+    def route(self) -> Route | None:
+        """None while the connection is not up (or the m-line is inactive)."""
+        sender = self._sender
+        dtls = sender.transport
+        if not sender._enabled or dtls.state != "connected":
+            return None
+        srtp = dtls._tx_srtp
+        pair = dtls.transport._connection._nominated.get(1)
+        if srtp is None or pair is None or pair.protocol.transport is None:
+            return None
+        return srtp.protect, pair.protocol.transport.sendto, pair.remote_addr
+
+    def rtcp_route(self) -> Route | None:
+        """As :meth:`route`, with SRTCP protection (reports go out on inactive m-lines too)."""
+        dtls = self._sender.transport
+        if dtls.state != "connected":
+            return None
+        srtp = dtls._tx_srtp
+        pair = dtls.transport._connection._nominated.get(1)
+        if srtp is None or pair is None or pair.protocol.transport is None:
+            return None
+        return srtp.protect_rtcp, pair.protocol.transport.sendto, pair.remote_addr
