@@ -21,7 +21,7 @@ hook point so that an upgrade which moves one fails loudly.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,8 +107,7 @@ def take_over_sender(sender: RTCRtpSender, *, on_start: Callable[[SendParameters
 
     sender.send = send  # type: ignore[method-assign]
     sender.stop = stop  # type: ignore[method-assign]
-    handler: Callable[[Any], Awaitable[None]] = handle_rtcp
-    sender._handle_rtcp_packet = handler  # type: ignore[method-assign]
+    sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
 
 
 Route = tuple[Callable[[bytes], bytes], Callable[[bytes, Any], None], Any]
