@@ -51,6 +51,7 @@ class SlotTrack(MediaStreamTrack):
         """The fast path's sender of this m-line, if it has one."""
 
     def _keyframe_request(self) -> None:
+        self._stats.keyframe_requests += 1
         if self.consumer is not None:
             self.consumer.keyframe_requested()
 
