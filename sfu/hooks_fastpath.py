@@ -11,7 +11,9 @@ hook point so that an upgrade which moves one fails loudly.
   sender reports with counts the fast path does not feed. ``stop()``
   unregisters it, and ``_handle_rtcp_packet`` goes to the fast path.
   The SSRCs are aiortc's (``_ssrc``, ``_rtx_ssrc``): they are in the offer.
-- Wire: a started DTLS transport's SRTP session (``_tx_srtp``) and its ICE
+- Wire: a started DTLS transport's state (``_state``, an
+  ``aiortc.rtcdtlstransport.State``; the public ``state`` property formats a
+  string each call), its SRTP session (``_tx_srtp``) and its ICE
   connection's selected pair (``RTCIceTransport._connection._nominated[1]``,
   an aioice ``CandidatePair`` whose ``protocol.transport`` is the datagram
   transport, a socket of aioice or the node's shared UDP port).
@@ -27,6 +29,7 @@ from typing import Any
 
 from aiortc import RTCRtpSender
 from aiortc.codecs import is_rtx
+from aiortc.rtcdtlstransport import State
 
 from sfu.hooks import HookError, guard_remb_parsing
 
@@ -126,7 +129,7 @@ class Wire:
         """None while the connection is not up (or the m-line is inactive)."""
         sender = self._sender
         dtls = sender.transport
-        if not sender._enabled or dtls.state != "connected":
+        if not sender._enabled or dtls._state is not State.CONNECTED:
             return None
         srtp = dtls._tx_srtp
         pair = dtls.transport._connection._nominated.get(1)
@@ -137,7 +140,7 @@ class Wire:
     def rtcp_route(self) -> Route | None:
         """As :meth:`route`, with SRTCP protection (reports go out on inactive m-lines too)."""
         dtls = self._sender.transport
-        if dtls.state != "connected":
+        if dtls._state is not State.CONNECTED:
             return None
         srtp = dtls._tx_srtp
         pair = dtls.transport._connection._nominated.get(1)

@@ -7,6 +7,7 @@ import asyncio
 import aiortc
 import pytest
 from aiortc import RTCPeerConnection
+from aiortc.rtcdtlstransport import State
 
 from sfu.hooks import HookError
 from sfu.hooks_fastpath import (
@@ -76,5 +77,15 @@ async def test_take_over_fails_loudly_when_a_hook_point_is_gone() -> None:
         del sender._rtx_ssrc
         with pytest.raises(HookError, match="_rtx_ssrc"):
             take_over_sender(sender, on_start=print, on_rtcp=print, on_stop=print)
+    finally:
+        await pc.close()
+
+
+async def test_the_dtls_transport_state_is_the_enum_the_wire_reads() -> None:
+    pc = RTCPeerConnection()
+    try:
+        dtls = pc.addTransceiver("video").sender.transport
+        assert dtls._state is State.NEW and dtls.state == "new"
+        assert State.CONNECTED.name == "CONNECTED"
     finally:
         await pc.close()
