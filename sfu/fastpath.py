@@ -60,8 +60,11 @@ PACKET_MAX = 1300
 """RTP payload bytes per packet, VP8 descriptor included (aiortc's packetizer's limit)."""
 VP8_DESCRIPTOR = 4
 """X, I and a 15-bit PictureID: always this long, so one cut of a frame suits everyone."""
-HISTORY = 512
-"""Packets kept per subscriber for NACK (a power of two; about 1 s of 4 Mbit/s video)."""
+HISTORY = 256
+"""Packets kept per subscriber for NACK (a power of two; 2.5 s of 1 Mbit/s video, 1 s
+of 2.5 Mbit/s). Each entry holds the packet's 12-byte header and references to the
+extension block and the frame's chunk, which every subscriber shares: no copy of
+the payload is kept per subscriber."""
 NTP_EPOCH_OFFSET = 2208988800
 """Seconds from 1900 (NTP) to 1970 (Unix)."""
 REPORT_INTERVAL = (0.5, 1.5)
@@ -163,7 +166,7 @@ class Outbound:
         self.params: SendParameters | None = None
         self.on_keyframe_request = on_keyframe_request
         self.on_report = on_report
-        self._history: list[bytes | None] = [None] * HISTORY
+        self._history: list[tuple[bytes, bytes, bytes] | None] = [None] * HISTORY
         self._ext = b""
         self._ext_head = b""
         self._ext_tail = b""
@@ -254,9 +257,10 @@ class Outbound:
         octets = 0
         try:
             for i, chunk in enumerate(chunks):
-                packet = b"".join((pack(b0, pt | 0x80 if i == last else pt, seq, ts, ssrc),
-                                   rest if i else first, chunk))
-                history[seq & (HISTORY - 1)] = packet
+                entry = (pack(b0, pt | 0x80 if i == last else pt, seq, ts, ssrc),
+                         rest if i else first, chunk)
+                history[seq & (HISTORY - 1)] = entry
+                packet = b"".join(entry)
                 sendto(protect(packet), addr)
                 seq = (seq + 1) & 0xFFFF
                 octets += len(packet)
@@ -279,18 +283,21 @@ class Outbound:
     def retransmit(self, seq: int) -> bool:
         """Resend packet ``seq`` if still in history (as RTX when negotiated)."""
         params = self.params
-        packet = self._history[seq & (HISTORY - 1)]
-        if params is None or packet is None or _SEQ.unpack_from(packet, 2)[0] != seq:
+        entry = self._history[seq & (HISTORY - 1)]
+        if params is None or entry is None or _SEQ.unpack_from(entry[0], 2)[0] != seq:
             return False
         route = self._wire.route()
         if route is None:
             return False
         protect, sendto, addr = route
-        if params.rtx_payload_type is not None:
-            split = 12 + len(self._ext)
-            header = _HEADER.pack(packet[0], (packet[1] & 0x80) | params.rtx_payload_type,
-                                  self._rtx_seq, _timestamp_of(packet), params.rtx_ssrc)
-            packet = b"".join((header, packet[12:split], _SEQ.pack(seq), packet[split:]))
+        header, prefix, chunk = entry
+        if params.rtx_payload_type is None:
+            packet = b"".join(entry)
+        else:  # RFC 4588: RTX header, same extensions, then the original sequence number
+            split = len(self._ext)
+            rtx = _HEADER.pack(header[0], (header[1] & 0x80) | params.rtx_payload_type,
+                               self._rtx_seq, _timestamp_of(header), params.rtx_ssrc)
+            packet = b"".join((rtx, prefix[:split], _SEQ.pack(seq), prefix[split:], chunk))
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
         sendto(protect(packet), addr)
         self.retransmitted += 1
