@@ -44,6 +44,8 @@ from bench.procs import (
 )
 from bench.report import Row, SuiteResult
 from bench.sfu_fastpath import fast_path_phase, fast_path_rows
+from bench.sfu_sendpath import send_path_phase, send_path_rows
+from client.media import encode_video
 
 NAME = "sfu"
 KEY = "sfu-bench"
@@ -83,12 +85,15 @@ class Plan:
     """Saturation phase: stop after a step where subscribers got less of the frames."""
     fan_outs: tuple[int, ...] = (40, 150)
     """Fast-path phase: subscribers of the one video-only publisher, each measured with
-    aiortc's sender and with the fast path (``sfu.fast_path``)."""
+    aiortc's sender and with the fast path (``sfu.fast_path``); also the send path alone,
+    in this process (bench/sfu_sendpath.py)."""
+    send_path_seconds: float = 4.0
+    """Send-path comparison: paced seconds measured per path and fan-out."""
 
 
 FULL = Plan()
 QUICK = Plan(publishers=1, subscribers=2, window=3.0, steps=(4, 8), step_window=2.0,
-             saturation_budget=30.0, fan_outs=(8,))
+             saturation_budget=30.0, fan_outs=(8,), send_path_seconds=2.0)
 
 _COMMON = {"signaling": {"rate_limit_per_second": 1000, "rate_limit_burst": 1000,
                          # every client comes from 127.0.0.1: no per-IP caps
@@ -521,6 +526,9 @@ def _video_load(plan: Plan) -> Any:
 async def _measure(plan: Plan) -> dict[str, Any]:
     return {"plan": asdict(plan), "nproc": len(os.sched_getaffinity(0)),
             "compare": await compare(plan),
+            "send_path": await send_path_phase(
+                plan.fan_outs, encode_video(seconds=2.0, bitrate=1_000_000),
+                plan.send_path_seconds),
             "fast_path": await fast_path_phase(plan.fan_outs, plan.step_window, FORWARD_CONFIG,
                                                measure, _video_load(plan)),
             "saturation": await saturation(plan)}
@@ -530,7 +538,8 @@ def run(*, quick: bool = False) -> SuiteResult:
     plan = QUICK if quick else FULL
     started = time.monotonic()
     figures = asyncio.run(_measure(plan))
-    rows = (_compare_rows(figures["compare"]) + fast_path_rows(figures["fast_path"])
+    rows = (_compare_rows(figures["compare"]) + send_path_rows(figures["send_path"])
+            + fast_path_rows(figures["fast_path"])
             + _saturation_rows(figures["saturation"]))
     return SuiteResult(name=NAME, rows=rows, figures=figures,
                        seconds=time.monotonic() - started)

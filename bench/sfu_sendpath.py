@@ -25,6 +25,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpSender
 
+from bench.report import Row
 from client.media import EncodedClip
 from sfu.consumer import SlotTrack
 from sfu.encoded import EncodedFrame
@@ -65,11 +66,12 @@ async def _connect(fast: bool, streams: int, stats: ForwardingStats
     await client.setRemoteDescription(sfu.localDescription)
     await client.setLocalDescription(await client.createAnswer())
     await sfu.setRemoteDescription(client.localDescription)
-    async with asyncio.timeout(20):
-        while sfu.connectionState != "connected" or any(
-                s.outbound is not None and s.outbound.params is None for s in slots):
-            await asyncio.sleep(0.05)
-    return sfu, client, slots
+    for _ in range(400):  # 20 s
+        if sfu.connectionState == "connected" and all(
+                s.outbound is None or s.outbound.params is not None for s in slots):
+            return sfu, client, slots
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the send-path peers did not connect")
 
 
 def _divert(sfu: RTCPeerConnection, sink: tuple[str, int]) -> None:
@@ -107,9 +109,10 @@ async def _burst(slots: list[SlotTrack], clip: EncodedClip, frames: int, start: 
                                  keyframe=i % len(clip.frames) == 0, discontinuity=False)
             for slot in slots:
                 slot.push(frame)
-        async with asyncio.timeout(30):
-            while stats.frames_out < target:
-                await asyncio.sleep(0)
+        for _ in range(1_000_000):  # aiortc's senders take a frame per loop turn
+            if stats.frames_out >= target:
+                break
+            await asyncio.sleep(0)
 
 
 async def measure_path(fast: bool, streams: int, clip: EncodedClip,
@@ -163,3 +166,31 @@ async def send_path_phase(fan_outs: tuple[int, ...], clip: EncodedClip,
         return results
     finally:
         restrict_host_addresses(())
+
+
+def _us(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1e6:.1f} µs"
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.2f} ms"
+
+
+def send_path_rows(results: list[dict[str, Any]]) -> list[Row]:
+    rows = []
+    for entry in results:
+        old, new = entry["aiortc sender"], entry["fast path"]
+        burst = (old["burst_cpu_per_packet_s"] / new["burst_cpu_per_packet_s"]
+                 if old["burst_cpu_per_packet_s"] and new["burst_cpu_per_packet_s"] else None)
+        ratio = entry["ratio"]
+        rows.append(Row(
+            figure=f"send path, {entry['streams']} streams: CPU per packet, aiortc sender / "
+                   "fast path",
+            value=f"{_us(old['cpu_per_packet_s'])} / {_us(new['cpu_per_packet_s'])}",
+            note=(f"{'n/a' if ratio is None else f'{ratio:.2f}x'} at 30 fps; in bursts "
+                  f"{_us(old['burst_cpu_per_packet_s'])} / {_us(new['burst_cpu_per_packet_s'])}"
+                  f" ({'n/a' if burst is None else f'{burst:.2f}x'}); added latency p50/p99 "
+                  f"{_ms(old['latency_p50_s'])}/{_ms(old['latency_p99_s'])} vs "
+                  f"{_ms(new['latency_p50_s'])}/{_ms(new['latency_p99_s'])}; one process, "
+                  "no receiver (bench/sfu_sendpath.py)")))
+    return rows
