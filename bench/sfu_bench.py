@@ -272,6 +272,7 @@ def _window_figures(a: Sample, b: Sample, kinds: int) -> dict[str, Any]:
         "bytes_per_frame": delta("parley_sfu_forwarded_bytes_total") / frames if frames else None,
         "packets_per_frame": packets / frames if frames else None,
         "keyframe_requests_per_s": delta("parley_sfu_keyframe_requests_received_total") / wall,
+        "retransmitted_per_s": delta("parley_sfu_retransmitted_packets_total") / wall,
         "udp_receive_buffer_drops": b.udp_drops - a.udp_drops,
         "latency_p50_s": histogram_quantile(a.metrics, b.metrics, latency, 0.5),
         "latency_p99_s": histogram_quantile(a.metrics, b.metrics, latency, 0.99),

@@ -63,7 +63,8 @@ def _frame_note(f: dict[str, Any]) -> str:
     share = f"{sent / clip:.0%} of the clip's {clip:,.0f}" if clip and sent else "n/a"
     return (f"{_fmt(sent, ',.0f')} bytes and {_fmt(f.get('packets_per_frame'), '.2f')} "
             f"packets per forwarded frame ({share}); key-frame requests from subscribers "
-            f"{_fmt(f.get('keyframe_requests_per_s'), '.1f')}/s")
+            f"{_fmt(f.get('keyframe_requests_per_s'), '.1f')}/s, packets resent for NACKs "
+            f"{_fmt(f.get('retransmitted_per_s'), ',.0f')}/s (fast path only)")
 
 
 def _fmt(value: float | None, spec: str) -> str:

@@ -301,6 +301,7 @@ class Outbound:
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
         sendto(protect(packet), addr)
         self.retransmitted += 1
+        self._stats.packets_retransmitted += 1
         return True
 
     # -- RTCP --------------------------------------------------------------------

@@ -161,6 +161,7 @@ async def test_a_nacked_packet_comes_back_as_rtx_and_is_unwrapped_by_the_receive
         packets = await ln.recorder.wait_for(4)
         again = packets[3]
         assert (again.sequence_number, again.payload) == (lost.sequence_number, lost.payload)
+        assert ln.stats.packets_retransmitted == 1
         assert not ln.outbound.retransmit((lost.sequence_number + 100) & 0xFFFF)
         for i in range(2, 2 + HISTORY // 3 + 1):  # history is a ring of HISTORY packets
             ln.outbound.send_frame(frame(i))
