@@ -227,6 +227,29 @@ async def test_a_stopped_outbound_sends_nothing_and_stop_is_idempotent() -> None
         assert not ln.outbound.send_frame(frame(1))
 
 
+async def test_a_packet_lost_on_the_way_is_nacked_by_the_receiver_and_resent() -> None:
+    async with link() as ln:
+        dtls = ln.receiver.transport
+        original = dtls._handle_rtp_data
+        dropped: list[bytes] = []
+
+        async def lossy(data: bytes, arrival_time_ms: int) -> None:  # the client's side only
+            if not dropped and data[1] & 0x7F == ln.outbound.params.payload_type \
+                    and not data[1] & 0x80:  # type: ignore[union-attr]
+                dropped.append(data)  # the first packet of the frame never arrives
+                return
+            await original(data, arrival_time_ms)
+
+        dtls._handle_rtp_data = lossy
+        ln.outbound.send_frame(frame(1))
+        packets = await ln.recorder.wait_for(3)  # two at once, the lost one resent as RTX
+        lost = int.from_bytes(dropped[0][2:4], "big")
+        assert packets[-1].sequence_number == lost
+        assert ln.stats.packets_retransmitted == 1
+        assert frames_of(sorted(packets, key=lambda p: p.sequence_number)) == {
+            packets[0].timestamp: frame(1).data}
+
+
 def test_header_state_rebases_onto_a_new_source_without_a_jump() -> None:
     state = HeaderState(ssrc=1, step=3000)
     first = state.timestamp(10_000)
