@@ -343,6 +343,9 @@ class Outbound:
         self._report_timer = None
         if self.stopped or self.params is None:
             return
+        if self._wire.closed:  # closed without aiortc stopping the sender: no more timers
+            self.stop()
+            return
         self._schedule_report()
         self._send_rtcp(self.sender_report())
 

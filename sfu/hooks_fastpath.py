@@ -137,6 +137,11 @@ class Wire:
             return None
         return srtp.protect, pair.protocol.transport.sendto, pair.remote_addr
 
+    @property
+    def closed(self) -> bool:
+        """The DTLS transport is closed or failed: nothing will be sent on it again."""
+        return self._sender.transport._state in (State.CLOSED, State.FAILED)
+
     def rtcp_route(self) -> Route | None:
         """As :meth:`route`, with SRTCP protection (reports go out on inactive m-lines too)."""
         dtls = self._sender.transport

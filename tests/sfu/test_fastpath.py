@@ -250,6 +250,15 @@ async def test_a_packet_lost_on_the_way_is_nacked_by_the_receiver_and_resent() -
             packets[0].timestamp: frame(1).data}
 
 
+async def test_reports_stop_when_the_connection_closes_under_the_sender() -> None:
+    async with link() as ln:
+        await ln.sender.transport.stop()  # the DTLS transport closes; the sender is not stopped
+        async with asyncio.timeout(5):
+            while not ln.outbound.stopped:
+                await asyncio.sleep(0.05)
+        assert ln.outbound._report_timer is None
+
+
 def test_header_state_rebases_onto_a_new_source_without_a_jump() -> None:
     state = HeaderState(ssrc=1, step=3000)
     first = state.timestamp(10_000)
