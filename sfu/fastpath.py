@@ -12,6 +12,8 @@ extension map and two datetime-based NTP conversions. Here, instead:
   (mid and abs-send-time, the latter computed once per frame);
 - it is SRTP-protected with that subscriber's session and sent on the selected
   ICE pair at once, synchronously, from the producer's fan-out: no queue, no task;
+  a frame's packets to one subscriber leave in one ``sendmsg`` where the kernel
+  segments UDP (GSO, sfu/hooks_fastpath.py);
 - what aiortc's sender did for the subscriber stays: NACKs answered from a
   per-subscriber history (RTX where negotiated), sender reports with packet and
   octet counts and the NTP/RTP mapping of the last frame sent, PLI/FIR passed
@@ -51,7 +53,7 @@ from aiortc.rtp import (
 )
 
 from sfu.encoded import EncodedFrame
-from sfu.hooks_fastpath import SendParameters, Wire, take_over_sender
+from sfu.hooks_fastpath import SendParameters, Wire, send_packets, take_over_sender
 from sfu.stats import ForwardingStats
 
 log = logging.getLogger("parley.sfu.fastpath")
@@ -233,7 +235,7 @@ class Outbound:
         route = self._wire.route()
         if route is None:
             return False
-        protect, sendto, addr = route
+        protect, transport, sock, addr = route
         cut = packets_of(frame, self.kind)
         state = self.header
         ts = state.timestamp(frame.timestamp)
@@ -254,22 +256,20 @@ class Outbound:
             rest = ext + _DESCRIPTOR.pack(0x80, 0x80, pid)
         else:
             first = rest = ext
-        octets = 0
+        out = []
         try:
             for i, chunk in enumerate(chunks):
                 entry = (pack(b0, pt | 0x80 if i == last else pt, seq, ts, ssrc),
                          rest if i else first, chunk)
                 history[seq & (HISTORY - 1)] = entry
-                packet = b"".join(entry)
-                sendto(protect(packet), addr)
+                out.append(protect(b"".join(entry)))
                 seq = (seq + 1) & 0xFFFF
-                octets += len(packet)
         finally:
-            sent = (seq - state.seq) & 0xFFFF
-            state.seq = seq
-            self.packet_count += sent
-            self.octet_count += octets - sent * (12 + len(ext))
-            self._last_wall = cut.wall
+            state.seq = seq  # numbers given out stay given: a gap is NACKed from history
+        send_packets(out, transport, sock, addr)
+        self._last_wall = cut.wall
+        self.packet_count += len(out)
+        self.octet_count += len(frame.data) + len(out) * (len(first) - len(ext))
         size = len(frame.data)
         self.bytes_sent += size
         stats = self._stats
@@ -289,7 +289,7 @@ class Outbound:
         route = self._wire.route()
         if route is None:
             return False
-        protect, sendto, addr = route
+        protect, transport, _, addr = route
         header, prefix, chunk = entry
         if params.rtx_payload_type is None:
             packet = b"".join(entry)
@@ -299,7 +299,7 @@ class Outbound:
                                self._rtx_seq, _timestamp_of(header), params.rtx_ssrc)
             packet = b"".join((rtx, prefix[:split], _SEQ.pack(seq), prefix[split:], chunk))
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-        sendto(protect(packet), addr)
+        transport.sendto(protect(packet), addr)
         self.retransmitted += 1
         self._stats.packets_retransmitted += 1
         return True
@@ -373,9 +373,9 @@ class Outbound:
         route = self._wire.rtcp_route()
         if route is None:
             return
-        protect, sendto, addr = route
+        protect, transport, _, addr = route
         try:
-            sendto(protect(data), addr)
+            transport.sendto(protect(data), addr)
         except Exception:  # pylibsrtp.Error, a closing socket: a report is not worth a crash
             log.debug("sender report not sent", exc_info=True)
 

@@ -17,12 +17,20 @@ hook point so that an upgrade which moves one fails loudly.
   connection's selected pair (``RTCIceTransport._connection._nominated[1]``,
   an aioice ``CandidatePair`` whose ``protocol.transport`` is the datagram
   transport, a socket of aioice or the node's shared UDP port).
+- GSO: a frame's packets to one subscriber leave in one ``sendmsg`` with
+  ``UDP_SEGMENT`` on the pair's socket (asyncio's ``_SelectorDatagramTransport._sock``),
+  only while the transport has nothing queued; otherwise, on the node's shared
+  port, or where the kernel refuses, one ``sendto`` per packet through the transport.
 - Header extension ids come from the negotiated ``RTCRtpSendParameters``
   (public), by URI, as aiortc's ``HeaderExtensionsMap`` reads them.
 """
 
 from __future__ import annotations
 
+import asyncio.selector_events
+import socket
+import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -113,14 +121,63 @@ def take_over_sender(sender: RTCRtpSender, *, on_start: Callable[[SendParameters
     sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
 
 
-Route = tuple[Callable[[bytes], bytes], Callable[[bytes, Any], None], Any]
-"""(SRTP protect, datagram sendto, remote address) of a connected sender."""
+Route = tuple[Callable[[bytes], bytes], Any, socket.socket | None, Any]
+"""(SRTP protect, the pair's datagram transport, its socket when packets may bypass the
+transport (see :func:`send_packets`), remote address) of a connected sender."""
+
+UDP_SEGMENT = 103
+"""Linux ``UDP_SEGMENT`` (``linux/udp.h``; not in Python's socket module)."""
+GSO_MAX_SEGMENTS = 32
+"""Datagrams per ``sendmsg`` (the kernel takes at most 64 and 64 KiB)."""
+_SEGMENT_SIZE = struct.Struct("=H")
+ASYNCIO_DATAGRAM = getattr(asyncio.selector_events, "_SelectorDatagramTransport", None)
+"""The only transport whose socket is used directly (aioice's host sockets; a TURN
+relay's transport or the node's shared port are not)."""
+
+
+class Gso:
+    """UDP generic segmentation offload for the fast path, process-wide: one
+    ``sendmsg`` carries a frame's packets to one subscriber, and the kernel cuts
+    it into datagrams (all but the last the same size, which a frame's packets
+    are). Turned off for good by the first error other than a full buffer."""
+
+    enabled = sys.platform == "linux"
+    batches = 0
+    """``sendmsg`` calls that carried more than one datagram."""
+
+
+def send_packets(packets: list[bytes], transport: Any, sock: socket.socket | None,
+                 addr: Any) -> None:
+    """Send a frame's protected packets to one subscriber, in order."""
+    if sock is None or len(packets) == 1 or not Gso.enabled:
+        for packet in packets:
+            transport.sendto(packet, addr)
+        return
+    for start in range(0, len(packets), GSO_MAX_SEGMENTS):
+        group = packets[start:start + GSO_MAX_SEGMENTS]
+        if len(group) > 1:
+            try:
+                sock.sendmsg(group, [(socket.SOL_UDP, UDP_SEGMENT,
+                                      _SEGMENT_SIZE.pack(len(group[0])))], 0, addr)
+                Gso.batches += 1
+                continue
+            except BlockingIOError:
+                pass  # the socket's buffer is full: asyncio's transport queues them
+            except OSError:
+                Gso.enabled = False  # no GSO on this kernel or route
+        for packet in group:
+            transport.sendto(packet, addr)
 
 
 class Wire:
     """Where a taken-over sender's packets go: its DTLS transport's SRTP session and
     the selected ICE pair, looked up afresh for each frame (the transport is set by
-    bundling, and connects after the sender is created)."""
+    bundling, and connects after the sender is created).
+
+    The pair's socket is handed out (for :func:`send_packets`) only when the pair's
+    transport is asyncio's own (aioice's socket, not the node's shared port) and has
+    nothing queued, so packets sent past it cannot overtake queued ones.
+    """
 
     def __init__(self, sender: RTCRtpSender) -> None:
         self._sender = sender
@@ -135,7 +192,11 @@ class Wire:
         pair = dtls.transport._connection._nominated.get(1)
         if srtp is None or pair is None or pair.protocol.transport is None:
             return None
-        return srtp.protect, pair.protocol.transport.sendto, pair.remote_addr
+        transport: Any = pair.protocol.transport
+        sock = None
+        if type(transport) is ASYNCIO_DATAGRAM and not transport.get_write_buffer_size():
+            sock = transport._sock
+        return srtp.protect, transport, sock, pair.remote_addr
 
     @property
     def closed(self) -> bool:
@@ -151,4 +212,4 @@ class Wire:
         pair = dtls.transport._connection._nominated.get(1)
         if srtp is None or pair is None or pair.protocol.transport is None:
             return None
-        return srtp.protect_rtcp, pair.protocol.transport.sendto, pair.remote_addr
+        return srtp.protect_rtcp, pair.protocol.transport, None, pair.remote_addr

@@ -17,6 +17,7 @@ from aiortc.rtp import RtcpSrPacket, RtpPacket
 from sfu.encoded import EncodedFrame
 from sfu.fastpath import HISTORY, PACKET_MAX, HeaderState, Outbound, ntp_of, packets_of
 from sfu.hooks import depayloaded, install_assembler, send_pli, send_remb
+from sfu.hooks_fastpath import Gso
 from sfu.stats import ForwardingStats
 
 pytestmark = pytest.mark.usefixtures("loopback_ice")
@@ -116,7 +117,11 @@ def frames_of(packets: list[RtpPacket]) -> dict[int, bytes]:
     return out
 
 
-async def test_frames_arrive_whole_with_continuous_numbering_and_extensions() -> None:
+@pytest.mark.parametrize("gso", [True, False], ids=["gso", "sendto-per-packet"])
+async def test_frames_arrive_whole_with_continuous_numbering_and_extensions(
+        gso: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Gso, "enabled", gso)
+    batches = Gso.batches
     async with link() as ln:
         sent = [frame(i) for i in range(1, 6)]
         for f in sent:
@@ -137,6 +142,15 @@ async def test_frames_arrive_whole_with_continuous_numbering_and_extensions() ->
         pids = {p.payload[2:4] for p in packets[:3]}
         assert len(pids) == 1 and packets[0].payload[0] & 0x10 and not packets[1].payload[0] & 0x10
         assert ln.stats.frames_out == 6 and ln.stats.packets_out == 16
+        assert (Gso.batches > batches) == gso  # one sendmsg a frame, cut by the kernel
+
+
+async def test_a_key_frame_longer_than_one_gso_batch_arrives_whole() -> None:
+    async with link() as ln:
+        big = frame(1, 60_000)  # 47 packets: two sendmsg calls
+        assert ln.outbound.send_frame(big)
+        packets = await ln.recorder.wait_for(47)
+        assert list(frames_of(packets).values()) == [big.data]
 
 
 async def test_skipped_frames_leave_no_gap_in_sequence_numbers() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import aiortc
 import pytest
@@ -12,6 +13,7 @@ from aiortc.rtcdtlstransport import State
 from sfu.hooks import HookError
 from sfu.hooks_fastpath import (
     ABS_SEND_TIME_URI,
+    ASYNCIO_DATAGRAM,
     MID_URI,
     Wire,
     check_sender_hook_points,
@@ -60,6 +62,9 @@ async def test_a_taken_over_sender_starts_no_aiortc_task_and_stops_once(
         assert router.senders.get(sender._ssrc) is sender  # RTCP still reaches it
         route = Wire(sender).route()
         assert route is not None
+        _, transport, sock, _ = route
+        assert type(transport) is ASYNCIO_DATAGRAM and isinstance(sock, socket.socket)
+        assert sock is transport.get_extra_info("socket")._sock  # the transport's own
         await sender.stop()
         await sender.stop()
         assert stopped == [1]
