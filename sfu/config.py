@@ -46,6 +46,10 @@ class SfuConfig:
     """Frames queued per subscriber before it is resynchronised with a key frame."""
     bandwidth: BandwidthConfig = field(default_factory=BandwidthConfig)
     """Estimation and adaptation (the top-level ``bandwidth`` config section)."""
+    fast_path: bool = True
+    """Send forwarded media with the SFU's own per-producer fan-out (sfu/fastpath.py: each
+    frame cut once, RTP headers from a per-subscriber template, sent at once). Off:
+    aiortc's sender, one task per subscriber (kept as the benchmark's comparison)."""
     transcode: bool = False
     """Benchmark baseline only: decode each track once and re-encode it for every
     subscriber (what aiortc's MediaRelay does) instead of forwarding."""

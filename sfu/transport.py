@@ -35,6 +35,7 @@ from aiortc.sdp import candidate_from_sdp
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer, SlotTrack
 from sfu.errors import SfuCode, SfuError
+from sfu.fastpath import Outbound
 from sfu.hooks import (
     ForwardPacker,
     install_packer,
@@ -290,7 +291,7 @@ class PublishTransport(_Transport):
 
 class _Slot:
     def __init__(self, transceiver: RTCRtpTransceiver, track: SlotTrack,
-                 packer: ForwardPacker | None) -> None:
+                 packer: ForwardPacker | Outbound | None) -> None:
         self.transceiver = transceiver
         self.track = track
         self.packer = packer
@@ -353,11 +354,17 @@ class SubscribeTransport(_Transport):
         wanted = [c for c in caps.codecs
                   if c.mimeType.split("/")[1].lower() in (*FORWARDED[kind], "rtx")]
         transceiver.setCodecPreferences(wanted)
-        packer = None
-        if not self.config.transcode:
+        packer: ForwardPacker | Outbound | None = None
+        if self.config.transcode:
+            tap_sender_rtcp(transceiver.sender, self.link.on_report)
+        elif self.config.fast_path:
+            packer = track.outbound = Outbound(
+                transceiver.sender, kind, self._stats,
+                on_keyframe_request=track.on_keyframe_request, on_report=self.link.on_report)
+        else:
             redirect_keyframe_requests(transceiver.sender, track.on_keyframe_request)
             packer = install_packer(transceiver.sender, kind, self._stats)
-        tap_sender_rtcp(transceiver.sender, self.link.on_report)
+            tap_sender_rtcp(transceiver.sender, self.link.on_report)
         slot = _Slot(transceiver, track, packer)
         self._slots.append(slot)
         return slot
