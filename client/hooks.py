@@ -10,16 +10,27 @@ point so that an upgrade which moves one fails loudly.
   waits idle and nothing is decoded.
 - Sender: a receiver's PLI/FIR calls ``RTCRtpSender._send_keyframe``; a
   pre-encoded track replaces it to restart its clip at the key frame.
+- DTLS transport (light receiving, client/light.py): ``RTCDtlsTransport._recv_next``
+  unprotects each SRTP packet and awaits ``self._handle_rtp_data(data,
+  arrival_time_ms=...)``, which parses it and routes it to a receiver. Replacing
+  that method on one transport instance hands the decrypted packets to a plain
+  callback instead: no parse into ``RtpPacket``, no receiver, no jitter buffer,
+  no NACK. RTCP keeps its own path (``_handle_rtcp_data``).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+_RTP_DISPATCH = "_handle_rtp_data"
+
+RtpCallback = Callable[[bytes], None]
+"""Called with each decrypted RTP packet (header and payload) a transport receives."""
 
 
 class HookError(RuntimeError):
@@ -40,3 +51,16 @@ def redirect_keyframe_requests(sender: RTCRtpSender, callback: Callable[[], None
     if not callable(getattr(sender, "_send_keyframe", None)):
         raise HookError("RTCRtpSender._send_keyframe is gone")
     sender._send_keyframe = callback  # type: ignore[method-assign]
+
+
+def divert_rtp(transport: RTCDtlsTransport, callback: RtpCallback) -> None:
+    """Give each RTP packet ``transport`` decrypts to ``callback`` instead of aiortc's
+    receivers. Install it before media flows (after ``setRemoteDescription``); RTCP,
+    DTLS and data channels are untouched. Installing twice replaces the callback."""
+    if not inspect.iscoroutinefunction(getattr(RTCDtlsTransport, _RTP_DISPATCH, None)):
+        raise HookError(f"RTCDtlsTransport.{_RTP_DISPATCH} is gone")
+
+    async def dispatch(data: bytes, arrival_time_ms: int) -> None:
+        callback(data)
+
+    setattr(transport, _RTP_DISPATCH, dispatch)

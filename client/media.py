@@ -12,6 +12,7 @@ import fractions
 import math
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +119,9 @@ class EncodedTrack(MediaStreamTrack):
         self.sent: list[bytes] = []
         """Every frame handed to the sender, for tests (bounded by ``keep``)."""
         self.keep = 0
+        self.on_frame: Callable[[bytes], None] | None = None
+        """Called with each frame as it is handed to the sender (client/light.py ``SendLog``)."""
+        self.frames_sent = 0
 
     def restart(self) -> None:
         """Next frame is the key frame (call on a key-frame request)."""
@@ -142,4 +146,7 @@ class EncodedTrack(MediaStreamTrack):
         self._count += 1
         if len(self.sent) < self.keep:
             self.sent.append(data)
+        self.frames_sent += 1
+        if self.on_frame is not None:
+            self.on_frame(data)
         return packet
