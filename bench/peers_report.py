@@ -1,0 +1,72 @@
+"""The peers suite's table: per fan-out, Janus and Parley side by side, and the ratios."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import Row
+
+
+def _us(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1e6:.1f} µs"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 1e3:.1f} ms"
+
+
+def _num(value: float | None, spec: str = ".2f") -> str:
+    return "n/a" if value is None else f"{value:{spec}}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a is not None and b else "n/a"
+
+
+def _run_rows(run: dict[str, Any]) -> list[Row]:
+    tag = f"{run['server']} 1→{run['fanout']}"
+    if "failed" in run:
+        return [Row(figure=f"{tag}", value="failed", note=run["failed"].splitlines()[0])]
+    return [
+        Row(figure=f"server CPU per forwarded packet ({tag})",
+            value=_us(run["server_cpu_per_packet_s"]),
+            note=f"server {run['server_cpu_share']:.0%} of a core, "
+                 f"{run['received_packets_per_s']:,.0f} packets/s received, "
+                 f"{run['received_mbit_per_s']:.1f} Mbit/s; load generator "
+                 f"{run['load_cpu_share']:.0%} of a core; {run['window_s']:.0f} s"),
+        Row(figure=f"added latency p50 / p99 ({tag})",
+            value=f"{_ms(run['latency_p50_s'])} / {_ms(run['latency_p99_s'])}",
+            note=f"publisher hands a frame to its sender → a subscriber has all of it; "
+                 f"{run['latency_samples']} frames, max {_ms(run['latency_max_s'])}"),
+        Row(figure=f"streams verified ({tag})",
+            value=f"{run['streams_verified']} / {run['streams']}",
+            note=f"≥ 99 % of the frames sent; least {_num(run['delivered_min'], '.1%')}, "
+                 f"mean {_num(run['delivered_mean'], '.1%')}; {run['lost_packets']} packets "
+                 f"lost; {run['subscribers_joined']} joined"),
+        Row(figure=f"packets / bytes per frame, received vs sent ({tag})",
+            value=f"{_num(run['received_packets_per_frame'])} / "
+                  f"{_num(run['received_bytes_per_frame'], ',.0f')}",
+            note=f"publisher sent {_num(run['sent_packets_per_frame'])} packets, "
+                 f"{_num(run['sent_bytes_per_frame'], ',.0f')} payload bytes per frame"),
+    ]
+
+
+def rows(figures: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    runs = figures["runs"]
+    for fanout in figures["plan"]["fanouts"]:
+        pair = {r["server"]: r for r in runs if r["fanout"] == fanout}
+        for server in ("janus", "parley"):
+            if server in pair:
+                out += _run_rows(pair[server])
+        janus, parley = pair.get("janus", {}), pair.get("parley", {})
+        if "failed" not in janus and "failed" not in parley and janus and parley:
+            out.append(Row(
+                figure=f"Parley ÷ Janus at 1→{fanout}",
+                value=_ratio(parley["server_cpu_per_packet_s"], janus["server_cpu_per_packet_s"]),
+                note=f"CPU per forwarded packet; latency p50 "
+                     f"{_ratio(parley['latency_p50_s'], janus['latency_p50_s'])}, p99 "
+                     f"{_ratio(parley['latency_p99_s'], janus['latency_p99_s'])}"))
+    if not figures.get("janus_installed", True):
+        out.append(Row(figure="janus", value="not installed", note="only Parley was measured"))
+    return out
