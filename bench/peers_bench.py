@@ -214,7 +214,7 @@ async def _measure(plan: Plan, parley_config: dict[str, Any]) -> dict[str, Any]:
                 try:
                     entry.update(await (measure_janus(plan, clip, fanout) if server == "janus"
                                         else measure_parley(plan, clip, fanout, parley_config)))
-                except (BenchError, OSError, RuntimeError, TimeoutError) as exc:
+                except (BenchError, OSError, RuntimeError, TimeoutError, ValueError) as exc:
                     entry["failed"] = f"{type(exc).__name__}: {exc}"[:1500]
             print(f"  {server} 1→{fanout}: {_brief(entry)}", file=sys.stderr, flush=True)
             runs.append(entry)
@@ -225,7 +225,7 @@ async def _measure(plan: Plan, parley_config: dict[str, Any]) -> dict[str, Any]:
 
 def _brief(entry: dict[str, Any]) -> str:
     if "failed" in entry:
-        return "failed: " + entry["failed"].splitlines()[0]
+        return "failed: " + str(entry["failed"]).splitlines()[0]
     per = entry["server_cpu_per_packet_s"]
     return (f"{entry['received_packets_per_s']:,.0f} pkt/s, "
             f"{'n/a' if per is None else f'{per * 1e6:.1f} µs'} CPU per packet, "

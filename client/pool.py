@@ -37,6 +37,8 @@ from typing import IO, Any, Protocol
 from client.light import LightReceiver, sum_totals
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_LINE_LIMIT = 64 * 1024 * 1024
+"""A snapshot line carries every latency sample of a window (about 60 bytes each)."""
 
 
 class Subscriber(Protocol):
@@ -80,7 +82,8 @@ class _Worker:
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "client.pool", json.dumps(self._spec), env=self._env,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self._stderr)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self._stderr,
+            limit=_LINE_LIMIT)
 
     async def ask(self, word: str | None, event: str, timeout: float) -> dict[str, Any]:
         proc = self.proc
@@ -155,7 +158,7 @@ class SubscriberPool:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        with contextlib.suppress(PoolError, OSError):
+        with contextlib.suppress(PoolError, OSError, ValueError):
             await asyncio.gather(*(w.ask("stop", "stopped", 20.0) for w in self._workers))
         await self._kill()
 
