@@ -118,7 +118,8 @@ async def _window(server_pid: int, pool: SubscriberPool, pc: RTCPeerConnection,
     await asyncio.sleep(plan.window)
     last, sent_b = await pool.snapshot(), await sent_now(pc, track)
     cpu_b, load_b = cpu_seconds(server_pid), pool.cpu_seconds() + cpu_seconds(os.getpid())
-    figures = window_figures(first, last, sent_a, sent_b, log)
+    figures = window_figures(first, last, sent_a, sent_b, log,
+                             frame_ticks=int(track.clip.clock / track.clip.fps))
     packets = figures["received_packets_per_s"] * figures["window_s"]
     delays = first_frame_delays(last, joined_at)
     figures.update({
@@ -236,6 +237,7 @@ def inner(argv: list[str]) -> int:
     """Runs inside the namespace: set it up, measure, print the figures as JSON."""
     parser = argparse.ArgumentParser(prog="python -m bench.peers_bench")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--parley-config", default="{}",
                         help="JSON object merged over the suite's node config")
     parser.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
@@ -244,7 +246,7 @@ def inner(argv: list[str]) -> int:
         command = [sys.executable, "-m", "bench.peers_bench", *argv, "--in-namespace"]
         return subprocess.run(netns.unshare_argv(command), check=False).returncode
     netns.set_up()
-    plan = QUICK if args.quick else FULL
+    plan = SMOKE if args.smoke else QUICK if args.quick else FULL
     config = merge(BASE_PARLEY_CONFIG, json.loads(args.parley_config))
     figures = asyncio.run(_measure(plan, config))
     print(json.dumps(figures))

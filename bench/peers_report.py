@@ -37,10 +37,13 @@ def _run_rows(run: dict[str, Any]) -> list[Row]:
         Row(figure=f"added latency p50 / p99 ({tag})",
             value=f"{_ms(run['latency_p50_s'])} / {_ms(run['latency_p99_s'])}",
             note=f"publisher hands a frame to its sender → a subscriber has all of it; "
-                 f"{run['latency_samples']} frames, max {_ms(run['latency_max_s'])}"),
+                 f"{run['latency_samples']} frames, max {_ms(run['latency_max_s'])}"
+                 + (f"; {run['latency_unpaired']} frames later than 1.5 s, left out"
+                    if run["latency_unpaired"] else "")),
         Row(figure=f"streams verified ({tag})",
             value=f"{run['streams_verified']} / {run['streams']}",
-            note=f"≥ 99 % of the frames sent; least {_num(run['delivered_min'], '.1%')}, "
+            note=f"≥ 99 % of the frames their RTP timestamps span; least "
+                 f"{_num(run['delivered_min'], '.1%')}, "
                  f"mean {_num(run['delivered_mean'], '.1%')}; {run['lost_packets']} packets "
                  f"lost; {run['subscribers_joined']} joined"),
         Row(figure=f"packets / bytes per frame, received vs sent ({tag})",

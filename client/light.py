@@ -73,6 +73,10 @@ class StreamCount:
     lost: int = 0
     """Sequence numbers skipped."""
     first_complete_at: float | None = None
+    ticks: int = 0
+    """RTP clock ticks from the first frame's marker to the latest one's: how many frames
+    the sender produced meanwhile, whether they came or not (``ticks / (clock / fps)``)."""
+    marker_ts: int = -1
     last_seq: int = -1
     frame_ts: int = -1
     frame_start: int = -1
@@ -158,6 +162,9 @@ class LightReceiver:
             stream.frame_key = data[at:at + KEY_BYTES].hex()
         if not data[1] & 0x80:
             return
+        if stream.marker_ts >= 0:
+            stream.ticks += (ts - stream.marker_ts) & 0xFFFFFFFF
+        stream.marker_ts = ts
         stream.frames += 1
         if stream.frame_start < 0 or ((seq - stream.frame_start) & 0xFFFF) + 1 != \
                 stream.frame_seen:

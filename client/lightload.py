@@ -55,20 +55,22 @@ def _per(a: float, b: float) -> float | None:
 
 
 def window_figures(first: Snapshot, last: Snapshot, sent_a: Sent, sent_b: Sent,
-                   log: SendLog, *, rooms: int = 1) -> dict[str, Any]:
+                   log: SendLog, *, frame_ticks: int = 3000) -> dict[str, Any]:
     """Rates, delivery, packets and bytes per frame (received vs sent), latency.
 
-    ``sent_*`` sum every publisher; each subscriber is expected to receive the
-    frames of its room's publishers (``sent / rooms``). With several publishers
-    of one clip, a frame is paired with the latest send of the same clip frame by
-    any of them, so latency is only exact with one publisher."""
+    A subscriber's share of the frames is its complete frames over the frames its
+    streams' RTP timestamps advanced by (``frame_ticks`` each: 90 kHz at 30 fps),
+    so the window's edges need not line up with the publisher's. ``sent_*`` sum
+    every publisher. With several publishers of one clip, a frame is paired with
+    the latest send of the same clip frame by any of them, so latency is only
+    exact with one publisher."""
     seconds = sent_b.at - sent_a.at
     video = diff_totals(last.totals, first.totals).get("video", {})
     frames_sent = sent_b.frames - sent_a.frames
     streams = len(last.per_stream)
     got = [b - a for a, b in zip(first.per_stream, last.per_stream, strict=True)]
-    expected = frames_sent / rooms
-    shares = [n / expected for n in got] if expected else []
+    spans = [(b - a) / frame_ticks for a, b in zip(first.ticks, last.ticks, strict=True)]
+    shares = [n / span if span else 0.0 for n, span in zip(got, spans, strict=True)]
     latency = log.latencies(last.samples)
     packets, frames = video.get("packets", 0), video.get("frames", 0)
     return {
@@ -89,6 +91,7 @@ def window_figures(first: Snapshot, last: Snapshot, sent_a: Sent, sent_b: Sent,
         "received_packets_per_frame": _per(packets, frames),
         "received_bytes_per_frame": _per(video.get("bytes", 0), frames),
         "latency_samples": len(latency),
+        "latency_unpaired": len(last.samples) - len(latency),
         "latency_p50_s": _quantile(latency, 0.5),
         "latency_p99_s": _quantile(latency, 0.99),
         "latency_max_s": max(latency) if latency else None,

@@ -198,7 +198,8 @@ async def _run_light(spec: LoadSpec, mint: TokenMinter) -> dict[str, Any]:
             await asyncio.sleep(spec.duration)
             last = await pool.snapshot()
             sent_b = await _sent(publishers, tracks)
-        figures = window_figures(first, last, sent_a, sent_b, log, rooms=spec.rooms)
+        figures = window_figures(first, last, sent_a, sent_b, log,
+                                 frame_ticks=int(video.clock / video.fps))
         delays = first_frame_delays(last, joined_at)
         return {"spec": asdict(spec), "video_streams": len(tokens) * spec.publishers,
                 "subscribers_joined": pool.joined, "join_failures": pool.failed[:10],

@@ -110,7 +110,7 @@ class EncodedTrack(MediaStreamTrack):
     def __init__(self, clip: EncodedClip, loops: int | None = None) -> None:
         super().__init__()
         self.kind = clip.kind
-        self._clip = clip
+        self.clip = clip
         self._loops = loops
         self._index = 0
         self._count = 0
@@ -130,19 +130,19 @@ class EncodedTrack(MediaStreamTrack):
     async def recv(self) -> Any:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._loops is not None and self._count >= self._loops * len(self._clip.frames):
+        if self._loops is not None and self._count >= self._loops * len(self.clip.frames):
             self.stop()
             raise MediaStreamError
         if self._start is None:
             self._start = time.monotonic()
-        wait = self._start + self._count / self._clip.fps - time.monotonic()
+        wait = self._start + self._count / self.clip.fps - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        data = self._clip.frames[self._index]
+        data = self.clip.frames[self._index]
         packet = av.Packet(data)
-        packet.pts = int(self._count * self._clip.clock / self._clip.fps)
+        packet.pts = int(self._count * self.clip.clock / self.clip.fps)
         packet.time_base = self._time_base
-        self._index = (self._index + 1) % len(self._clip.frames)
+        self._index = (self._index + 1) % len(self.clip.frames)
         self._count += 1
         if len(self.sent) < self.keep:
             self.sent.append(data)

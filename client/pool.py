@@ -11,9 +11,9 @@ each an asyncio loop holding its share, every one with a ``LightReceiver``
   a joined subscriber (``.light``, ``async close()``), then prints
   ``{"event": "ready", "joined": n, "failed": [...]}``;
 - ``snapshot`` → ``{"event": "snapshot", "totals": ..., "per_stream": [...],
-  "first": [...], "samples": [...]}``: sums by kind, complete video frames per
-  subscriber, first complete frame time per subscriber, latency samples since
-  the previous snapshot;
+  "ticks": [...], "first": [...], "samples": [...]}``: sums by kind, complete
+  video frames and RTP clock ticks covered per subscriber, first complete frame
+  time per subscriber, latency samples since the previous snapshot;
 - ``stop`` → every subscriber closed, ``{"event": "stopped"}``, exit.
 
 The factory is named, not passed, so any signalling can be driven the same way:
@@ -61,6 +61,8 @@ class Snapshot:
     totals: dict[str, dict[str, int]]
     per_stream: list[int]
     """Complete video frames so far, one entry per joined subscriber."""
+    ticks: list[int]
+    """Video RTP clock ticks covered so far (``StreamCount.ticks``), per subscriber."""
     first: list[float | None]
     """When each subscriber's first complete video frame came (monotonic)."""
     samples: list[tuple[str, float]] = field(default_factory=list)
@@ -175,6 +177,7 @@ class SubscriberPool:
                                        for w in self._workers))
         return Snapshot(totals=sum_totals(p["totals"] for p in parts),
                         per_stream=[n for p in parts for n in p["per_stream"]],
+                        ticks=[n for p in parts for n in p["ticks"]],
                         first=[t for p in parts for t in p["first"]],
                         samples=[(k, t) for p in parts for k, t in p["samples"]])
 
@@ -207,15 +210,17 @@ async def _join_all(spec: dict[str, Any]) -> tuple[list[Subscriber], list[str]]:
 def _snapshot(subscribers: list[Subscriber]) -> dict[str, Any]:
     firsts = []
     per_stream = []
+    ticks = []
     samples: list[tuple[str, float]] = []
     for sub in subscribers:
         video = [s for s in sub.light.streams.values() if s.kind == "video"]
         per_stream.append(sum(s.complete for s in video))
+        ticks.append(sum(s.ticks for s in video))
         times = [s.first_complete_at for s in video if s.first_complete_at is not None]
         firsts.append(min(times) if times else None)
         samples += sub.light.take_samples()
     return {"event": "snapshot", "totals": sum_totals(s.light.totals() for s in subscribers),
-            "per_stream": per_stream, "first": firsts, "samples": samples}
+            "per_stream": per_stream, "ticks": ticks, "first": firsts, "samples": samples}
 
 
 async def _serve(spec: dict[str, Any]) -> None:
