@@ -33,7 +33,8 @@ def _run_rows(run: dict[str, Any]) -> list[Row]:
             note=f"server {run['server_cpu_share']:.0%} of a core, "
                  f"{run['received_packets_per_s']:,.0f} packets/s received, "
                  f"{run['received_mbit_per_s']:.1f} Mbit/s; load generator "
-                 f"{run['load_cpu_share']:.0%} of a core; {run['window_s']:.0f} s"),
+                 f"{run['load_cpu_share']:.0%} of a core, other processes "
+                 f"{run['other_cpu_share']:.0%}; {run['window_s']:.0f} s"),
         Row(figure=f"added latency p50 / p99 ({tag})",
             value=f"{_ms(run['latency_p50_s'])} / {_ms(run['latency_p99_s'])}",
             note=f"publisher hands a frame to its sender → a subscriber has all of it; "
@@ -50,7 +51,12 @@ def _run_rows(run: dict[str, Any]) -> list[Row]:
             value=f"{_num(run['received_packets_per_frame'])} / "
                   f"{_num(run['received_bytes_per_frame'], ',.0f')}",
             note=f"publisher sent {_num(run['sent_packets_per_frame'])} packets, "
-                 f"{_num(run['sent_bytes_per_frame'], ',.0f')} payload bytes per frame"),
+                 f"{_num(run['sent_bytes_per_frame'], ',.0f')} payload bytes per frame"
+                 + (f"; the node says it sent {_num(run['node_packets_per_frame'])} / "
+                    f"{_num(run['node_bytes_per_frame'], ',.0f')}, "
+                    f"{run['node_frames_out_per_s']:,.0f} frames/s (subscribers got "
+                    f"{run['received_frames_per_s']:,.0f})"
+                    if run.get("node_packets_per_frame") else "")),
     ]
 
 
@@ -70,6 +76,10 @@ def rows(figures: dict[str, Any]) -> list[Row]:
                 note=f"CPU per forwarded packet; latency p50 "
                      f"{_ratio(parley['latency_p50_s'], janus['latency_p50_s'])}, p99 "
                      f"{_ratio(parley['latency_p99_s'], janus['latency_p99_s'])}"))
+    if figures.get("disturbed_attempts"):
+        out.append(Row(figure="repeated measurements", value=str(len(
+            figures["disturbed_attempts"])), note="other processes used more than 40 % of a "
+            "core during the first attempt; the JSON keeps it"))
     if not figures.get("janus_installed", True):
         out.append(Row(figure="janus", value="not installed", note="only Parley was measured"))
     return out

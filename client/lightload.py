@@ -33,8 +33,11 @@ class Sent:
 
 async def sent_now(pc: RTCPeerConnection, track: EncodedTrack) -> Sent:
     """Frames handed to ``track``'s sender, and the packets and bytes it sent."""
-    sender = next(t.sender for t in pc.getTransceivers()
-                  if track in (t.sender.track, getattr(t.sender.track, "source", None)))
+    senders = [t.sender for t in pc.getTransceivers()
+               if track in (t.sender.track, getattr(t.sender.track, "source", None))]
+    if not senders:
+        raise RuntimeError("the publisher's connection no longer sends this track")
+    sender = senders[0]
     packets = octets = 0
     for stats in (await sender.getStats()).values():
         if getattr(stats, "type", "") == "outbound-rtp":
