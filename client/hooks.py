@@ -16,6 +16,13 @@ point so that an upgrade which moves one fails loudly.
   that method on one transport instance hands the decrypted packets to a plain
   callback instead: no parse into ``RtpPacket``, no receiver, no jitter buffer,
   no NACK. RTCP keeps its own path (``_handle_rtcp_data``).
+- ICE connection (light receiving, earlier still): aioice hands every datagram
+  that is not STUN to ``Connection.data_received(data, component)``, which
+  queues it for the DTLS transport's receive loop. Once DTLS-SRTP is up
+  (``RTCDtlsTransport._rx_srtp`` set), ``divert_rtp`` unprotects SRTP packets
+  right there and calls the callback, so a packet costs no queue, no task
+  wake-up and no trip through ``_recv_next``; DTLS, SRTCP and data channel
+  datagrams are queued as before.
 """
 
 from __future__ import annotations
@@ -24,10 +31,15 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import pylibsrtp
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
+from aiortc.rtp import is_rtcp
 
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _RTP_DISPATCH = "_handle_rtp_data"
+_ICE_CONNECTION = "_connection"
+_ICE_DATA = "data_received"
+_RX_SRTP = "_rx_srtp"
 
 RtpCallback = Callable[[bytes], None]
 """Called with each decrypted RTP packet (header and payload) a transport receives."""
@@ -64,3 +76,26 @@ def divert_rtp(transport: RTCDtlsTransport, callback: RtpCallback) -> None:
         callback(data)
 
     setattr(transport, _RTP_DISPATCH, dispatch)
+    _divert_at_ice(transport, callback)
+
+
+def _divert_at_ice(transport: RTCDtlsTransport, callback: RtpCallback) -> None:
+    connection = getattr(transport.transport, _ICE_CONNECTION, None)
+    queue = getattr(connection, _ICE_DATA, None)
+    if not callable(queue):
+        raise HookError(f"RTCIceTransport.{_ICE_CONNECTION}.{_ICE_DATA} is gone")
+    queue = getattr(queue, "queued", queue)  # installed twice: wrap the original only
+
+    def data_received(data: bytes, component: int) -> None:
+        srtp = getattr(transport, _RX_SRTP, None)
+        if srtp is None or not 127 < data[0] < 192 or is_rtcp(data):
+            queue(data, component)
+            return
+        try:
+            plain = srtp.unprotect(data)
+        except pylibsrtp.Error:
+            return
+        callback(plain)
+
+    data_received.queued = queue  # type: ignore[attr-defined]
+    setattr(connection, _ICE_DATA, data_received)

@@ -10,7 +10,8 @@ import asyncio
 import inspect
 
 import pytest
-from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver
+from aioice.ice import Connection, StunProtocol
+from aiortc import RTCDtlsTransport, RTCIceTransport, RTCPeerConnection, RTCRtpReceiver
 
 from client.counting import AudioFrameCounter
 from client.hooks import (
@@ -83,6 +84,15 @@ def test_dtls_transport_dispatches_each_unprotected_rtp_packet() -> None:
     assert "data = self._rx_srtp.unprotect(data)" in source
     assert "await self._handle_rtp_data(data, arrival_time_ms=arrival_time_ms)" in source
     assert inspect.iscoroutinefunction(RTCDtlsTransport._handle_rtp_data)
+    assert "self._rx_srtp = Session(rx_policy)" in inspect.getsource(RTCDtlsTransport)
+
+
+def test_ice_connection_queues_every_datagram_that_is_not_stun() -> None:
+    assert "self.receiver.data_received(data, self.local_candidate.component)" in \
+        inspect.getsource(StunProtocol.datagram_received)
+    assert "self._queue.put_nowait((data, component))" in \
+        inspect.getsource(Connection.data_received)
+    assert "self._connection = gatherer._connection" in inspect.getsource(RTCIceTransport)
 
 
 async def test_diverted_rtp_reaches_the_callback_and_not_the_receiver() -> None:
@@ -105,6 +115,11 @@ async def test_diverted_rtp_reaches_the_callback_and_not_the_receiver() -> None:
         assert video["lost"] == 0 and video["frames"] >= video["complete"] >= 20
         assert video["packets"] >= video["frames"] and light.take_samples()
         assert remote._queue.empty()  # aiortc's receiver never saw a packet
+        light.attach(receiver_pc)  # again (a re-offer): still counted once
+        before = light.totals()["video"]["packets"]
+        await asyncio.sleep(0.3)
+        after = light.totals()["video"]
+        assert after["packets"] > before and after["lost"] == 0
     finally:
         await sender_pc.close()
         await receiver_pc.close()
