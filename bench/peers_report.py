@@ -60,6 +60,13 @@ def _run_rows(run: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _unlike(janus: dict[str, Any], parley: dict[str, Any]) -> str:
+    """A warning when the two did not carry the same load (the ratio then means little)."""
+    short = [f"{r['server']} delivered {_num(r['delivered_mean'], '.0%')}"
+             for r in (janus, parley) if (r["delivered_mean"] or 0.0) < 0.99]
+    return f"; not the same load: {', '.join(short)}" if short else ""
+
+
 def rows(figures: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     runs = figures["runs"]
@@ -75,7 +82,8 @@ def rows(figures: dict[str, Any]) -> list[Row]:
                 value=_ratio(parley["server_cpu_per_packet_s"], janus["server_cpu_per_packet_s"]),
                 note=f"CPU per forwarded packet; latency p50 "
                      f"{_ratio(parley['latency_p50_s'], janus['latency_p50_s'])}, p99 "
-                     f"{_ratio(parley['latency_p99_s'], janus['latency_p99_s'])}"))
+                     f"{_ratio(parley['latency_p99_s'], janus['latency_p99_s'])}"
+                     + _unlike(janus, parley)))
     if figures.get("disturbed_attempts"):
         out.append(Row(figure="repeated measurements", value=str(len(
             figures["disturbed_attempts"])), note="other processes used more than 40 % of a "
