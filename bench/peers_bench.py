@@ -124,12 +124,14 @@ async def _window(server_pid: int, pool: SubscriberPool, pc: RTCPeerConnection,
     await _wait_receiving(pool, plan.join_timeout)
     await asyncio.sleep(WARM)
     node_a = await counters() if counters else {}
-    cpu_a, load_a = cpu_seconds(server_pid), pool.cpu_seconds() + cpu_seconds(os.getpid())
+    cpu_a, subs_a = cpu_seconds(server_pid), pool.cpu_seconds()
+    load_a = subs_a + cpu_seconds(os.getpid())
     busy_a = machine_busy_seconds()
     first, sent_a = await pool.snapshot(), await sent_now(pc, track)
     await asyncio.sleep(plan.window)
     last, sent_b = await pool.snapshot(), await sent_now(pc, track)
-    cpu_b, load_b = cpu_seconds(server_pid), pool.cpu_seconds() + cpu_seconds(os.getpid())
+    cpu_b, subs_b = cpu_seconds(server_pid), pool.cpu_seconds()
+    load_b = subs_b + cpu_seconds(os.getpid())
     busy_b = machine_busy_seconds()
     node_b = await counters() if counters else {}
     figures = window_figures(first, last, sent_a, sent_b, log,
@@ -144,6 +146,7 @@ async def _window(server_pid: int, pool: SubscriberPool, pc: RTCPeerConnection,
         "other_cpu_share": max(0.0, (busy_b - busy_a) - (cpu_b - cpu_a) - (load_b - load_a))
         / figures["window_s"],
         "server_cpu_per_packet_s": (cpu_b - cpu_a) / packets if packets else None,
+        "subscriber_cpu_per_packet_s": (subs_b - subs_a) / packets if packets else None,
         "first_frame_max_s": max(delays) if delays else None,
         **_node_figures(node_a, node_b, figures["window_s"]),
     })

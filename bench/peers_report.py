@@ -33,7 +33,8 @@ def _run_rows(run: dict[str, Any]) -> list[Row]:
             note=f"server {run['server_cpu_share']:.0%} of a core, "
                  f"{run['received_packets_per_s']:,.0f} packets/s received, "
                  f"{run['received_mbit_per_s']:.1f} Mbit/s; load generator "
-                 f"{run['load_cpu_share']:.0%} of a core, other processes "
+                 f"{run['load_cpu_share']:.0%} of a core (light subscribers "
+                 f"{_us(run.get('subscriber_cpu_per_packet_s'))} a packet), other processes "
                  f"{run['other_cpu_share']:.0%}; {run['window_s']:.0f} s"),
         Row(figure=f"added latency p50 / p99 ({tag})",
             value=f"{_ms(run['latency_p50_s'])} / {_ms(run['latency_p99_s'])}",
