@@ -22,7 +22,11 @@ point so that an upgrade which moves one fails loudly.
   (``RTCDtlsTransport._rx_srtp`` set), ``divert_rtp`` unprotects SRTP packets
   right there and calls the callback, so a packet costs no queue, no task
   wake-up and no trip through ``_recv_next``; DTLS, SRTCP and data channel
-  datagrams are queued as before.
+  datagrams are queued as before. At the first such packet, each of the
+  connection's ``StunProtocol``s (``Connection._protocols``) gets a
+  ``datagram_received`` that hands RTP and RTCP (first byte 128-191, never STUN,
+  RFC 7983) straight to the connection instead of first trying to parse them as
+  STUN, which costs a raised ``ValueError`` per packet.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ _RTP_DISPATCH = "_handle_rtp_data"
 _ICE_CONNECTION = "_connection"
 _ICE_DATA = "data_received"
 _RX_SRTP = "_rx_srtp"
+_ICE_PROTOCOLS = "_protocols"
 
 RtpCallback = Callable[[bytes], None]
 """Called with each decrypted RTP packet (header and payload) a transport receives."""
@@ -86,11 +91,18 @@ def _divert_at_ice(transport: RTCDtlsTransport, callback: RtpCallback) -> None:
         raise HookError(f"RTCIceTransport.{_ICE_CONNECTION}.{_ICE_DATA} is gone")
     queue = getattr(queue, "queued", queue)  # installed twice: wrap the original only
 
+    patched = False
+
     def data_received(data: bytes, component: int) -> None:
+        nonlocal patched
         srtp = getattr(transport, _RX_SRTP, None)
         if srtp is None or not 127 < data[0] < 192 or is_rtcp(data):
             queue(data, component)
             return
+        if not patched:
+            patched = True
+            for protocol in getattr(connection, _ICE_PROTOCOLS, ()):
+                _skip_stun_parsing(protocol)
         try:
             plain = srtp.unprotect(data)
         except pylibsrtp.Error:
@@ -99,3 +111,20 @@ def _divert_at_ice(transport: RTCDtlsTransport, callback: RtpCallback) -> None:
 
     data_received.queued = queue  # type: ignore[attr-defined]
     setattr(connection, _ICE_DATA, data_received)
+
+
+def _skip_stun_parsing(protocol: Any) -> None:
+    if getattr(protocol.datagram_received, "stun_skipped", False):
+        return
+    original = protocol.datagram_received
+    connection = protocol.receiver
+    component = protocol.local_candidate.component
+
+    def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+        if 127 < data[0] < 192:
+            connection.data_received(data, component)
+        else:
+            original(data, addr)
+
+    datagram_received.stun_skipped = True  # type: ignore[attr-defined]
+    protocol.datagram_received = datagram_received

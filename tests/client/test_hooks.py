@@ -88,8 +88,10 @@ def test_dtls_transport_dispatches_each_unprotected_rtp_packet() -> None:
 
 
 def test_ice_connection_queues_every_datagram_that_is_not_stun() -> None:
-    assert "self.receiver.data_received(data, self.local_candidate.component)" in \
-        inspect.getsource(StunProtocol.datagram_received)
+    received = inspect.getsource(StunProtocol.datagram_received)
+    assert "message = stun.parse_message(data)" in received
+    assert "self.receiver.data_received(data, self.local_candidate.component)" in received
+    assert "self._protocols: list[StunProtocol] = []" in inspect.getsource(Connection)
     assert "self._queue.put_nowait((data, component))" in \
         inspect.getsource(Connection.data_received)
     assert "self._connection = gatherer._connection" in inspect.getsource(RTCIceTransport)
@@ -115,6 +117,9 @@ async def test_diverted_rtp_reaches_the_callback_and_not_the_receiver() -> None:
         assert video["lost"] == 0 and video["frames"] >= video["complete"] >= 20
         assert video["packets"] >= video["frames"] and light.take_samples()
         assert remote._queue.empty()  # aiortc's receiver never saw a packet
+        connection = receiver_pc.getTransceivers()[0].receiver.transport.transport._connection
+        assert connection._protocols and all(
+            getattr(p.datagram_received, "stun_skipped", False) for p in connection._protocols)
         light.attach(receiver_pc)  # again (a re-offer): still counted once
         before = light.totals()["video"]["packets"]
         await asyncio.sleep(0.3)
