@@ -32,6 +32,14 @@ def unshare_argv(argv: list[str]) -> list[str]:
     return [unshare, "--net", "--map-root-user", *argv]
 
 
+def available() -> bool:
+    """Whether this user may create a network namespace (``unshare`` and user namespaces)."""
+    if shutil.which("unshare") is None:
+        return False
+    done = subprocess.run(unshare_argv(["true"]), capture_output=True, check=False)
+    return done.returncode == 0
+
+
 def set_up() -> None:
     """Inside a fresh namespace: loopback up, a veth pair with both ends here, addressed."""
     ip = shutil.which("ip") or "/usr/sbin/ip"

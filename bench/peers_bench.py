@@ -313,6 +313,10 @@ def inner(argv: list[str]) -> int:
 def run(*, quick: bool = False, parley_config: dict[str, Any] | None = None) -> SuiteResult:
     """The suite as ``bench/run.py`` calls it: measured in a child in its own namespace."""
     started = time.monotonic()
+    if not netns.available():
+        raise BenchError("peers: cannot create a network namespace (`unshare --net "
+                         "--map-root-user` failed: util-linux missing, or unprivileged user "
+                         "namespaces disabled, kernel.unprivileged_userns_clone=0)")
     if janus_binary() is None:
         print(f"peers: {INSTALL_HINT}; only Parley is measured", file=sys.stderr, flush=True)
     argv = [sys.executable, "-m", "bench.peers_bench", "--in-namespace",

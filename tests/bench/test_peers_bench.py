@@ -13,16 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from bench import netns
 from bench.janus import janus_binary, write_config
 from bench.peers_bench import BASE_PARLEY_CONFIG, merge
 from bench.peers_report import rows
 from bench.procs import REPO
-
-
-def _namespaces_work() -> bool:
-    done = subprocess.run(["unshare", "--net", "--map-root-user", "true"],
-                          capture_output=True, check=False)
-    return done.returncode == 0
 
 
 def test_parley_config_passes_through_merged_section_by_section() -> None:
@@ -47,7 +42,7 @@ def test_janus_config_loads_only_videoroom_and_http_on_loopback(tmp_path: Path) 
 @pytest.mark.timeout(240)
 @pytest.mark.skipif(janus_binary() is None, reason="janus is not installed")
 def test_janus_and_parley_both_deliver_every_frame_to_light_subscribers() -> None:
-    if not _namespaces_work():
+    if not netns.available():
         pytest.skip("no unprivileged network namespaces here")
     done = subprocess.run([sys.executable, "-m", "bench.peers_bench", "--smoke"], cwd=REPO,
                           capture_output=True, text=True, timeout=220, check=False)
