@@ -73,6 +73,8 @@ class JanusSession:
                 await asyncio.sleep(0.2)
                 continue
             for event in events if isinstance(events, list) else [events]:
+                if not isinstance(event, dict):
+                    continue  # Janus answers a poll on a destroyed session with null
                 future = self._waiting.pop(str(event.get("transaction")), None)
                 if future is not None and not future.done():
                     future.set_result(event)

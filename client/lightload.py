@@ -36,7 +36,8 @@ async def sent_now(pc: RTCPeerConnection, track: EncodedTrack) -> Sent:
     senders = [t.sender for t in pc.getTransceivers()
                if track in (t.sender.track, getattr(t.sender.track, "source", None))]
     if not senders:
-        raise RuntimeError("the publisher's connection no longer sends this track")
+        raise RuntimeError(f"the publisher's connection no longer sends this track "
+                           f"(connection {pc.connectionState})")
     sender = senders[0]
     packets = octets = 0
     for stats in (await sender.getStats()).values():
