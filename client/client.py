@@ -42,6 +42,7 @@ from aiortc import (
 
 from client.counting import AudioFrameCounter, VideoFrameCounter
 from client.hooks import redirect_keyframe_requests, replace_jitter_buffer
+from client.light import LightReceiver
 from client.reconnect import (
     FINAL_CLOSE_CODES,
     FINAL_DISCONNECTS,
@@ -76,11 +77,14 @@ class RemoteTrack:
 
 class ParleyClient:
     def __init__(self, url: str | Sequence[str], token: str, *, media: bool = True,
-                 decode: bool = True, reconnect: bool = True) -> None:
+                 decode: bool = True, reconnect: bool = True,
+                 light: LightReceiver | None = None) -> None:
         """``url``: a node, or several of one cluster (the first is used until a node
         sends the client on). ``decode=False``: remote tracks are reassembled and counted,
         never decoded (``frame_counts``, ``first_frame_at``); for load generation.
-        ``reconnect=False``: a lost socket ends the client."""
+        ``reconnect=False``: a lost socket ends the client. ``light``: every RTP packet
+        the subscribe connection receives goes to it (client/light.py) instead of
+        aiortc's receivers; no track delivers anything."""
         self._nodes = Nodes([url] if isinstance(url, str) else list(url))
         self._token = token
         self._auto = reconnect
@@ -99,6 +103,7 @@ class ParleyClient:
         self.reconnects = 0
         self._media = media
         self._decode = decode
+        self.light = light
         self.frame_counts: dict[str, int] = {}
         self.first_frame_at: dict[str, float] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -282,7 +287,7 @@ class ParleyClient:
                 transceiver = next((t for t in pc.getTransceivers()
                                     if t.receiver.track is track), None)
                 mid = str(transceiver.mid) if transceiver is not None else ""
-                if not self._decode and transceiver is not None:
+                if not self._decode and self.light is None and transceiver is not None:
                     self._count_frames(transceiver.receiver, track.kind, mid)
                 info = self._mapping.get(mid, {})
                 remote = RemoteTrack(track=track, track_id=str(info.get("track", "")),
@@ -334,6 +339,8 @@ class ParleyClient:
                     participant=str(info.get("participant", "")), kind=remote.kind, mid=mid)
                 self.tracks.put_nowait(self.remote[mid])
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+        if self.light is not None:
+            self.light.attach(pc)
         await pc.setLocalDescription(await pc.createAnswer())
         await self.request({"type": "answer", "sdp": pc.localDescription.sdp})
 
