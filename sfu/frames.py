@@ -7,11 +7,16 @@ to a decoder thread. Unlike the stock buffer it never waits long for a lost
 packet: after ``frame_wait`` it drops the incomplete frame, flags a
 discontinuity (subscribers hold until the next key frame) and asks for a key
 frame.
+
+Packets that arrive long after their RTP timestamp says they should (a node
+that was frozen, its socket full of seconds-old media) are not forwarded
+either: see :class:`LateFilter`.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -19,8 +24,8 @@ from sfu.encoded import EncodedFrame
 from sfu.hooks import depayloaded
 from sfu.vp8 import is_keyframe, parse_descriptor
 
-__all__ = ["MAX_PACKETS", "AudioAssembler", "EncodedFrame", "FrameSink", "LossCounter",
-           "VideoAssembler"]
+__all__ = ["MAX_PACKETS", "AudioAssembler", "EncodedFrame", "FrameSink", "LateFilter",
+           "LossCounter", "VideoAssembler"]
 
 MAX_PACKETS = 1024
 
@@ -29,18 +34,20 @@ FrameSink = Callable[[EncodedFrame], None]
 
 
 class _Unwrapper:
-    """16-bit RTP sequence numbers → monotonically comparable integers."""
+    """16-bit RTP sequence numbers (or 32-bit timestamps) → comparable integers."""
 
-    def __init__(self) -> None:
+    def __init__(self, bits: int = 16) -> None:
         self._last: int | None = None
+        self._mask = (1 << bits) - 1
+        self._half = 1 << (bits - 1)
 
     def unwrap(self, seq: int) -> int:
         if self._last is None:
             self._last = seq
             return seq
-        delta = (seq - self._last) & 0xFFFF
-        if delta >= 0x8000:
-            delta -= 0x10000
+        delta = (seq - self._last) & self._mask
+        if delta >= self._half:
+            delta -= self._mask + 1
         value = self._last + delta
         if delta > 0:
             self._last = value
@@ -74,6 +81,52 @@ class LossCounter:
         return max(0.0, (exp - rec) / exp) if exp > 0 else 0.0
 
 
+class LateFilter:
+    """Recognises packets that arrive far later than their RTP timestamp implies.
+
+    Each packet's *offset* is its arrival time minus its media time (RTP timestamp
+    over the clock rate); on a steady path it only varies by the network's jitter.
+    A packet whose offset exceeds the smallest offset of the previous ``window``
+    seconds of media by more than ``limit`` seconds is late: a node resuming after
+    its process was stopped (SIGSTOP, a long GC, a blocked loop) reads seconds of
+    old media out of its socket at once. Forwarded, that burst teaches every
+    subscriber's jitter buffer a delay of seconds, and its video stays frozen
+    while that delay drains (measured: ~3 s after a 5 s stop). Dropped, the
+    subscriber sees one freeze and then current video from a key frame.
+
+    A lasting change of path delay is accepted after ``window`` seconds of media;
+    a timestamp jumping back (a new timeline) restarts the filter.
+    """
+
+    def __init__(self, clock_rate: int, *, limit: float = 1.0, window: float = 2.0) -> None:
+        self._clock = float(clock_rate)
+        self._limit = limit
+        self._window = window
+        self._ts = _Unwrapper(bits=32)
+        self._mins: deque[tuple[float, float]] = deque()
+        """(media time, offset), offsets increasing: the window's minimum is first."""
+        self._newest = 0.0
+        self.late_packets = 0
+
+    def late(self, timestamp: int, now: float) -> bool:
+        media = self._ts.unwrap(timestamp) / self._clock
+        if self._mins and media < self._newest - self._window:
+            self._mins.clear()  # the timeline jumped back: start over
+        if not self._mins or media > self._newest:
+            self._newest = media
+        offset = now - media
+        mins = self._mins
+        while mins and mins[0][0] < self._newest - self._window:
+            mins.popleft()
+        late = bool(mins) and offset - mins[0][1] > self._limit
+        while mins and mins[-1][1] >= offset:
+            mins.pop()
+        mins.append((media, offset))
+        if late:
+            self.late_packets += 1
+        return late
+
+
 class AudioAssembler:
     """Audio: every packet is a frame; late and duplicate packets are dropped."""
 
@@ -84,6 +137,7 @@ class AudioAssembler:
         self._last: int | None = None
         self.ssrc: int | None = None
         self.last_packet_at = 0.0
+        self.late = LateFilter(48000)
 
     def add(self, packet: Any) -> tuple[bool, None]:
         now = time.perf_counter()
@@ -93,6 +147,8 @@ class AudioAssembler:
         if self._last is not None and seq <= self._last:
             return False, None
         self._last = seq
+        if self.late.late(packet.timestamp, now):
+            return False, None
         level = packet.extensions.audio_level
         if level is not None and self._on_level is not None:
             self._on_level(int(level[1]))
@@ -119,6 +175,7 @@ class VideoAssembler:
         self.last_packet_at = 0.0
         self.frames_dropped = 0
         self.counter = LossCounter()
+        self.late = LateFilter(90000)
 
     def add(self, packet: Any) -> tuple[bool, None]:
         """Store a depayloaded packet; returns (ask for a key frame, None)."""
@@ -129,6 +186,8 @@ class VideoAssembler:
         self.counter.add(seq)
         if self._next is not None and seq < self._next:
             return False, None  # late retransmission of something already sent or dropped
+        if self.late.late(packet.timestamp, now):
+            return self._resync(), None
         desc = parse_descriptor(packet.payload)
         if desc is None:
             return False, None
@@ -208,6 +267,18 @@ class VideoAssembler:
                     return
         self._packets.clear()
         self._next = None
+
+    def _resync(self) -> bool:
+        """Drop everything held and start again at the next frame start (after a
+        late packet). True the first time: ask for a key frame."""
+        first = self._next is not None or bool(self._packets)
+        if self._packets:
+            self.frames_dropped += 1
+        self._packets.clear()
+        self._next = None
+        self._gap_since = None
+        self._discontinuity = True
+        return first
 
     def _drop_before(self, seq: int) -> None:
         for s in [s for s in self._packets if s < seq]:

@@ -140,15 +140,21 @@ class Producer:
 
     async def _monitor_loop(self) -> None:
         tick = min(0.25, self._config.keyframe_interval / 2)
+        ticked = time.perf_counter()
         while True:
             await asyncio.sleep(tick)
-            now = time.perf_counter()
+            now, lag = time.perf_counter(), time.perf_counter() - ticked - tick
+            ticked = now
             # (held back for bandwidth, paused or on a rendition: no use for one yet)
             waiting = any(c.waiting_keyframe and not (c.bandwidth_paused or c.paused)
                           and c.rendition is None for c in self.consumers)
             if (self._pli_wanted or waiting) and \
                     now - self._last_pli >= self._config.keyframe_interval:
                 self._send_pli(now)
+            if lag > 1.0:
+                # This process did not run (stopped, blocked): the media it has not read
+                # yet is in its socket. Judge the publisher once that has been read.
+                continue
             last = self.assembler.last_packet_at or self._created
             stalled = now - last > self._config.stall_timeout
             if stalled != self.stalled:

@@ -337,3 +337,87 @@ def test_empty_audio_packet_is_not_a_frame() -> None:
     packet._data = b""  # type: ignore[attr-defined]
     feed(assembler, [packet])
     assert out == []
+
+
+# -- media that arrives seconds late (a node resuming after it was stopped) -------------
+def test_a_frozen_nodes_backlog_is_dropped_and_video_restarts_from_a_key_frame(
+        clock: Clock) -> None:
+    """30 frames play in real time; then the node stops for 5 s. Its socket kept the
+    first second of what was sent meanwhile (frames 30-59) and dropped the rest (60-179);
+    all of that is read at once on resume, followed by current frames (180 on, the
+    publisher's answer to the key-frame request being 182)."""
+    assembler, out = video()
+    data, packets = stream(200)
+    packets[182] = packetize(vp8_frame(182, 2500, key=True), seq=packets[182][0].sequence_number,
+                             timestamp=packets[182][0].timestamp)
+    plis: list[bool] = []
+    for frame in packets[:30]:
+        clock.now += 1 / FPS
+        plis += feed(assembler, frame)
+    clock.now += 150 / FPS  # stopped: frames 30-179 were sent meanwhile
+    plis += feed(assembler, (p for frame in packets[30:60] for p in frame))  # the backlog
+    assert plis.count(True) == 1, "one key-frame request, at the first late packet"
+    assert len(out) == 30
+    for frame in packets[180:]:
+        plis += feed(assembler, frame)
+        clock.now += 1 / FPS
+    assert plis.count(True) == 1
+    assert [f.data for f in out] == data[:30] + data[180:182] + [vp8_frame(182, 2500, key=True)] \
+        + data[183:]
+    assert [f.discontinuity for f in out[29:32]] == [False, True, False]
+    assert out[32].keyframe  # 182: consumers hold from the discontinuity to here
+    assert assembler.late.late_packets == sum(len(f) for f in packets[30:60])
+
+
+def test_jitter_and_late_retransmissions_are_not_mistaken_for_a_frozen_node(
+        clock: Clock) -> None:
+    """Arrival times wander by ±0.2 s and every tenth packet comes 0.5 s late (a
+    retransmission on a slow path): none of it counts as late."""
+    assembler, out = video()
+    _, packets = stream(300)
+    rng = random.Random(3)
+    arrivals = []
+    for i, frame in enumerate(packets):
+        for j, packet in enumerate(frame):
+            delay = rng.uniform(0.0, 0.4) + (0.5 if (i + j) % 10 == 0 else 0.0)
+            arrivals.append((i / FPS + delay, packet))
+    for at, packet in sorted(arrivals, key=lambda a: a[0]):
+        clock.now = 1000.0 + at
+        feed(assembler, [packet])
+    assert assembler.late.late_packets == 0
+    assert len(out) > 250
+
+
+def test_a_lasting_longer_path_delay_is_accepted_after_the_window(clock: Clock) -> None:
+    """The publisher's path gets 1.5 s slower for good: a burst is dropped, then the new
+    delay is the norm and frames flow again."""
+    filt = frames.LateFilter(90000, limit=1.0, window=2.0)
+    verdicts = []
+    for i in range(600):
+        media = i / FPS
+        clock.now = 1000.0 + media + (1.5 if i >= 100 else 0.0)
+        verdicts.append(filt.late(int(media * 90000) & 0xFFFFFFFF, clock.now))
+    assert not any(verdicts[:100])
+    assert all(verdicts[100:110])
+    assert not any(verdicts[100 + 2 * FPS + 1:])
+
+
+def test_a_timestamp_jumping_back_restarts_the_late_filter() -> None:
+    filt = frames.LateFilter(90000)
+    for i in range(100):
+        assert not filt.late(900_000 + i * TICKS, 10.0 + i / FPS)
+    assert not filt.late(1000, 10.0 + 100 / FPS)  # a new timeline, 10 s earlier
+    assert not filt.late(1000 + TICKS, 10.0 + 101 / FPS)
+
+
+def test_a_frozen_nodes_audio_backlog_is_dropped(clock: Clock) -> None:
+    assembler, out, _ = audio()
+    for seq in range(50):  # 20 ms packets in real time
+        clock.now += 0.02
+        feed(assembler, opus_packets([seq]))
+    clock.now += 5.0
+    feed(assembler, opus_packets(range(50, 100)))  # the backlog, all at once
+    for seq in range(300, 320):
+        feed(assembler, opus_packets([seq]))
+        clock.now += 0.02
+    assert [f.timestamp // 960 for f in out] == list(range(50)) + list(range(300, 320))
