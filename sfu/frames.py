@@ -95,13 +95,16 @@ class LateFilter:
     subscriber sees one freeze and then current video from a key frame.
 
     A lasting change of path delay is accepted after ``window`` seconds of media;
-    a timestamp jumping back (a new timeline) restarts the filter.
+    a timestamp more than ``restart`` seconds behind the newest one (a new
+    timeline, not a queue) restarts the filter.
     """
 
-    def __init__(self, clock_rate: int, *, limit: float = 1.0, window: float = 2.0) -> None:
+    def __init__(self, clock_rate: int, *, limit: float = 1.0, window: float = 2.0,
+                 restart: float = 10.0) -> None:
         self._clock = float(clock_rate)
         self._limit = limit
         self._window = window
+        self._restart = restart
         self._ts = _Unwrapper(bits=32)
         self._mins: deque[tuple[float, float]] = deque()
         """(media time, offset), offsets increasing: the window's minimum is first."""
@@ -110,7 +113,7 @@ class LateFilter:
 
     def late(self, timestamp: int, now: float) -> bool:
         media = self._ts.unwrap(timestamp) / self._clock
-        if self._mins and media < self._newest - self._window:
+        if self._mins and media < self._newest - self._restart:
             self._mins.clear()  # the timeline jumped back: start over
         if not self._mins or media > self._newest:
             self._newest = media
@@ -176,6 +179,9 @@ class VideoAssembler:
         self.frames_dropped = 0
         self.counter = LossCounter()
         self.late = LateFilter(90000)
+        self._late_at = float("-inf")
+        self._floor = -1
+        """Sequence number of the latest late packet: nothing up to it is used."""
 
     def add(self, packet: Any) -> tuple[bool, None]:
         """Store a depayloaded packet; returns (ask for a key frame, None)."""
@@ -186,8 +192,10 @@ class VideoAssembler:
         self.counter.add(seq)
         if self._next is not None and seq < self._next:
             return False, None  # late retransmission of something already sent or dropped
+        if self._next is None and seq <= self._floor:
+            return False, None  # resynchronising after a late packet: older ones are too
         if self.late.late(packet.timestamp, now):
-            return self._resync(), None
+            return self._skip_late(seq, now), None
         desc = parse_descriptor(packet.payload)
         if desc is None:
             return False, None
@@ -250,35 +258,44 @@ class VideoAssembler:
     def _give_up(self) -> None:
         """Drop the incomplete frame(s); restart at the next frame start after the gap."""
         self.frames_dropped += 1
+        assert self._next is not None
+        first = self._packets.get(self._next)
+        self._restart_after(self._next, None if first is None else first[0].timestamp)
+
+    def _skip_late(self, seq: int, now: float) -> bool:
+        """A late packet: drop it and every held packet up to it, carry on from the next
+        frame start after it. True when a key frame should be asked for (the first
+        late packet after a second without any)."""
+        ask = now - self._late_at > 1.0
+        self._late_at = now
+        if self._next is not None and any(s < seq for s in self._packets):
+            self.frames_dropped += 1
+        self._floor = max(self._floor, seq)
+        # (current packets that overtook it wait for their frame start)
+        self._restart_after(seq, None, keep_later=True)
+        return ask
+
+    def _restart_after(self, after: int, stuck_ts: int | None, *,
+                       keep_later: bool = False) -> None:
+        """Flag a discontinuity; the next frame is the first held one starting after
+        sequence number ``after`` (and not part of the frame at ``stuck_ts``). If none
+        is held yet, resynchronise on the next frame start, dropping what is held
+        (``keep_later``: only what is held up to ``after``)."""
         self._discontinuity = True
         self._gap_since = None
-        assert self._next is not None
-        stuck_ts = None
-        first = self._packets.get(self._next)
-        if first is not None:
-            stuck_ts = first[0].timestamp
         for seq in sorted(self._packets):
             pkt, desc = self._packets[seq]
-            if seq > self._next and desc.start and pkt.timestamp != stuck_ts:
+            if seq > after and desc.start and pkt.timestamp != stuck_ts:
                 prev = self._packets.get(seq - 1)
                 if prev is None or prev[0].marker or prev[0].timestamp != pkt.timestamp:
                     self._next = seq
                     self._drop_before(seq)
                     return
-        self._packets.clear()
+        if keep_later:
+            self._drop_before(after + 1)
+        else:
+            self._packets.clear()
         self._next = None
-
-    def _resync(self) -> bool:
-        """Drop everything held and start again at the next frame start (after a
-        late packet). True the first time: ask for a key frame."""
-        first = self._next is not None or bool(self._packets)
-        if self._packets:
-            self.frames_dropped += 1
-        self._packets.clear()
-        self._next = None
-        self._gap_since = None
-        self._discontinuity = True
-        return first
 
     def _drop_before(self, seq: int) -> None:
         for s in [s for s in self._packets if s < seq]:

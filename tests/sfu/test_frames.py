@@ -406,7 +406,7 @@ def test_a_timestamp_jumping_back_restarts_the_late_filter() -> None:
     filt = frames.LateFilter(90000)
     for i in range(100):
         assert not filt.late(900_000 + i * TICKS, 10.0 + i / FPS)
-    assert not filt.late(1000, 10.0 + 100 / FPS)  # a new timeline, 10 s earlier
+    assert not filt.late(1000, 10.0 + 100 / FPS)  # a new timeline, 10 s back
     assert not filt.late(1000 + TICKS, 10.0 + 101 / FPS)
 
 
@@ -421,3 +421,31 @@ def test_a_frozen_nodes_audio_backlog_is_dropped(clock: Clock) -> None:
         feed(assembler, opus_packets([seq]))
         clock.now += 0.02
     assert [f.timestamp // 960 for f in out] == list(range(50)) + list(range(300, 320))
+
+
+def test_current_packets_overtaking_late_ones_are_kept(clock: Clock) -> None:
+    """A publisher that queued its packets while the node was stopped sends the queue
+    (seconds old) and then current frames, with no gap in sequence numbers; one current
+    packet overtakes the last late ones. Every current frame is forwarded, once."""
+    assembler, out = video()
+    data, packets = stream(60)
+    seq = packets[-1][-1].sequence_number + 1
+    current, current_data = [], []
+    for i in range(180, 200):  # encoded after the stop: their timestamps are current
+        frame = vp8_frame(i, 1500, key=i == 180)
+        current.append(packetize(frame, seq=seq, timestamp=5000 + i * TICKS))
+        current_data.append(frame)
+        seq += len(current[-1])
+    for frame in packets[:30]:
+        clock.now += 1 / FPS
+        feed(assembler, frame)
+    clock.now += 150 / FPS
+    queued = [p for frame in packets[30:] for p in frame]
+    overtaking = current[1][1]
+    arrivals = queued[:-2] + [overtaking] + queued[-2:] + [
+        p for frame in current for p in frame if p is not overtaking]
+    plis = feed(assembler, arrivals)
+    assert plis.count(True) == 1
+    assert [f.data for f in out] == data[:30] + current_data
+    assert out[30].discontinuity and out[30].keyframe
+    assert assembler.late.late_packets == len(queued)
