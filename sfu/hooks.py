@@ -218,10 +218,15 @@ def mark_sctp_bundled(pc: RTCPeerConnection) -> None:
     sctp._bundled = True
 
 
+ReportCounters = tuple[int, int, int]
+"""(SSRC, cumulative packets lost, extended highest sequence number) of a report block."""
+
+
 def tap_sender_rtcp(sender: RTCRtpSender,
-                    on_report: Callable[[float, int, float | None], None]) -> None:
-    """Call ``on_report(fraction_lost 0..1, jitter, rtt seconds)`` for every receiver
-    report block about ``sender``'s stream, after aiortc has handled it."""
+                    on_report: Callable[[float, int, float | None, ReportCounters], None],
+                    ) -> None:
+    """Call ``on_report(fraction_lost 0..1, jitter, rtt seconds, counters)`` for every
+    receiver report block about ``sender``'s stream, after aiortc has handled it."""
     original = sender._handle_rtcp_packet
     if not callable(original):
         raise HookError("RTCRtpSender._handle_rtcp_packet is gone")
@@ -233,7 +238,8 @@ def tap_sender_rtcp(sender: RTCRtpSender,
             for report in packet.reports:
                 if report.ssrc == sender._ssrc:
                     rtt = getattr(sender, "_RTCRtpSender__rtt", None)
-                    on_report(report.fraction_lost / 256.0, report.jitter, rtt)
+                    on_report(report.fraction_lost / 256.0, report.jitter, rtt,
+                              (report.ssrc, report.packets_lost, report.highest_sequence))
 
     sender._handle_rtcp_packet = tapped  # type: ignore[method-assign]
 

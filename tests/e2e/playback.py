@@ -60,7 +60,8 @@ async () => {
     (await pc.getStats()).forEach((s) => {
       if (s.type !== "inbound-rtp" || s.kind !== "video") return;
       out.push({
-        mid: s.mid, framesDecoded: s.framesDecoded || 0, keyFramesDecoded: s.keyFramesDecoded || 0,
+        mid: s.mid, ssrc: s.ssrc, framesDecoded: s.framesDecoded || 0,
+        framesReceived: s.framesReceived || 0, keyFramesDecoded: s.keyFramesDecoded || 0,
         packetsReceived: s.packetsReceived || 0, packetsLost: s.packetsLost || 0,
         nackCount: s.nackCount || 0, pliCount: s.pliCount || 0,
         retransmittedPacketsReceived: s.retransmittedPacketsReceived || 0,
@@ -68,6 +69,7 @@ async () => {
         framesDropped: s.framesDropped || 0,
         jitterBufferDelay: s.jitterBufferDelay || 0,
         jitterBufferEmittedCount: s.jitterBufferEmittedCount || 0,
+        jitterBufferTargetDelay: s.jitterBufferTargetDelay || 0,
         state: pc.connectionState, ice: pc.iceConnectionState,
       });
     });
@@ -95,6 +97,28 @@ async () => {
   return out;
 }
 """
+
+
+KEYFRAME_LOG = """
+(() => {
+  // Every 100 ms: [wall-clock ms, key frames decoded, PLIs sent] of the received video.
+  window.__keyframes = [];
+  setInterval(async () => {
+    let keys = 0, plis = 0;
+    for (const pc of window.__pcs) {
+      if (pc.connectionState === "closed") continue;
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video") {
+          keys += s.keyFramesDecoded || 0;
+          plis += s.pliCount || 0;
+        }
+      });
+    }
+    window.__keyframes.push([performance.timeOrigin + performance.now(), keys, plis]);
+  }, 100);
+})();
+"""
+"""Add to ``WATCH`` (as ``init``) to tell key-frame waits from other pauses."""
 
 
 async def open_watched(browser: Browser, url: str, room: str, identity: str, *,
@@ -128,6 +152,22 @@ async def outbound(page: MeetingPage) -> list[dict[str, Any]]:
     return result
 
 
+async def keyframe_log(page: MeetingPage) -> list[tuple[float, int, int]]:
+    """(wall-clock seconds, key frames decoded, PLIs sent) every 100 ms (``KEYFRAME_LOG``)."""
+    rows: list[list[float]] = await page.page.evaluate("window.__keyframes.slice()")
+    return [(t / 1000.0, int(k), int(p)) for t, k, p in rows]
+
+
+def keyframe_wait(gap: Gap, log: list[tuple[float, int, int]], slack: float = 0.25) -> bool:
+    """The pause ended with a key frame (or a PLI was sent during it): the viewer
+    waited for a key frame."""
+    before = [row for row in log if row[0] <= gap.start]
+    after = [row for row in log if row[0] >= gap.start + gap.seconds + slack]
+    if not before or not after:
+        return True  # not covered by the log: cannot tell
+    return after[0][1] > before[-1][1] or after[0][2] > before[-1][2]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Gap:
     start: float
@@ -155,5 +195,5 @@ def steady_from(times: list[float], after: float, *, run: float = 1.0,
     return None
 
 
-__all__ = ["INBOUND", "OUTBOUND", "STEP", "WATCH", "Gap", "frame_times", "gaps", "inbound",
-           "open_watched", "outbound", "steady_from"]
+__all__ = ["INBOUND", "KEYFRAME_LOG", "OUTBOUND", "STEP", "WATCH", "Gap", "frame_times", "gaps",
+           "inbound", "keyframe_log", "keyframe_wait", "open_watched", "outbound", "steady_from"]
