@@ -24,10 +24,15 @@ from sfu.encoded import EncodedFrame
 from sfu.hooks import depayloaded
 from sfu.vp8 import is_keyframe, parse_descriptor
 
-__all__ = ["MAX_PACKETS", "AudioAssembler", "EncodedFrame", "FrameSink", "LateFilter",
-           "LossCounter", "VideoAssembler"]
+__all__ = ["MAX_NACKS", "MAX_PACKETS", "NACK_RETRY", "AudioAssembler", "EncodedFrame",
+           "FrameSink", "LateFilter", "LossCounter", "VideoAssembler"]
 
 MAX_PACKETS = 1024
+NACK_RETRY = 0.1
+"""Seconds between repeated NACKs for packets a frame still waits for. aiortc NACKs a
+gap once, when it appears; if that NACK or its retransmission is lost too, the frame
+would wait out ``frame_wait`` and cost every subscriber a key frame."""
+MAX_NACKS = 32
 
 
 FrameSink = Callable[[EncodedFrame], None]
@@ -180,6 +185,8 @@ class VideoAssembler:
         self.counter = LossCounter()
         self.late = LateFilter(90000)
         self._late_at = float("-inf")
+        self._nacked_at = float("-inf")
+        self._nacks: list[int] = []
         self._floor = -1
         """Sequence number of the latest late packet: nothing up to it is used."""
 
@@ -215,7 +222,21 @@ class VideoAssembler:
             self._give_up()
             pli = True
             pli |= self._emit_ready(now)
+        elif now - self._gap_since >= NACK_RETRY and now - self._nacked_at >= NACK_RETRY:
+            self._nacked_at = now
+            self._nacks = self._missing()
         return pli, None
+
+    def take_nacks(self) -> list[int]:
+        """Sequence numbers (16-bit) to NACK again, once, after :meth:`add` found a gap
+        that outlived ``NACK_RETRY``."""
+        nacks, self._nacks = self._nacks, []
+        return nacks
+
+    def _missing(self) -> list[int]:
+        assert self._next is not None
+        held = self._packets
+        return [s & 0xFFFF for s in range(self._next, max(held)) if s not in held][:MAX_NACKS]
 
     def _has_gap(self) -> bool:
         """A packet is missing at or after ``_next`` while later ones are stored."""

@@ -16,7 +16,8 @@ decoding or stalling.
   (``RTCRtpSender._next_encoded_frame``). A subscriber's PLI/FIR calls
   ``RTCRtpSender._send_keyframe``; the SFU replaces that method on its own
   senders to send the request upstream instead.
-- Key frames: ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)``.
+- Key frames: ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)``; repeated NACKs:
+  ``RTCRtpReceiver._send_rtcp_nack(media_ssrc, lost)`` (aiortc NACKs a gap once).
 - Bundling: with ``max-bundle`` the first object created (here the data
   channel's SCTP transport) owns the connection's one DTLS transport, but if
   a media m-line comes first in the offer aiortc "unbundles" the SCTP side on
@@ -203,6 +204,11 @@ def redirect_keyframe_requests(sender: RTCRtpSender, callback: Callable[[], None
 async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
     """Ask the publisher behind ``receiver`` for a key frame."""
     await receiver._send_rtcp_pli(media_ssrc)
+
+
+async def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: list[int]) -> None:
+    """Ask the publisher behind ``receiver`` to resend packets ``lost`` (generic NACK)."""
+    await receiver._send_rtcp_nack(media_ssrc, lost)
 
 
 def sender_encoder(sender: RTCRtpSender) -> Any:

@@ -18,7 +18,7 @@ from sfu.config import SfuConfig
 from sfu.consumer import Consumer
 from sfu.encoded import EncodedFrame
 from sfu.frames import AudioAssembler, VideoAssembler
-from sfu.hooks import install_assembler, intercept_remb, send_pli, send_remb
+from sfu.hooks import install_assembler, intercept_remb, send_nack, send_pli, send_remb
 from sfu.linkstats import PublisherLink
 from sfu.rendition import RenditionSet
 from sfu.tasks import TaskSet
@@ -107,6 +107,13 @@ class Producer:
         if ssrc is None or self.closed:
             return
         self._rtcp.spawn(send_remb(self._receiver, ssrc, bitrate))
+
+    def send_nack(self, lost: list[int]) -> None:
+        """Ask the publisher again for packets a frame still waits for."""
+        ssrc = self.assembler.ssrc
+        if ssrc is None or self.closed or not lost:
+            return
+        self._rtcp.spawn(send_nack(self._receiver, ssrc, lost))
 
     def set_paused(self, paused: bool) -> None:
         """Stop or restart forwarding at the source (a muted track). Video consumers
@@ -213,7 +220,10 @@ class _PliAwareAssembler:
         return 1024
 
     def add(self, packet: Any) -> tuple[bool, None]:
-        pli, _ = self._assembler.add(packet)
+        assembler = self._assembler
+        pli, _ = assembler.add(packet)
         if pli:
             self._producer.request_keyframe()
+        if isinstance(assembler, VideoAssembler) and (nacks := assembler.take_nacks()):
+            self._producer.send_nack(nacks)
         return False, None

@@ -449,3 +449,42 @@ def test_current_packets_overtaking_late_ones_are_kept(clock: Clock) -> None:
     assert [f.data for f in out] == data[:30] + current_data
     assert out[30].discontinuity and out[30].keyframe
     assert assembler.late.late_packets == len(queued)
+
+
+def test_a_packet_still_missing_after_the_retry_interval_is_nacked_again(clock: Clock) -> None:
+    """aiortc NACKs a gap once; when neither that NACK nor its answer gets through, the
+    assembler asks again every NACK_RETRY until the frame is complete or given up."""
+    assembler, out = video(frame_wait=0.3)
+    data, packets = stream(20)
+    lost = packets[4][1]
+    asked: list[tuple[float, list[int]]] = []
+    started = clock.now
+    for frame in packets[:14]:  # frame_wait runs out with frame 14
+        clock.now += 1 / FPS
+        feed(assembler, [p for p in frame if p is not lost])
+        if nacks := assembler.take_nacks():
+            asked.append((round(clock.now - started, 3), nacks))
+    assert [n for _, n in asked] == [[lost.sequence_number]] * 2
+    first, second = (t for t, _ in asked)
+    assert second - first >= frames.NACK_RETRY
+    feed(assembler, [lost])  # the second answer gets through, before frame_wait
+    for frame in packets[14:]:
+        feed(assembler, frame)
+    assert assembler.take_nacks() == []
+    assert [f.data for f in out] == data and assembler.frames_dropped == 0
+
+
+def test_nacks_name_every_missing_packet_with_16_bit_sequence_numbers(clock: Clock) -> None:
+    assembler, _ = video()
+    _, packets = stream(12, seq=65530)
+    flat = [p for frame in packets for p in frame]
+    lost = {flat[3].sequence_number, flat[6].sequence_number}
+    assert lost == {65533, 0}
+    for packet in flat:
+        clock.now += 0.02
+        if packet.sequence_number not in lost:
+            feed(assembler, [packet])
+        if nacks := assembler.take_nacks():
+            assert set(nacks) <= lost and all(0 <= n <= 0xFFFF for n in nacks)
+            return
+    raise AssertionError("no NACK within the stream")
