@@ -77,6 +77,9 @@ class UdpRelay:
         self.dropped = 0
         self.rtp = RtpTally()
         """What the server sent and what ``loss`` dropped of it (RTP headers are clear)."""
+        self.upstream = Impairment()
+        """Loss and delay (``rate_bps`` is not applied) of client → server packets."""
+        self.rtp_up = RtpTally()
         self._rng = random.Random(7)
 
     @property
@@ -94,8 +97,22 @@ class UdpRelay:
 
     def _from_client(self, data: bytes, addr: tuple[str, int]) -> None:
         self.client_addr = addr
-        assert self._back is not None and self._back.transport is not None
-        self._back.transport.sendto(data, self.server)
+        imp = self.upstream
+        if imp.loss or imp.delay or imp.jitter:
+            is_stun = len(data) > 0 and data[0] < 2
+            drop = not is_stun and bool(imp.loss) and self._rng.random() < imp.loss
+            self.rtp_up.add(data, dropped=drop)
+            if drop:
+                return
+            delay = imp.delay + self._rng.uniform(0.0, imp.jitter)
+            asyncio.get_running_loop().call_later(delay, self._to_server, data)
+        else:
+            self._to_server(data)
+
+    def _to_server(self, data: bytes) -> None:
+        transport = self._back.transport if self._back is not None else None
+        if transport is not None and not transport.is_closing():
+            transport.sendto(data, self.server)
 
     def _from_server(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.client_addr is None:

@@ -40,6 +40,7 @@ from tests.e2e.playback import (
     keyframe_log,
     keyframe_wait,
     open_watched,
+    outbound,
     steady_from,
 )
 from tests.e2e.test_udp_port import free_udp_port
@@ -57,12 +58,15 @@ MIN_RECOVERED = 0.8
 
 REDIRECT = """
 (() => {
-  // Candidates of the node's port in offers this page receives point at the relay.
+  // Candidates of the node's port in the offers (subscribing) or answers (publishing)
+  // this page receives point at the relay.
   const from = " %(node)d typ host", to = " %(relay)d typ host";
   const proto = window.RTCPeerConnection.prototype;
   const setRemote = proto.setRemoteDescription;
   proto.setRemoteDescription = function (desc, ...rest) {
-    if (desc && desc.sdp) desc = { type: desc.type, sdp: desc.sdp.split(from).join(to) };
+    if (desc && desc.sdp && desc.type === "%(type)s") {
+      desc = { type: desc.type, sdp: desc.sdp.split(from).join(to) };
+    }
     return setRemote.call(this, desc, ...rest);
   };
   // ... and the node learns none of this page's own candidates, so that the only
@@ -95,7 +99,7 @@ async () => {
 
 async def _viewer(browser: Any, url: str, identity: str, node_port: int,
                   relay: UdpRelay) -> MeetingPage:
-    init = KEYFRAME_LOG + REDIRECT % {"node": node_port, "relay": relay.port}
+    init = KEYFRAME_LOG + REDIRECT % {"node": node_port, "relay": relay.port, "type": "offer"}
     return await open_watched(browser, url, ROOM, identity, role="listener", init=init)
 
 
@@ -196,3 +200,59 @@ async def test_viewers_behind_loss_and_jitter_see_no_freeze_but_key_frame_waits(
                 await page.close()
             for relay in relays.values():
                 relay.close()
+
+
+@pytest.mark.timeout(150)
+async def test_a_publisher_behind_loss_and_jitter_is_seen_without_freezes(
+        tmp_path: Path) -> None:
+    """The same impairment on the publisher's leg, both ways: its media to the node loses
+    2 % and jitters 0-100 ms, and so do the node's NACKs and their answers. The SFU's
+    receive side recovers the losses (NACKs repeated while a frame waits) within its
+    frame wait, so the viewer (on a clean path) sees neither freezes nor key-frame waits
+    beyond what the machine costs a second, unimpaired publisher's video."""
+    port, udp_port = free_port(), free_udp_port()
+    env = clean_env(PARLEY_KEYS=KEYS, PARLEY_SFU_UDP_PORT=str(udp_port),
+                    PARLEY_SFU_ICE_ADDRESSES="127.0.0.1", PARLEY_LOG_LEVEL="warning")
+    argv = [PARLEY, "serve", "--port", str(port)]
+    relay = UdpRelay(("127.0.0.1", udp_port))
+    await relay.start()
+    async with running(tmp_path, argv, port, env=env) as server, launch_chromium() as browser:
+        url = server.url("/")
+        init = REDIRECT % {"node": udp_port, "relay": relay.port, "type": "answer"}
+        lossy = await open_watched(browser, url, ROOM, "lossy-camera", init=init)
+        clean = await open_watched(browser, url, ROOM, "clean-camera")
+        viewer = await open_watched(browser, url, ROOM, "viewer", role="listener",
+                                    init=KEYFRAME_LOG)
+        cameras = {"lossy": lossy.participant_id, "clean": clean.participant_id}
+        try:
+            for who in cameras.values():
+                await wait_until(lambda w=who: _playing(viewer, w),  # type: ignore[misc]
+                                 f"the viewer to play {who}", 30)
+            assert relay.client_addr is not None
+            relay.impairment = relay.upstream = LOSSY
+            start = time.time()
+            await asyncio.sleep(PLAY)
+            end = time.time()
+            report = {name: await _pauses(viewer, who, start + 1.0, end)
+                      for name, who in cameras.items()}
+            report["lossy"]["relay_dropped_video_packets"] = max(
+                relay.rtp_up.dropped.values(), default=0)
+            for name, page in (("lossy", lossy), ("clean", clean)):
+                (sent,) = [s for s in await outbound(page) if s["framesEncoded"] > 0]
+                # Each frame the SFU gives up on costs a key-frame request (PLI).
+                report[name].update(plis=sent["pliCount"], nacks=sent["nackCount"],
+                                    key_frames=sent["keyFramesEncoded"],
+                                    retransmitted=sent["retransmittedPacketsSent"])
+            _write_report(report)
+            assert report["lossy"]["relay_dropped_video_packets"] > 10, report
+            bound = max(MAX_FREEZE, report["clean"]["max_freeze"] + 0.1)
+            assert report["lossy"]["max_freeze"] < bound, report
+            waits = report["lossy"]["keyframe_waits"]
+            assert len(waits) <= len(report["clean"]["keyframe_waits"]) + 1, report
+            assert report["lossy"]["fps"] > 0.75 * report["clean"]["fps"], report
+            for page in (lossy, clean, viewer):
+                assert page.errors == [], page.errors
+        finally:
+            for page in (viewer, clean, lossy):
+                await page.close()
+            relay.close()
