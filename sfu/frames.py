@@ -87,51 +87,73 @@ class LossCounter:
 
 
 class LateFilter:
-    """Recognises packets that arrive far later than their RTP timestamp implies.
+    """Recognises media that arrives far later than its RTP timestamps imply, after
+    the stream went quiet.
 
-    Each packet's *offset* is its arrival time minus its media time (RTP timestamp
-    over the clock rate); on a steady path it only varies by the network's jitter.
-    A packet whose offset exceeds the smallest offset of the previous ``window``
-    seconds of media by more than ``limit`` seconds is late: a node resuming after
-    its process was stopped (SIGSTOP, a long GC, a blocked loop) reads seconds of
-    old media out of its socket at once. Forwarded, that burst teaches every
-    subscriber's jitter buffer a delay of seconds, and its video stays frozen
-    while that delay drains (measured: ~3 s after a 5 s stop). Dropped, the
-    subscriber sees one freeze and then current video from a key frame.
+    Each frame's *offset* is the arrival time of its first packet minus its media
+    time (RTP timestamp over the clock rate); on a steady path it only varies by the
+    network's jitter. After ``limit`` seconds without a packet, a frame whose offset
+    exceeds the smallest offset of the previous ``window`` seconds of media by more
+    than ``limit`` is late, and so is every later one like it until none has been
+    for ``settle`` seconds. That is what a node resuming after its process was
+    stopped (SIGSTOP, a long GC, a blocked loop) reads out of its socket, and what a
+    browser that could not send meanwhile drains from its queue: seconds-old media
+    at once. Forwarded, that burst teaches every subscriber's jitter buffer a delay
+    of seconds, and its video stays frozen while that delay drains (measured: ~3 s
+    after a 5 s stop). Dropped, the subscriber sees one freeze and then current
+    video from a key frame.
 
-    A lasting change of path delay is accepted after ``window`` seconds of media;
-    a timestamp more than ``restart`` seconds behind the newest one (a new
-    timeline, not a queue) restarts the filter.
+    Nothing is late without a silence first: a large frame paced out slowly, or
+    jitter, is never dropped; and a frame is judged by its first packet. A lasting
+    change of path delay is accepted after ``window`` seconds of media; a timestamp
+    more than ``restart`` seconds behind the newest one (a new timeline, not a
+    queue) restarts the filter.
     """
 
     def __init__(self, clock_rate: int, *, limit: float = 1.0, window: float = 2.0,
-                 restart: float = 10.0) -> None:
+                 settle: float = 0.5, restart: float = 10.0) -> None:
         self._clock = float(clock_rate)
         self._limit = limit
         self._window = window
+        self._settle = settle
         self._restart = restart
         self._ts = _Unwrapper(bits=32)
         self._mins: deque[tuple[float, float]] = deque()
         """(media time, offset), offsets increasing: the window's minimum is first."""
         self._newest = 0.0
+        self._arrived = float("-inf")
+        self._watch_until = float("-inf")
+        """After a silence: late frames are looked for until then."""
+        self._frame: tuple[int, bool] | None = None
+        """RTP timestamp and verdict of the frame judged last."""
         self.late_packets = 0
 
     def late(self, timestamp: int, now: float) -> bool:
+        if now - self._arrived >= self._limit:
+            self._watch_until = now + self._settle
+        self._arrived = now
+        if self._frame is None or self._frame[0] != timestamp:
+            self._frame = (timestamp, self._judge(timestamp, now))
+        late = self._frame[1]
+        if late:
+            self.late_packets += 1
+            self._watch_until = now + self._settle
+        return late
+
+    def _judge(self, timestamp: int, now: float) -> bool:
         media = self._ts.unwrap(timestamp) / self._clock
-        if self._mins and media < self._newest - self._restart:
-            self._mins.clear()  # the timeline jumped back: start over
-        if not self._mins or media > self._newest:
+        mins = self._mins
+        if mins and media < self._newest - self._restart:
+            mins.clear()  # the timeline jumped back: start over
+        if not mins or media > self._newest:
             self._newest = media
         offset = now - media
-        mins = self._mins
         while mins and mins[0][0] < self._newest - self._window:
             mins.popleft()
-        late = bool(mins) and offset - mins[0][1] > self._limit
+        late = bool(mins) and now < self._watch_until and offset - mins[0][1] > self._limit
         while mins and mins[-1][1] >= offset:
             mins.pop()
         mins.append((media, offset))
-        if late:
-            self.late_packets += 1
         return late
 
 

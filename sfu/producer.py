@@ -150,8 +150,8 @@ class Producer:
         ticked = time.perf_counter()
         while True:
             await asyncio.sleep(tick)
-            now, lag = time.perf_counter(), time.perf_counter() - ticked - tick
-            ticked = now
+            now = time.perf_counter()
+            lag, ticked = now - ticked - tick, now
             # (held back for bandwidth, paused or on a rendition: no use for one yet)
             waiting = any(c.waiting_keyframe and not (c.bandwidth_paused or c.paused)
                           and c.rendition is None for c in self.consumers)

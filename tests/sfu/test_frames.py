@@ -488,3 +488,24 @@ def test_nacks_name_every_missing_packet_with_16_bit_sequence_numbers(clock: Clo
             assert set(nacks) <= lost and all(0 <= n <= 0xFFFF for n in nacks)
             return
     raise AssertionError("no NACK within the stream")
+
+
+def test_a_frame_paced_out_slowly_after_a_quiet_spell_is_not_late() -> None:
+    """A screen share quiet for 3 s sends one large frame whose packets are paced over
+    1.5 s, then frames in real time: nothing of it is late (a frame is judged by its
+    first packet, which was on time)."""
+    filt = frames.LateFilter(90000)
+    for i in range(30):
+        assert not filt.late(i * TICKS, 10.0 + i / FPS)
+    big, at = 120 * TICKS, 10.0 + 120 / FPS  # sent on time after 3 s of nothing
+    verdicts = [filt.late(big, at + k * 0.015) for k in range(100)]  # paced over 1.5 s
+    verdicts += [filt.late((121 + i) * TICKS, at + 1.5 + i / FPS) for i in range(30)]
+    assert not any(verdicts) and filt.late_packets == 0
+
+
+def test_steady_late_arrival_without_a_silence_is_never_dropped() -> None:
+    """Packets drifting 2 s later over 10 s (a queue filling on a slow path): no
+    silence, so nothing is judged late."""
+    filt = frames.LateFilter(90000)
+    verdicts = [filt.late(i * TICKS, 10.0 + i / FPS + i * 0.2 / FPS) for i in range(300)]
+    assert not any(verdicts)
