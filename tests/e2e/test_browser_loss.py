@@ -184,7 +184,7 @@ async def test_viewers_behind_loss_and_jitter_see_no_freeze_but_key_frame_waits(
                 report[name].update(await _recovery(viewer, relays[name]))
             _write_report(report)
             lossy, clean = report["lossy"], report["clean"]
-            assert lossy["relay_dropped_video_packets"] > 10, report
+            assert lossy["relay_dropped_video_packets"] >= 3, report  # the loss is on the path
             # What the loaded machine costs any viewer (the clean one shows it) is not
             # the link's doing.
             bound = max(MAX_FREEZE, clean["max_freeze"] + 0.1)
@@ -244,7 +244,7 @@ async def test_a_publisher_behind_loss_and_jitter_is_seen_without_freezes(
                                     key_frames=sent["keyFramesEncoded"],
                                     retransmitted=sent["retransmittedPacketsSent"])
             _write_report(report)
-            assert report["lossy"]["relay_dropped_video_packets"] > 10, report
+            assert report["lossy"]["relay_dropped_video_packets"] >= 3, report
             bound = max(MAX_FREEZE, report["clean"]["max_freeze"] + 0.1)
             assert report["lossy"]["max_freeze"] < bound, report
             waits = report["lossy"]["keyframe_waits"]
