@@ -24,7 +24,8 @@ from sfu.encoded import EncodedFrame
 from sfu.hooks import depayloaded
 from sfu.vp8 import is_keyframe, parse_descriptor
 
-__all__ = ["MAX_NACKS", "MAX_PACKETS", "NACK_RETRY", "AudioAssembler", "EncodedFrame",
+__all__ = ["MAX_NACKS", "MAX_PACKETS", "NACK_RETRY", "PROCESS_ARRIVALS", "Arrivals",
+           "AudioAssembler", "EncodedFrame",
            "FrameSink", "LateFilter", "LossCounter", "VideoAssembler"]
 
 MAX_PACKETS = 1024
@@ -86,6 +87,27 @@ class LossCounter:
         return max(0.0, (exp - rec) / exp) if exp > 0 else 0.0
 
 
+class Arrivals:
+    """When any stream of the process last received a packet. A silence of every
+    stream at once is this process not reading (stopped, blocked) or its network
+    gone, not one publisher going quiet (a static screen share sends nothing)."""
+
+    def __init__(self, silence: float = 1.0, watch: float = 1.0) -> None:
+        self._silence = silence
+        self._watch = watch
+        self._last = float("-inf")
+        self.watch_until = float("-inf")
+        """Until then, streams that were quiet look for late media."""
+
+    def note(self, now: float) -> None:
+        if now - self._last >= self._silence:
+            self.watch_until = now + self._watch
+        self._last = now
+
+
+PROCESS_ARRIVALS = Arrivals()
+
+
 class LateFilter:
     """Recognises media that arrives far later than its RTP timestamps imply, after
     the stream went quiet.
@@ -103,16 +125,20 @@ class LateFilter:
     after a 5 s stop). Dropped, the subscriber sees one freeze and then current
     video from a key frame.
 
-    Nothing is late without a silence first: a large frame paced out slowly, or
-    jitter, is never dropped; and a frame is judged by its first packet. A lasting
+    Nothing is late without a silence of the whole process first (``arrivals``):
+    one stream going quiet (a static screen share), a large frame paced out
+    slowly, or jitter, never drops anything; and a frame is judged by its first
+    packet. A lasting
     change of path delay is accepted after ``window`` seconds of media; a timestamp
     more than ``restart`` seconds behind the newest one (a new timeline, not a
     queue) restarts the filter.
     """
 
     def __init__(self, clock_rate: int, *, limit: float = 1.0, window: float = 2.0,
-                 settle: float = 0.5, restart: float = 10.0) -> None:
+                 settle: float = 0.5, restart: float = 10.0,
+                 arrivals: Arrivals = PROCESS_ARRIVALS) -> None:
         self._clock = float(clock_rate)
+        self._arrivals = arrivals
         self._limit = limit
         self._window = window
         self._settle = settle
@@ -129,7 +155,8 @@ class LateFilter:
         self.late_packets = 0
 
     def late(self, timestamp: int, now: float) -> bool:
-        if now - self._arrived >= self._limit:
+        self._arrivals.note(now)
+        if now - self._arrived >= self._limit and now < self._arrivals.watch_until:
             self._watch_until = now + self._settle
         self._arrived = now
         if self._frame is None or self._frame[0] != timestamp:

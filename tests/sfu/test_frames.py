@@ -41,6 +41,9 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
     monkeypatch.setattr(frames, "time", fake)
+    # every test's streams start with a process that has received nothing yet
+    monkeypatch.setattr(frames.PROCESS_ARRIVALS, "_last", float("-inf"))
+    monkeypatch.setattr(frames.PROCESS_ARRIVALS, "watch_until", float("-inf"))
     return fake
 
 
@@ -509,3 +512,21 @@ def test_steady_late_arrival_without_a_silence_is_never_dropped() -> None:
     filt = frames.LateFilter(90000)
     verdicts = [filt.late(i * TICKS, 10.0 + i / FPS + i * 0.2 / FPS) for i in range(300)]
     assert not any(verdicts)
+
+
+def test_one_quiet_stream_among_busy_ones_is_never_judged_late() -> None:
+    """A static screen share sends nothing for 3 s, then a frame whose timestamp is
+    old (a repeated frame): the camera kept the process busy meanwhile, so the node
+    was not stopped and nothing is dropped. Had every stream been quiet, it would be."""
+    arrivals = frames.Arrivals()
+    screen = frames.LateFilter(90000, arrivals=arrivals)
+    camera = frames.LateFilter(90000, arrivals=arrivals)
+    for i in range(30):
+        assert not screen.late(i * TICKS, 10.0 + i / FPS)
+    for i in range(30, 130):
+        assert not camera.late(i * TICKS, 10.0 + i / FPS)
+    assert not screen.late(31 * TICKS, 10.0 + 130 / FPS)  # 3 s late, after 3 s of quiet
+    alone = frames.LateFilter(90000, arrivals=frames.Arrivals())
+    for i in range(30):
+        alone.late(i * TICKS, 10.0 + i / FPS)
+    assert alone.late(31 * TICKS, 10.0 + 130 / FPS)
