@@ -153,13 +153,15 @@ class Outbound:
     """One subscribe m-line sent by the fast path (created with its transceiver).
 
     ``on_keyframe_request`` is called for the subscriber's PLI/FIR; ``on_report``
-    with (fraction lost 0..1, jitter, RTT seconds or None) for each of its
-    receiver report blocks about this stream.
+    with (fraction lost 0..1, jitter, RTT seconds or None, (SSRC, cumulative packets
+    lost, extended highest sequence number)) for each of its receiver report blocks
+    about this stream.
     """
 
     def __init__(self, sender: RTCRtpSender, kind: str, stats: ForwardingStats, *,
                  on_keyframe_request: Callable[[], None],
-                 on_report: Callable[[float, int, float | None], None] | None = None) -> None:
+                 on_report: Callable[[float, int, float | None, tuple[int, int, int]], None]
+                 | None = None) -> None:
         self.kind = kind
         self._stats = stats
         self._wire = Wire(sender)
@@ -333,7 +335,8 @@ class Outbound:
             rtt = time.time() - self._lsr_time - report.dlsr / 65536
             self.rtt = rtt if self.rtt is None else 0.85 * self.rtt + 0.15 * rtt
         if self.on_report is not None:
-            self.on_report(report.fraction_lost / 256.0, report.jitter, self.rtt)
+            self.on_report(report.fraction_lost / 256.0, report.jitter, self.rtt,
+                           (report.ssrc, report.packets_lost, report.highest_sequence))
 
     def _schedule_report(self) -> None:
         delay = random.uniform(*REPORT_INTERVAL)

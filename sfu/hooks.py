@@ -16,7 +16,8 @@ decoding or stalling.
   (``RTCRtpSender._next_encoded_frame``). A subscriber's PLI/FIR calls
   ``RTCRtpSender._send_keyframe``; the SFU replaces that method on its own
   senders to send the request upstream instead.
-- Key frames: ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)``.
+- Key frames: ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)``; repeated NACKs:
+  ``RTCRtpReceiver._send_rtcp_nack(media_ssrc, lost)`` (aiortc NACKs a gap once).
 - Bundling: with ``max-bundle`` the first object created (here the data
   channel's SCTP transport) owns the connection's one DTLS transport, but if
   a media m-line comes first in the offer aiortc "unbundles" the SCTP side on
@@ -205,6 +206,11 @@ async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
     await receiver._send_rtcp_pli(media_ssrc)
 
 
+async def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: list[int]) -> None:
+    """Ask the publisher behind ``receiver`` to resend packets ``lost`` (generic NACK)."""
+    await receiver._send_rtcp_nack(media_ssrc, lost)
+
+
 def sender_encoder(sender: RTCRtpSender) -> Any:
     """The sender's codec object (it only packs for the SFU; see tests)."""
     return getattr(sender, _ENCODER_ATTR, None)
@@ -218,10 +224,15 @@ def mark_sctp_bundled(pc: RTCPeerConnection) -> None:
     sctp._bundled = True
 
 
+ReportCounters = tuple[int, int, int]
+"""(SSRC, cumulative packets lost, extended highest sequence number) of a report block."""
+
+
 def tap_sender_rtcp(sender: RTCRtpSender,
-                    on_report: Callable[[float, int, float | None], None]) -> None:
-    """Call ``on_report(fraction_lost 0..1, jitter, rtt seconds)`` for every receiver
-    report block about ``sender``'s stream, after aiortc has handled it."""
+                    on_report: Callable[[float, int, float | None, ReportCounters], None],
+                    ) -> None:
+    """Call ``on_report(fraction_lost 0..1, jitter, rtt seconds, counters)`` for every
+    receiver report block about ``sender``'s stream, after aiortc has handled it."""
     original = sender._handle_rtcp_packet
     if not callable(original):
         raise HookError("RTCRtpSender._handle_rtcp_packet is gone")
@@ -233,7 +244,8 @@ def tap_sender_rtcp(sender: RTCRtpSender,
             for report in packet.reports:
                 if report.ssrc == sender._ssrc:
                     rtt = getattr(sender, "_RTCRtpSender__rtt", None)
-                    on_report(report.fraction_lost / 256.0, report.jitter, rtt)
+                    on_report(report.fraction_lost / 256.0, report.jitter, rtt,
+                              (report.ssrc, report.packets_lost, report.highest_sequence))
 
     sender._handle_rtcp_packet = tapped  # type: ignore[method-assign]
 

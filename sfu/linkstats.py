@@ -65,17 +65,52 @@ class SubscriberLink:
     probe_wait: float = 2.0
     """Seconds of clean audio-only link before video is tried again (doubles on failure)."""
 
+    counters: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Per SSRC: cumulative packets lost and extended highest sequence number of its
+    latest receiver report."""
+    lost: int = 0
+    """Packets lost since the last update, from the reports' cumulative counters…"""
+    expected: int = 0
+    """… out of this many expected."""
+
     @classmethod
     def create(cls, config: BandwidthConfig) -> SubscriberLink:
         return cls(estimator=LinkEstimator(config), gate=VideoGate(config))
 
-    def on_report(self, fraction_lost: float, jitter: int, rtt: float | None) -> None:
+    def on_report(self, fraction_lost: float, jitter: int, rtt: float | None,
+                  counters: tuple[int, int, int] | None = None) -> None:
+        """One receiver report block; ``counters``: its (SSRC, cumulative packets lost,
+        extended highest sequence number)."""
         self.fraction_lost = fraction_lost if self.fraction_lost is None \
             else max(self.fraction_lost, fraction_lost)
+        if counters is not None:
+            ssrc, lost, highest = counters
+            previous = self.counters.get(ssrc)
+            if previous is None or highest >= previous[1]:
+                self.counters[ssrc] = (lost, highest)
+            if previous is not None and highest > previous[1]:
+                self.expected += highest - previous[1]
+                self.lost += lost - previous[0]  # may fall: duplicates count as received
         self.jitter = jitter
         if rtt is not None:
             self.rtt = rtt
         self.last_report_at = time.monotonic()
+
+    def take_loss(self) -> float | None:
+        """Loss since the last call: from the cumulative counters when the reports
+        carried any, else the largest ``fraction_lost`` reported (None: no report).
+
+        A browser under NACK traffic sends a report with every NACK, each covering a
+        few packets: one reordered or lost packet among three reads as 33 %, so the
+        largest per-report fraction says little. The counters over the whole interval
+        give the real share."""
+        if self.expected > 0:
+            loss: float | None = min(1.0, max(0.0, self.lost / self.expected))
+        else:
+            loss = self.fraction_lost
+        self.fraction_lost = None
+        self.lost = self.expected = 0
+        return loss
 
     def snapshot(self) -> dict[str, object]:
         return {"estimate": int(self.estimator.estimate), "loss": round(self.estimator.loss, 4),
@@ -122,9 +157,8 @@ def update_subscriber(link: SubscriberLink, sample: SubscriberSample, config: Ba
     link.send_rate = max(0, sent - link.bytes_seen) * 8 / max(dt, 1e-3)
     link.bytes_seen = sent
     link.remb = sample.remb
-    link.estimator.update(now, fraction_lost=link.fraction_lost, rtt=link.rtt, remb=link.remb,
+    link.estimator.update(now, fraction_lost=link.take_loss(), rtt=link.rtt, remb=link.remb,
                           send_rate=link.send_rate)
-    link.fraction_lost = None
     _probe(link, config, now)
     audio = sample.audio_streams * AUDIO_RESERVE
     link.share = max(0.0, link.estimator.estimate - audio) / max(1, sample.video_streams)

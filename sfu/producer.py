@@ -18,7 +18,7 @@ from sfu.config import SfuConfig
 from sfu.consumer import Consumer
 from sfu.encoded import EncodedFrame
 from sfu.frames import AudioAssembler, VideoAssembler
-from sfu.hooks import install_assembler, intercept_remb, send_pli, send_remb
+from sfu.hooks import install_assembler, intercept_remb, send_nack, send_pli, send_remb
 from sfu.linkstats import PublisherLink
 from sfu.rendition import RenditionSet
 from sfu.tasks import TaskSet
@@ -108,6 +108,13 @@ class Producer:
             return
         self._rtcp.spawn(send_remb(self._receiver, ssrc, bitrate))
 
+    def send_nack(self, lost: list[int]) -> None:
+        """Ask the publisher again for packets a frame still waits for."""
+        ssrc = self.assembler.ssrc
+        if ssrc is None or self.closed or not lost:
+            return
+        self._rtcp.spawn(send_nack(self._receiver, ssrc, lost))
+
     def set_paused(self, paused: bool) -> None:
         """Stop or restart forwarding at the source (a muted track). Video consumers
         restart from a key frame: the frames held back are references they lack."""
@@ -140,15 +147,21 @@ class Producer:
 
     async def _monitor_loop(self) -> None:
         tick = min(0.25, self._config.keyframe_interval / 2)
+        ticked = time.perf_counter()
         while True:
             await asyncio.sleep(tick)
             now = time.perf_counter()
+            lag, ticked = now - ticked - tick, now
             # (held back for bandwidth, paused or on a rendition: no use for one yet)
             waiting = any(c.waiting_keyframe and not (c.bandwidth_paused or c.paused)
                           and c.rendition is None for c in self.consumers)
             if (self._pli_wanted or waiting) and \
                     now - self._last_pli >= self._config.keyframe_interval:
                 self._send_pli(now)
+            if lag > 1.0:
+                # This process did not run (stopped, blocked): the media it has not read
+                # yet is in its socket. Judge the publisher once that has been read.
+                continue
             last = self.assembler.last_packet_at or self._created
             stalled = now - last > self._config.stall_timeout
             if stalled != self.stalled:
@@ -207,7 +220,10 @@ class _PliAwareAssembler:
         return 1024
 
     def add(self, packet: Any) -> tuple[bool, None]:
-        pli, _ = self._assembler.add(packet)
+        assembler = self._assembler
+        pli, _ = assembler.add(packet)
         if pli:
             self._producer.request_keyframe()
+        if isinstance(assembler, VideoAssembler) and (nacks := assembler.take_nacks()):
+            self._producer.send_nack(nacks)
         return False, None

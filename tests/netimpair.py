@@ -12,6 +12,7 @@ import asyncio
 import random
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ class Impairment:
     """Downlink rate limit (None: unlimited)."""
     loss: float = 0.0
     delay: float = 0.0
+    jitter: float = 0.0
+    """Each packet is delayed a further uniform 0…``jitter`` seconds (so some reorder)."""
     queue_seconds: float = 0.2
     """Packets that would wait longer than this for the rate limit are dropped."""
 
@@ -40,6 +43,26 @@ class _Side(asyncio.DatagramProtocol):
         self.on_packet(data, addr)
 
 
+class RtpTally:
+    """Per SSRC: frames sent (RTP packets with the marker bit), packets dropped, and the
+    frames (RTP timestamps) that lost a packet. SRTP leaves RTP headers in the clear."""
+
+    def __init__(self) -> None:
+        self.frames: Counter[int] = Counter()
+        self.dropped: Counter[int] = Counter()
+        self.damaged: dict[int, set[int]] = {}
+
+    def add(self, data: bytes, *, dropped: bool) -> None:
+        if len(data) < 12 or not 128 <= data[0] < 192 or 72 <= data[1] & 0x7F <= 76:
+            return  # not RTP (STUN, DTLS, RTCP)
+        ssrc = int.from_bytes(data[8:12], "big")
+        if data[1] & 0x80:
+            self.frames[ssrc] += 1
+        if dropped:
+            self.dropped[ssrc] += 1
+            self.damaged.setdefault(ssrc, set()).add(int.from_bytes(data[4:8], "big"))
+
+
 class UdpRelay:
     """Client ⇄ relay ⇄ server; ``impairment`` applies to server → client packets."""
 
@@ -52,6 +75,11 @@ class UdpRelay:
         self._busy_until = 0.0
         self.forwarded = 0
         self.dropped = 0
+        self.rtp = RtpTally()
+        """What the server sent and what ``loss`` dropped of it (RTP headers are clear)."""
+        self.upstream = Impairment()
+        """Loss and delay (``rate_bps`` is not applied) of client → server packets."""
+        self.rtp_up = RtpTally()
         self._rng = random.Random(7)
 
     @property
@@ -69,26 +97,43 @@ class UdpRelay:
 
     def _from_client(self, data: bytes, addr: tuple[str, int]) -> None:
         self.client_addr = addr
-        assert self._back is not None and self._back.transport is not None
-        self._back.transport.sendto(data, self.server)
+        imp = self.upstream
+        if imp.loss or imp.delay or imp.jitter:
+            is_stun = len(data) > 0 and data[0] < 2
+            drop = not is_stun and bool(imp.loss) and self._rng.random() < imp.loss
+            self.rtp_up.add(data, dropped=drop)
+            if drop:
+                return
+            delay = imp.delay + self._rng.uniform(0.0, imp.jitter)
+            asyncio.get_running_loop().call_later(delay, self._to_server, data)
+        else:
+            self._to_server(data)
+
+    def _to_server(self, data: bytes) -> None:
+        transport = self._back.transport if self._back is not None else None
+        if transport is not None and not transport.is_closing():
+            transport.sendto(data, self.server)
 
     def _from_server(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.client_addr is None:
             return
         imp = self.impairment
         is_stun = len(data) > 0 and data[0] < 2  # keep ICE consent alive
-        if not is_stun and imp.loss and self._rng.random() < imp.loss:
+        drop = not is_stun and bool(imp.loss) and self._rng.random() < imp.loss
+        self.rtp.add(data, dropped=drop)
+        if drop:
             self.dropped += 1
             return
         now = time.monotonic()
-        send_at = now + imp.delay
+        delay = imp.delay + (self._rng.uniform(0.0, imp.jitter) if imp.jitter else 0.0)
+        send_at = now + delay
         if imp.rate_bps and not is_stun:
             start = max(now, self._busy_until)
             if start - now > imp.queue_seconds:
                 self.dropped += 1
                 return
             self._busy_until = start + len(data) * 8 / imp.rate_bps
-            send_at = self._busy_until + imp.delay
+            send_at = self._busy_until + delay
         self.forwarded += 1
         if send_at <= now:
             self._send(data)

@@ -43,6 +43,10 @@ class Recorder:
         return list(self.packets)
 
 
+Report = tuple[float, int, float | None, tuple[int, int, int]]
+"""(fraction lost, jitter, RTT, (SSRC, cumulative lost, highest sequence))."""
+
+
 @dataclass
 class Link:
     outbound: Outbound
@@ -51,7 +55,7 @@ class Link:
     recorder: Recorder
     stats: ForwardingStats
     keyframe_requests: list[int] = field(default_factory=list)
-    reports: list[tuple[float, int, float | None]] = field(default_factory=list)
+    reports: list[Report] = field(default_factory=list)
     srs: list[RtcpSrPacket] = field(default_factory=list)
 
 
@@ -68,7 +72,7 @@ async def link(kind: str = "video") -> AsyncIterator[Link]:
             [c for c in caps.codecs if c.mimeType.split("/")[1].lower() in wanted])
         stats = ForwardingStats()
         requests: list[int] = []
-        reports: list[tuple[float, int, float | None]] = []
+        reports: list[Report] = []
         outbound = Outbound(transceiver.sender, kind, stats,
                             on_keyframe_request=lambda: requests.append(1),
                             on_report=lambda *r: reports.append(r))
@@ -210,8 +214,9 @@ async def test_pli_reaches_the_consumer_and_reports_carry_a_round_trip_time() ->
             while not ln.reports or ln.reports[-1][2] is None:
                 ln.outbound.send_frame(frame(1, 100))
                 await asyncio.sleep(0.1)
-        fraction, _, rtt = ln.reports[-1]
+        fraction, _, rtt, (ssrc, lost, highest) = ln.reports[-1]
         assert fraction == 0.0 and rtt is not None and 0 <= rtt < 1.0
+        assert ssrc == ln.sender._ssrc and lost == 0 and highest > 0
 
 
 async def test_the_subscribers_remb_is_kept_for_the_allocator() -> None:
