@@ -56,8 +56,10 @@ def allocate_publisher(producer: Producer, config: BandwidthConfig, dt: float) -
     """The REMB target for one video producer."""
     counter = getattr(producer.assembler, "counter", None)
     # (consumers paused by their subscriber do not count; paused for bandwidth do)
-    shares = tuple(c.link.share for c in producer.consumers
-                   if c.link is not None and not c.paused and c.rendition is None)
+    # (a simulcast publisher is not capped by its subscribers: each takes the layer it can)
+    shares = () if producer.layers else tuple(
+        c.link.share for c in producer.consumers
+        if c.link is not None and not c.paused and c.rendition is None)
     sample = PublisherSample(
         bytes_in=producer.bytes_in, shares=shares, own_estimate=producer.publisher_estimate(),
         loss=counter.interval_loss() if counter is not None else None)
