@@ -136,6 +136,9 @@ class Consumer:
         self.rendition_tier: Tier | None = None
         self.switch: LayerSwitch | None = None
         """Which simulcast layer this consumer receives (set for a simulcast producer)."""
+        self.render_size: tuple[int, int] | None = None
+        """(width, height) in device pixels the subscriber shows this video at, when it
+        said; (0, 0): not shown."""
         slot.attach(self)
 
     @property

@@ -92,3 +92,48 @@ async def test_the_sfu_receives_and_assembles_three_encodings_of_a_chromium_came
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_the_page_reports_each_received_videos_tile_size_to_the_node(
+        browser: Browser, loopback: NodeHarness) -> None:
+    ana = await MeetingPage.join(browser, loopback, ROOM, "ana")
+    ben = await MeetingPage.join(browser, loopback, ROOM, "ben")
+    try:
+        await ben.wait_decoding([ana.participant_id])
+        producer = camera_producer_of(loopback, ana.participant_id)
+        track = producer.app_data["track"]
+
+        async def reported() -> Any:
+            sizes = await ben.page.evaluate("parley.tileSizes()")
+            return sizes.get(track)
+
+        size = await wait_until(reported, "ben's page to report ana's tile")
+        shown = await ben.page.evaluate(
+            "(t) => { const v = document.querySelector(`video[data-track='${t}']`);"
+            " const r = v.getBoundingClientRect();"
+            " return [r.width * devicePixelRatio, r.height * devicePixelRatio]; }", track)
+        assert abs(size["width"] - shown[0]) <= 0.1 * shown[0] + 1, (size, shown)
+        assert size["width"] > 100 and size["height"] > 50
+        consumer = next(c for c in producer.consumers)
+        await wait_until(lambda: _async(consumer.render_size == (size["width"], size["height"])),
+                         "the size on the SFU's consumer")
+        # a smaller window: smaller tiles, reported again
+        await ben.page.set_viewport_size({"width": 640, "height": 360})
+
+        async def smaller() -> Any:
+            now = await reported()
+            return now if now["width"] < 0.8 * size["width"] else None
+
+        await wait_until(smaller, "a smaller tile to be reported")
+        assert ana.errors == [] and ben.errors == [] and await ben.js_errors() == []
+    finally:
+        await ben.close()
+        await ana.close()
+
+
+def camera_producer_of(node: NodeHarness, participant: str) -> Producer:
+    room = node.node.rooms.get(RoomName(ROOM))
+    assert room is not None and room.media is not None
+    router: Any = room.media.router
+    return next(p for p in router.producers.values()
+                if p.kind == "video" and p.app_data.get("participant") == participant)
