@@ -9,7 +9,11 @@ sfu/linkstats.py compute on the numbers, and apply its decisions:
    REMB and send rate (sfu/bandwidth.py);
 2. its video consumers get a temporal-layer cap, or are paused, from their
    share of the estimate (audio is reserved first: audio always flows), unless
-   ``serve`` (the router's renditions, sfu/rendition.py) takes them on;
+   ``serve`` (the router's renditions, sfu/rendition.py) takes them on; consumers
+   of simulcast producers instead share their part of the estimate through
+   sfu/layeralloc.py: one layer each (``describe``, from the router, says what
+   each costs, how wide each is and what the tile needs), paused only when even
+   the lowest layer does not fit;
 3. every video publisher gets a REMB target that its subscribers can take,
    within [floor, max], and never above what its own link carried.
 """
@@ -20,6 +24,7 @@ from collections.abc import Callable, Iterable
 
 from sfu.bandwidth import BandwidthConfig
 from sfu.consumer import Consumer
+from sfu.layeralloc import Demand, choose_layers
 from sfu.linkstats import (
     PublisherSample,
     SubscriberLink,
@@ -33,23 +38,51 @@ Serve = Callable[[Consumer, float, "int | None"], bool]
 """Serve a consumer from a rendition (True) or leave it to layers/pause (False);
 called with the consumer, its link's share and layer cap."""
 
+Describe = Callable[[Consumer], "Demand | None"]
+"""A consumer of a simulcast producer as the layer allocator sees it (None: not one)."""
+
 
 def allocate_subscriber(link: SubscriberLink, consumers: Iterable[Consumer],
                         config: BandwidthConfig, now: float, dt: float, *, bytes_sent: int,
-                        remb: int | None, serve: Serve | None = None) -> SubscriberLink:
-    """Update one subscriber link and cap, pause or serve each of its video consumers."""
+                        remb: int | None, serve: Serve | None = None,
+                        describe: Describe | None = None) -> SubscriberLink:
+    """Update one subscriber link and cap, pause, serve or choose a layer for each of its
+    video consumers."""
     every = list(consumers)
     active = [c for c in every if not c.paused]
     videos = [c for c in active if c.kind == "video"]
+    layered = [(c, d) for c in videos if c.switch is not None and describe is not None
+               and (d := describe(c)) is not None]
+    link.layered_only = bool(videos) and len(layered) == len(videos)
     sample = SubscriberSample(
         bytes_sent=bytes_sent, remb=remb, video_streams=len(videos),
         audio_streams=sum(1 for c in active if c.kind == "audio"), consuming=bool(every))
     update_subscriber(link, sample, config, now, dt)
+    simulcast = {c for c, _ in layered}
     for consumer in videos:
+        if consumer in simulcast:
+            continue
         if serve is None or not serve(consumer, link.share, link.max_layer):
             consumer.set_layer(link.max_layer)
     link.on_rendition = any(c.rendition is not None for c in videos)
+    _choose_layers(link, layered)
     return link
+
+
+def _choose_layers(link: SubscriberLink, layered: list[tuple[Consumer, Demand]]) -> None:
+    """Simulcast consumers share their part of the link (``share`` each) layer by layer."""
+    choice = choose_layers(link.share * len(layered), [d for _, d in layered])
+    level = 0
+    for consumer, demand in layered:
+        layer = choice.layers[demand.key]
+        if consumer.rendition is not None:
+            consumer.leave_rendition()
+        consumer.set_layer(None if layer is None else 2)  # (temporal: all of the layer)
+        if layer is not None and consumer.switch is not None:
+            consumer.switch.set_target(layer)
+            level += layer + 1
+    link.layered_level = level
+    link.layered_more = choice.wanted_more
 
 
 def allocate_publisher(producer: Producer, config: BandwidthConfig, dt: float) -> int:

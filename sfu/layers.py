@@ -7,10 +7,15 @@ from dataclasses import dataclass, field
 from sfu.encoded import EncodedFrame
 from sfu.frames import VideoAssembler
 from sfu.hooks_simulcast import SimulcastEncoding
+from sfu.layeralloc import LayerCost
 from sfu.vp8 import keyframe_size
 
 ACTIVE_WITHIN = 1.0
 """Seconds since its last frame within which a layer counts as sent."""
+HEADROOM = 1.15
+"""A layer is counted at this much more than measured (its bitrate varies)."""
+MIN_COST = 50_000
+"""…and at least this many bits per second (just started: not measured yet)."""
 
 
 @dataclass(kw_only=True, eq=False)
@@ -61,6 +66,11 @@ class ProducerLayer:
     def active(self, now: float) -> bool:
         """The publisher is sending this layer."""
         return bool(self.last_frame_at) and now - self.last_frame_at < ACTIVE_WITHIN
+
+    def cost(self, now: float) -> LayerCost:
+        """What the layer allocator (sfu/layeralloc.py) needs of it."""
+        return LayerCost(bitrate=max(float(MIN_COST), self.bitrate * HEADROOM),
+                         width=self.width, active=self.active(now))
 
     def info(self, now: float) -> dict[str, object]:
         """What the producer reports of the layer (stats, the allocator's input)."""

@@ -76,6 +76,10 @@ Object.assign(parley, {
     }
     return out;
   },
+  /** track id -> {participant, frames, width, height} of each received video (decoded). */
+  async received() {
+    return meeting.sub ? Object.fromEntries(await meeting.sub.decoded()) : {};
+  },
   /** What the browser sends: [{source, kind, scalabilityMode, codec, framesEncoded, bytesSent}]. */
   async outbound() { return meeting.pub ? meeting.pub.outbound() : []; },
   /** Number of m-lines on the subscriber connection (they are reused, not added per track). */

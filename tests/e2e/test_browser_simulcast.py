@@ -137,3 +137,35 @@ def camera_producer_of(node: NodeHarness, participant: str) -> Producer:
     router: Any = room.media.router
     return next(p for p in router.producers.values()
                 if p.kind == "video" and p.app_data.get("participant") == participant)
+
+
+async def test_a_small_tile_receives_the_lowest_layer_on_a_fast_link_and_a_large_one_the_top(
+        browser: Browser, loopback: NodeHarness) -> None:
+    ana = await MeetingPage.join(browser, loopback, ROOM, "ana")
+    ben = await MeetingPage.join(browser, loopback, ROOM, "ben")
+    try:
+        producer = camera_producer_of(loopback, ana.participant_id)
+        track = producer.app_data["track"]
+        await wait_until(lambda: _async(all(layer.width for layer in producer.layers)),
+                         "a key frame on every layer", timeout=30)
+        widths = [layer.width for layer in producer.layers]
+
+        async def receiving(width: int | None) -> Any:
+            got = (await ben.page.evaluate("parley.received()")).get(track)
+            return got if got and got["width"] == width else None
+
+        # two tiles side by side in a 400-pixel window: ana's is under 200 pixels wide
+        await ben.page.set_viewport_size({"width": 400, "height": 600})
+        small = await wait_until(lambda: receiving(widths[0]), "the lowest layer", timeout=20)
+        consumer = next(iter(producer.consumers))
+        assert consumer.render_size is not None and consumer.render_size[0] < 240
+        assert consumer.switch is not None and consumer.switch.current == 0
+        await ben.page.set_viewport_size({"width": 1600, "height": 900})
+        await wait_until(lambda: receiving(widths[2]), "the top layer", timeout=20)
+        assert consumer.switch.current == 2
+        after = (await ben.page.evaluate("parley.received()"))[track]
+        assert after["frames"] > small["frames"]  # one video, decoded throughout
+        assert ben.errors == [] and await ben.js_errors() == []
+    finally:
+        await ben.close()
+        await ana.close()
