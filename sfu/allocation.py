@@ -69,16 +69,35 @@ def allocate_subscriber(link: SubscriberLink, consumers: Iterable[Consumer],
     return link
 
 
+TEMPORAL_SHARE = ((1, 0.6), (0, 0.35))
+"""Part of a layer's bitrate left with VP8 temporal layers up to 1 and 0 (L1T3)."""
+
+
 def _choose_layers(link: SubscriberLink, layered: list[tuple[Consumer, Demand]]) -> None:
-    """Simulcast consumers share their part of the link (``share`` each) layer by layer."""
-    choice = choose_layers(link.share * len(layered), [d for _, d in layered])
+    """Simulcast consumers share their part of the link (``share`` each) layer by layer.
+
+    A video whose lowest layer does not fit stays on it at a lower frame rate (temporal
+    layers 0-1, or 0) when that fits, and is paused only when even that does not fit; a
+    paused one comes back when the lowest layer fits at half its frame rate (hysteresis).
+    """
+    capacity = link.share * len(layered)
+    choice = choose_layers(capacity, [d for _, d in layered])
+    spare = capacity - choice.bitrate
     level = 0
     for consumer, demand in layered:
         layer = choice.layers[demand.key]
+        temporal: int | None = 2
+        if layer is None:
+            layer = next((i for i, c in enumerate(demand.layers) if c.active), 0)
+            lowest = demand.layers[layer].bitrate
+            fits = [t for t, part in TEMPORAL_SHARE if lowest * part <= spare
+                    and (t == 1 or not consumer.bandwidth_paused)]
+            temporal = fits[0] if fits else None
+            spare -= lowest * dict(TEMPORAL_SHARE).get(temporal if temporal is not None else -1, 0)
         if consumer.rendition is not None:
             consumer.leave_rendition()
-        consumer.set_layer(None if layer is None else 2)  # (temporal: all of the layer)
-        if layer is not None and consumer.switch is not None:
+        consumer.set_layer(temporal)
+        if temporal is not None and consumer.switch is not None:
             consumer.switch.set_target(layer)
             level += layer + 1
     link.layered_level = level

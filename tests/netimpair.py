@@ -52,6 +52,8 @@ class UdpRelay:
         self._busy_until = 0.0
         self.forwarded = 0
         self.dropped = 0
+        self.bytes_to_client = 0
+        """Bytes delivered to the client (after loss, the rate limit and delay)."""
         self._rng = random.Random(7)
 
     @property
@@ -100,6 +102,7 @@ class UdpRelay:
         transport = self._front.transport if self._front is not None else None
         if transport is not None and not transport.is_closing() and self.client_addr is not None:
             transport.sendto(data, self.client_addr)
+            self.bytes_to_client += len(data)
 
     def close(self) -> None:
         for side in (self._front, self._back):
