@@ -381,7 +381,13 @@ class RoomMedia:
         out["published"] = {
             tid: {"kind": p.kind, "bitrate": int(p.link.bitrate), "remb_target": p.link.target,
                   "frames_in": p.frames_in, "stalled": p.stalled}
+            | ({"layers": p.layer_info()} if p.layers else {})
             for tid, p in member.producers.items()}
+        received = {tid: {"layer": c.switch.current, "target": c.switch.target,
+                          "tile": list(c.render_size) if c.render_size else None}
+                    for tid, c in member.consumers.items() if c.switch is not None}
+        if received:
+            out["received"] = received
         return out
 
     def _failed(self, pid: ParticipantId, target: str) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from conference.ids import RoomName
+from conference.ids import ParticipantId, RoomName
 from sfu.producer import Producer
 from tests.conftest import NodeHarness, StartNode
 from tests.e2e.browser import Bot, MeetingPage, launch_chromium, loopback_node, wait_until
@@ -163,6 +163,12 @@ async def test_a_small_tile_receives_the_lowest_layer_on_a_fast_link_and_a_large
         await ben.page.set_viewport_size({"width": 1600, "height": 900})
         await wait_until(lambda: receiving(widths[2]), "the top layer", timeout=20)
         assert consumer.switch.current == 2
+        room = loopback.node.rooms.get(RoomName(ROOM))
+        assert room is not None
+        stats = room.media.stats(ParticipantId(ben.participant_id))
+        assert stats["received"][track]["layer"] == 2
+        ana_stats = room.media.stats(ParticipantId(ana.participant_id))
+        assert [layer["width"] for layer in ana_stats["published"][track]["layers"]] == widths
         after = (await ben.page.evaluate("parley.received()"))[track]
         assert after["frames"] > small["frames"]  # one video, decoded throughout
         assert ben.errors == [] and await ben.js_errors() == []
