@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 ROOM = "squeeze-simulcast"
 SQUEEZE = Impairment(rate_bps=300_000)
+"""At most: 60 % of what the clean subscriber receives when that is less."""
 
 
 @pytest.fixture
@@ -115,9 +116,11 @@ async def test_a_squeezed_subscriber_drops_a_layer_and_a_clean_one_keeps_its_bit
         clean_consumer = consumer_of(node, clean, producer)
         squeezed_consumer = consumer_of(node, squeezed, producer)
         baseline = await steady_bps(clean)
-        assert baseline > 400_000, baseline
-
-        squeezed.impair(SQUEEZE)
+        # (a busy machine's Chromium encodes less: the squeeze stays under what the top
+        # layer needs, so the squeezed subscriber must move down)
+        assert baseline > 250_000, baseline
+        squeeze = Impairment(rate_bps=min(SQUEEZE.rate_bps or 0, 0.6 * baseline))
+        squeezed.impair(squeeze)
         started = time.monotonic()
         gaps = asyncio.create_task(longest_gap(squeezed, 8.0))
         await wait_until(lambda: _value(squeezed_consumer.switch.current < 2),
