@@ -53,6 +53,8 @@ class ParticipantMedia:
     producers: dict[TrackId, Producer] = field(default_factory=dict)
     quality: str | None = None
     stream_states: dict[TrackId, tuple[str, int | None]] = field(default_factory=dict)
+    track_sizes: dict[TrackId, tuple[int, int]] = field(default_factory=dict)
+    """Size each received video is shown at (``track-size``), while it is received."""
 
 
 class RoomMedia:
@@ -237,6 +239,7 @@ class RoomMedia:
         def closed(c: Consumer) -> None:
             if member.consumers.get(tid) is c:
                 del member.consumers[tid]
+                member.track_sizes.pop(tid, None)
             if previous is not None:
                 previous(c)
 
@@ -270,6 +273,16 @@ class RoomMedia:
             consumer.pause()
         else:
             consumer.resume()
+
+    def set_track_size(self, pid: ParticipantId, tid: TrackId, width: int, height: int) -> None:
+        """Kept for the subscription's consumer (the layer allocator's input); a track the
+        participant does not receive (any more) is ignored: tiles resize while tracks go."""
+        member = self._member(pid)
+        consumer = member.consumers.get(tid)
+        if consumer is None or consumer.kind != "video":
+            return
+        member.track_sizes[tid] = (width, height)
+        consumer.render_size = (width, height)
 
     async def answer(self, pid: ParticipantId, sdp: str) -> None:
         member = self._member(pid)
@@ -368,7 +381,13 @@ class RoomMedia:
         out["published"] = {
             tid: {"kind": p.kind, "bitrate": int(p.link.bitrate), "remb_target": p.link.target,
                   "frames_in": p.frames_in, "stalled": p.stalled}
+            | ({"layers": p.layer_info()} if p.layers else {})
             for tid, p in member.producers.items()}
+        received = {tid: {"layer": c.switch.current, "target": c.switch.target,
+                          "tile": list(c.render_size) if c.render_size else None}
+                    for tid, c in member.consumers.items() if c.switch is not None}
+        if received:
+            out["received"] = received
         return out
 
     def _failed(self, pid: ParticipantId, target: str) -> None:

@@ -14,6 +14,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from sfu.encoded import EncodedFrame, ForwardedFrame
 from sfu.fastpath import Outbound
+from sfu.layerswitch import LayerSwitch, Verdict
 from sfu.linkstats import SubscriberLink
 from sfu.rendition import RenditionSet, Tier
 from sfu.stats import ForwardingStats
@@ -73,6 +74,12 @@ class SlotTrack(MediaStreamTrack):
     def detach(self) -> None:
         self.consumer = None
         self._clear()
+
+    def rebase(self) -> None:
+        """The next frame comes from another encoding: continue the timestamp line."""
+        self._offset = None
+        if self.outbound is not None:
+            self.outbound.header.rebase()
 
     def _clear(self) -> None:
         while not self._queue.empty():
@@ -155,6 +162,11 @@ class Consumer:
         self.rendition: RenditionSet | None = None
         """Served from a shared low-bitrate rendition instead of the original stream."""
         self.rendition_tier: Tier | None = None
+        self.switch: LayerSwitch | None = None
+        """Which simulcast layer this consumer receives (set for a simulcast producer)."""
+        self.render_size: tuple[int, int] | None = None
+        """(width, height) in device pixels the subscriber shows this video at, when it
+        said; (0, 0): not shown."""
         slot.attach(self)
 
     @property
@@ -198,6 +210,12 @@ class Consumer:
     def deliver(self, frame: EncodedFrame) -> None:
         if self.paused or self.closed or self.bandwidth_paused or self.rendition is not None:
             return
+        if frame.layer is not None and self.switch is not None:
+            verdict = self.switch.accept(frame.layer, frame.keyframe)
+            if verdict is Verdict.DROP:
+                return
+            if verdict is Verdict.SWITCH:
+                self._slot.rebase()
         if frame.tid is not None:
             if self._target_layer > self.layer and (frame.tid == 0 or frame.keyframe):
                 self.layer = self._target_layer

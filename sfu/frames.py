@@ -219,8 +219,9 @@ class AudioAssembler:
 class VideoAssembler:
     """VP8 frames from packets; bounded wait for missing packets."""
 
-    def __init__(self, sink: FrameSink, frame_wait: float) -> None:
+    def __init__(self, sink: FrameSink, frame_wait: float, layer: int | None = None) -> None:
         self._sink = sink
+        self._layer = layer
         self._wait = frame_wait
         self._seq = _Unwrapper()
         self._packets: dict[int, Any] = {}
@@ -321,7 +322,8 @@ class VideoAssembler:
                 continue
             self._sink(EncodedFrame(
                 data=data, timestamp=timestamp, keyframe=is_keyframe(data),
-                discontinuity=self._discontinuity, tid=first[1].tid, received_at=now))
+                discontinuity=self._discontinuity, tid=first[1].tid, received_at=now,
+                layer=self._layer))
             self._discontinuity = False
         return False
 

@@ -64,6 +64,14 @@ class SubscriberLink:
     """The last probe lifted the video level (so falling back now means it failed)."""
     probe_wait: float = 2.0
     """Seconds of clean audio-only link before video is tried again (doubles on failure)."""
+    layered_level: int = 0
+    """Simulcast videos of the link: the sum of (chosen layer + 1) over those not paused,
+    as the last allocation left them (it rises when any moves up)."""
+    layered_more: float = 0.0
+    """Bits per second the next simulcast step the capacity refused would need (0: each
+    simulcast video has the layer its tile needs)."""
+    layered_only: bool = False
+    """Every video of the link is simulcast: no temporal-layer cap holds any back."""
 
     counters: dict[int, tuple[int, int]] = field(default_factory=dict)
     """Per SSRC: cumulative packets lost and extended highest sequence number of its
@@ -167,6 +175,8 @@ def update_subscriber(link: SubscriberLink, sample: SubscriberSample, config: Ba
     step = {None: config.resume_above, 0: config.quarter_rate_below,
             1: config.half_rate_below}.get(link.max_layer, 0)
     link.probe_target = float(step * sample.video_streams + audio)
+    if link.layered_more > 0:  # a simulcast video could step up: aim the probe there
+        link.probe_target = max(link.probe_target, link.estimator.estimate + link.layered_more)
     if link.consuming_since is None and sample.consuming:
         link.consuming_since = time.monotonic()
     elif not sample.consuming:
@@ -182,7 +192,8 @@ def update_subscriber(link: SubscriberLink, sample: SubscriberSample, config: Ba
 
 
 def _probe(link: SubscriberLink, config: BandwidthConfig, now: float) -> None:
-    """Video held back (paused, on a rendition, or capped to fewer temporal layers) makes
+    """Video held back (paused, on a rendition, capped to fewer temporal layers, or on a
+    simulcast layer below what its tile needs for lack of capacity) makes
     the link carry less than it may be able to, and its estimate, capped near what is
     sent, cannot grow past that. Once the link has been free of congestion (smoothed loss
     under ``loss_high``: steady random loss of a few percent is not congestion) for the
@@ -190,7 +201,10 @@ def _probe(link: SubscriberLink, config: BandwidthConfig, now: float) -> None:
     If the link cannot take it, loss brings the video back down and the next probe waits
     twice as long (up to 30 s); a step that holds for 10 s resets the wait."""
     clean = link.estimator.loss < config.loss_high
-    level = -1 if link.max_layer is None or link.on_rendition else link.max_layer
+    temporal = 2 if link.layered_only else \
+        -1 if link.max_layer is None or link.on_rendition else link.max_layer
+    held = temporal < 2 or link.layered_more > 0
+    level = temporal + 3 * link.layered_level
     if link.probed_at is not None:
         if level > link.probe_from:
             link.resumed_after_probe = True
@@ -202,7 +216,7 @@ def _probe(link: SubscriberLink, config: BandwidthConfig, now: float) -> None:
             if link.resumed_after_probe:
                 link.probe_wait = config.resume_hold  # the last probe held: reset the back-off
             link.probed_at = None
-    if level >= 2 or not clean:
+    if not held or not clean:
         link.clean_since = None
         return
     if link.probed_at is not None and not link.resumed_after_probe:

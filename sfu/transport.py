@@ -44,9 +44,12 @@ from sfu.hooks import (
     redirect_keyframe_requests,
     tap_sender_rtcp,
 )
+from sfu.hooks_simulcast import accept_rid_extensions
+from sfu.layerswitch import LayerSwitch
 from sfu.linkstats import SubscriberLink
 from sfu.producer import Producer
 from sfu.sdp import FORWARDED, Description, count_media_sections, read_description
+from sfu.simulcast import SimulcastOffer, answer_simulcast
 from sfu.stats import ForwardingStats
 from sfu.udpmux import use_node_media
 
@@ -213,8 +216,13 @@ class PublishTransport(_Transport):
                            "connection")
         if self.pc.remoteDescription is not None:
             await _settle(self.pc)
+        simulcast = {s.mid: s.simulcast for s in sending
+                     if s.mid is not None and s.simulcast is not None}
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.mid in simulcast:
+                    accept_rid_extensions(transceiver, simulcast[str(transceiver.mid)])
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
         except Exception as exc:  # aiortc raises Value/Type errors, InvalidState/AccessError
@@ -225,9 +233,9 @@ class PublishTransport(_Transport):
             if mid not in sending_mids:
                 del self.producers[mid]
                 await producer.close()
-        for transceiver in self._bind_tracks(track_meta):
+        for transceiver in self._bind_tracks(track_meta, simulcast):
             await transceiver.stop()  # never read, never forwarded
-        return str(self.pc.localDescription.sdp)
+        return answer_simulcast(str(self.pc.localDescription.sdp), simulcast)
 
     async def _restart(self) -> None:
         """Replace the peer connection after an offer aiortc refused.
@@ -254,7 +262,8 @@ class PublishTransport(_Transport):
         dtls = transceivers[0].receiver.transport if transceivers else None
         return dtls.transport if dtls is not None else None
 
-    def _bind_tracks(self, track_meta: dict[str, dict[str, Any]]) -> list[RTCRtpTransceiver]:
+    def _bind_tracks(self, track_meta: dict[str, dict[str, Any]],
+                     simulcast: dict[str, SimulcastOffer]) -> list[RTCRtpTransceiver]:
         """New tracks become producers; returns the transceivers of tracks refused
         (no permission, or over the per-connection cap: the checks above make both
         unreachable, this is the last line)."""
@@ -274,7 +283,8 @@ class PublishTransport(_Transport):
             producer = Producer(
                 producer_id=f"{self.id}:{mid}", kind=track.kind,
                 receiver=transceiver.receiver, config=self.config,
-                app_data={**self.app_data, **track_meta.get(mid, {}), "mid": mid})
+                app_data={**self.app_data, **track_meta.get(mid, {}), "mid": mid},
+                simulcast=simulcast.get(mid) if track.kind == "video" else None)
             self.producers[mid] = producer
             self._on_producer(producer)
         return refused
@@ -334,10 +344,15 @@ class SubscribeTransport(_Transport):
                      if s.consumer is None and s.track.kind == producer.kind), None)
         if slot is None:
             slot = self._new_slot(producer.kind)
+        switch = LayerSwitch(layers=len(producer.layers),
+                             request_keyframe=producer.request_keyframe) \
+            if producer.layers else None
         consumer = Consumer(consumer_id=f"{self.id}:{producer.id}", producer_id=producer.id,
                             kind=producer.kind, slot=slot.track, app_data=app_data,
-                            request_keyframe=producer.request_keyframe,
+                            request_keyframe=switch.request_keyframe if switch is not None
+                            else producer.request_keyframe,
                             release=producer.remove_consumer)
+        consumer.switch = switch
         producer.add_consumer(consumer)
         slot.consumer = consumer
         consumer.on_close = self._consumer_closed

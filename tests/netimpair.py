@@ -80,6 +80,8 @@ class UdpRelay:
         self.upstream = Impairment()
         """Loss and delay (``rate_bps`` is not applied) of client → server packets."""
         self.rtp_up = RtpTally()
+        self.bytes_to_client = 0
+        """Bytes delivered to the client (after loss, the rate limit and delay)."""
         self._rng = random.Random(7)
 
     @property
@@ -145,6 +147,7 @@ class UdpRelay:
         transport = self._front.transport if self._front is not None else None
         if transport is not None and not transport.is_closing() and self.client_addr is not None:
             transport.sendto(data, self.client_addr)
+            self.bytes_to_client += len(data)
 
     def close(self) -> None:
         for side in (self._front, self._back):

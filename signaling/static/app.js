@@ -6,7 +6,8 @@
 // Modules, no build step: state.js (shared state, `window.parley`),
 // signal.js (the socket), subscriber.js / publisher.js (the two peer
 // connections), publishing.js (own media), roster.js (who is shown where),
-// grid.js (tiles), chat.js, stage.js, lobby.js (before joining), media.js
+// grid.js (tiles), tilesize.js (tile sizes for the node), chat.js, stage.js,
+// lobby.js (before joining), media.js
 // (devices, screen). This file connects, reacts to the node's events, and
 // reconnects when the socket or the media connection drops.
 
@@ -23,6 +24,7 @@ import { RequestError, Signal } from "./signal.js";
 import { StageUI } from "./stage.js";
 import { act, fault, isMine, meeting, nameOf, parley, view } from "./state.js";
 import { Subscriber } from "./subscriber.js";
+import { TileSizes } from "./tilesize.js";
 
 const $ = (id) => document.getElementById(id);
 const RETRY_DELAYS = [500, 1000, 2000, 4000, 8000]; // ms; 8 s for every further attempt
@@ -40,6 +42,7 @@ const AUTH_FAILED = {
 
 // -- the page's widgets and test hooks ---------------------------------------------------
 view.grid = new Grid($("grid"), moderate);
+view.grid.sizes = new TileSizes((message) => !!meeting.signal && meeting.signal.send(message));
 view.chat = new Chat({ list: $("messages"), form: $("chat"), input: $("chat-text") }, sendData);
 view.stage = new StageUI({
   request: () => act({ type: "request-to-speak" }, (r) => view.stage.setRequest(r.status)),
@@ -73,6 +76,10 @@ Object.assign(parley, {
     }
     return out;
   },
+  /** track id -> {participant, frames, width, height} of each received video (decoded). */
+  async received() {
+    return meeting.sub ? Object.fromEntries(await meeting.sub.decoded()) : {};
+  },
   /** What the browser sends: [{source, kind, scalabilityMode, codec, framesEncoded, bytesSent}]. */
   async outbound() { return meeting.pub ? meeting.pub.outbound() : []; },
   /** Number of m-lines on the subscriber connection (they are reused, not added per track). */
@@ -83,6 +90,8 @@ Object.assign(parley, {
     return Object.fromEntries([...meeting.sub.bindings].map(([mid, b]) =>
       [mid, { participant: b.participant, track: b.track, kind: b.kind }]));
   },
+  /** track id -> {width, height}: the tile sizes last reported to the node (track-size). */
+  tileSizes() { return view.grid.sizes.reported(); },
   /** What each tile shows: [{participant, source, name, video, micMuted, cameraOff, …}]. */
   tiles() { return view.grid.describe(); },
   /** The chat: [{from, name, text, time, self}]. */

@@ -53,6 +53,8 @@ class Source:
         self.own_estimate: int | None = None
         self.closed = False
         self.has_layers = False
+        self.layers: tuple[object, ...] = ()
+        """Simulcast layers (none: one encoding)."""
         self.renditions: RenditionSet | None = None
 
     def add_consumer(self, consumer: Consumer) -> None:
@@ -203,10 +205,10 @@ async def test_a_consumer_held_back_for_bandwidth_stops_the_key_frame_requests()
                         config=SfuConfig(keyframe_interval=0.1), app_data={})
     sent: list[float] = []
 
-    def record(now: float) -> None:
+    def record(key: int | None, now: float) -> None:
         sent.append(now)
-        producer._last_pli = now
-        producer._pli_wanted = False
+        producer._last_pli[key] = now
+        producer._pli_wanted.discard(key)
 
     producer._send_pli = record  # type: ignore[method-assign]
     try:
