@@ -440,9 +440,16 @@ class ConsentPolicy:
     def next_delay(self) -> float:
         return self.interval * (0.8 + 0.4 * random.random())
 
+    @classmethod
+    def for_window(cls, timeout: float) -> ConsentPolicy:
+        """Consent lost after ``timeout`` seconds without an answer; checks every 5 s,
+        or six times per window when it is shorter than 30 s."""
+        return cls(interval=min(5.0, timeout / 6), timeout=timeout)
+
 
 CONSENT = ConsentPolicy()
 _CONSENT_HOOK_ATTR = "_parley_consent"
+_CONSENT_LOST_ATTR = "_parley_consent_lost"
 
 
 def check_consent_hook_points() -> None:
@@ -493,6 +500,11 @@ def _ice_connections(pc: RTCPeerConnection) -> list[Any]:
     return connections
 
 
+def consent_lost(pc: RTCPeerConnection) -> bool:
+    """Whether :func:`fresh_consent` closed one of ``pc``'s ICE connections."""
+    return any(getattr(c, _CONSENT_LOST_ATTR, False) for c in _ice_connections(pc))
+
+
 def adopt_consent(connection: Any, policy: ConsentPolicy = CONSENT) -> None:
     """Run :func:`fresh_consent` instead of aioice's loop once ``connection`` connects
     (idempotent; a connection that is already connected keeps the loop it has)."""
@@ -522,10 +534,22 @@ async def fresh_consent(connection: Any, policy: ConsentPolicy = CONSENT) -> Non
         else:
             last_success = loop.time()
 
+    async def expired() -> bool:
+        """The window has passed: one more turn of the loop first, so that answers a
+        stalled loop has not read yet still count."""
+        if loop.time() - last_success < policy.timeout:
+            return False
+        await asyncio.sleep(0.05)
+        return loop.time() - last_success >= policy.timeout
+
     try:
         while not lost.is_set():
+            remaining = last_success + policy.timeout - loop.time()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), policy.next_delay())
+                await asyncio.wait_for(lost.wait(), max(0.0, min(policy.next_delay(),
+                                                                 remaining)))
+            if await expired():
+                break
             for pair in [] if lost.is_set() else list(connection._nominated.values()):
                 task = asyncio.create_task(check(pair))
                 checks.add(task)
@@ -536,5 +560,6 @@ async def fresh_consent(connection: Any, policy: ConsentPolicy = CONSENT) -> Non
         await asyncio.gather(*checks, return_exceptions=True)
     consent_log.warning("ICE consent lost: no check answered for %.0f s",
                         loop.time() - last_success)
+    setattr(connection, _CONSENT_LOST_ATTR, True)
     connection._query_consent_task = None  # aioice's close() would cancel this very task
     await connection.close()
