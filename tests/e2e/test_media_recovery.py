@@ -87,7 +87,7 @@ async def test_a_publisher_whose_path_died_publishes_again_on_the_same_socket(
     blocked_at = time.monotonic()
     failed = await failure_of(publisher, "publisher")
     assert failed["reason"] == "consent_expired"
-    assert time.monotonic() - blocked_at >= WINDOW - 0.5
+    assert time.monotonic() - blocked_at >= WINDOW - 1.0  # from the last answered check
     gone = await watcher.next_event("track-unpublished", timeout=2.0)
     assert gone["track"]["id"] == first.track_id  # the others see the track end at once
 
