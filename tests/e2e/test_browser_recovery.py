@@ -1,14 +1,17 @@
-"""The meeting page's publish connection loses its network path for longer than the
-node's consent window, then gets it back: the page publishes again without reloading
-(the socket stays), another participant sees its camera again, and a screen share that
-could not be sent again in time has ended for everyone, the sharer's button included.
+"""The meeting page's media connections lose their network path for longer than the
+node's consent window, then get it back. Publishing: the page publishes again without
+reloading (the socket stays), another participant sees its camera again, and a screen
+share that could not be sent again in time has ended for everyone, the sharer's button
+included. Subscribing: the page takes the node's new subscribe connection and decodes
+the others' video again, without rejoining.
 
-The publish connection goes through UDP relays (tests/netimpair.py), one per SFU port,
-made by the test when the page applies the node's answer (an exposed function called
-from a Playwright init script that rewrites the answer's candidates). The same script
-points the page's own publish candidates at the discard port, so the node reaches the
-page only through the relay: blocking the relays kills the path both ways. The node's
-consent window is 5 s here (``sfu.consent_timeout``; 30 s by default).
+The connection under test goes through UDP relays (tests/netimpair.py), one per SFU
+port, made by the test when the page applies the node's description (an exposed
+function called from a Playwright init script that rewrites the node's candidates).
+The same script points the page's own candidates on that connection at the discard
+port, so the node reaches the page only through the relay: blocking the relays kills
+the path both ways. The node's consent window is 5 s here (``sfu.consent_timeout``;
+30 s by default).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pytest
 from client.client import ParleyClient
 from sfu.config import SfuConfig
 from tests.conftest import NodeHarness, StartNode, make_config, token
-from tests.e2e.browser import STEP, MeetingPage, launch_chromium, wait_until
+from tests.e2e.browser import STEP, Bot, MeetingPage, launch_chromium, wait_until
 from tests.e2e.test_media_recovery import video_from
 from tests.netimpair import UdpRelay
 
@@ -35,36 +38,40 @@ WINDOW = 5.0
 BLOCKED = 22.0
 """Longer than the consent window plus the page's screen-share give-up (15 s)."""
 
-RELAY_PUBLISHING = """
-(() => {
+RELAYED = """
+((target) => {
   const Native = window.RTCPeerConnection;
   const HOST = / (\\d+) typ host/;
+  const theirs = target === "publisher" ? "answer" : "offer";
   window.RTCPeerConnection = class extends Native {
-    async createOffer(...args) { this.__publishing = true; return super.createOffer(...args); }
+    async createOffer(...args) {
+      this.__relayed = target === "publisher";
+      return super.createOffer(...args);
+    }
     async setRemoteDescription(description) {
-      if (description && description.type === "answer") {
+      if (description && description.type === theirs) {
+        this.__relayed = true;
         let sdp = description.sdp;
         const lines = /^a=candidate:.* 127\\.0\\.0\\.1 (\\d+) typ host.*$/gm;
         for (const [line, port] of [...sdp.matchAll(lines)]) {
           const relay = await window.__relayFor(Number(port));
           sdp = sdp.replace(line, line.replace(` ${port} typ host`, ` ${relay} typ host`));
         }
-        description = { type: "answer", sdp };
+        description = { type: theirs, sdp };
       }
       return super.setRemoteDescription(description);
     }
     set onicecandidate(handler) {
       super.onicecandidate = (e) => {
         const c = e.candidate;
-        if (!this.__publishing || !c || !c.candidate) return handler(e);
+        if (!this.__relayed || !c || !c.candidate) return handler(e);
         return handler({ candidate: { candidate: c.candidate.replace(HOST, " 9 typ host"),
                                       sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } });
       };
     }
     get onicecandidate() { return super.onicecandidate; }
   };
-})();
-"""
+})"""
 
 
 class Relays:
@@ -113,7 +120,7 @@ async def test_the_page_publishes_again_after_its_path_died_and_an_old_screen_sh
     watcher = ParleyClient(node.url("/"), token(ROOM, "watcher", role="listener"))
     try:
         await context.expose_function("__relayFor", relays.relay_for)
-        await context.add_init_script(RELAY_PUBLISHING)
+        await context.add_init_script(RELAYED + '("publisher");')
         page = MeetingPage(await context.new_page(), "sharer")
         await page.page.goto(node.url("/") + "?token=" + token(ROOM, "sharer"))
         await page.wait_ready()
@@ -165,6 +172,38 @@ async def test_the_page_publishes_again_after_its_path_died_and_an_old_screen_sh
         assert await page.page.evaluate("parley.state") == "joined"
     finally:
         await watcher.close()
+        await context.close()
+        relays.close()
+
+
+@pytest.mark.timeout(120)
+async def test_the_page_takes_the_node_s_new_subscribe_connection_after_its_path_died(
+        browser: Browser, node: NodeHarness) -> None:
+    relays = Relays()
+    context = await browser.new_context(permissions=["camera", "microphone"],
+                                        viewport={"width": 1280, "height": 720})
+    bot = await Bot.join(node, ROOM, "camera-bot", publish=True, subscribe=False)
+    try:
+        await context.expose_function("__relayFor", relays.relay_for)
+        await context.add_init_script(RELAYED + '("subscriber");')
+        page = MeetingPage(await context.new_page(), "viewer")
+        await page.page.goto(node.url("/") + "?token=" + token(ROOM, "viewer", role="listener"))
+        await page.wait_ready()
+        await page.wait_decoding([bot.participant_id])
+        assert relays.by_port, "the subscribe connection does not go through the relay"
+
+        relays.block(True)
+        blocked_at = time.monotonic()
+        await wait_until(lambda: page.page.evaluate("parley.subscribeFailures > 0"),
+                         "the node to replace the subscribe connection", WINDOW + 8.0)
+        await asyncio.sleep(max(0.0, WINDOW + 3.0 - (time.monotonic() - blocked_at)))
+        relays.block(False)
+        await page.wait_decoding([bot.participant_id])
+        state = await page.page.evaluate(
+            "({state: parley.state, reconnects: parley.reconnects, resumed: parley.resumed})")
+        assert state == {"state": "joined", "reconnects": 0, "resumed": 0}
+    finally:
+        await bot.leave()
         await context.close()
         relays.close()
 
