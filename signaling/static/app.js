@@ -7,8 +7,9 @@
 // signal.js (the socket), subscriber.js / publisher.js (the two peer
 // connections), publishing.js (own media), roster.js (who is shown where),
 // grid.js (tiles), chat.js, stage.js, lobby.js (before joining), media.js
-// (devices, screen). This file connects, reacts to the node's events, and
-// reconnects when the socket or the media connection drops.
+// (devices, screen), messages.js (error codes as sentences). This file
+// connects, reacts to the node's events, reconnects when the socket drops and
+// takes a new subscribe connection when the node replaces a failed one.
 
 import { Chat } from "./chat.js";
 import { CloseCode } from "./codes.js";
