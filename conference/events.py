@@ -181,7 +181,7 @@ class ConnectionFailed:
     room: RoomName
     target: str
     """``publisher`` or ``subscriber``."""
-    reason: str = "ice_failed"
+    reason: str
     """Why (sfu.transport.Failure): consent_expired, ice_failed, dtls_failed, closed."""
 
 

@@ -411,6 +411,8 @@ class RoomMedia:
             return
         log.info("media connection failed", extra={"participant": pid, "target": target,
                                                     "reason": reason.value})
+        if self._metrics is not None:
+            self._metrics.media_failures.labels(target=target, reason=reason.value).inc()
         self._deliver(pid, ConnectionFailed(room=self.room.name, target=target,
                                             reason=reason.value))
         if target == "subscriber":

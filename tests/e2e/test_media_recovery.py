@@ -97,6 +97,10 @@ async def test_a_publisher_whose_path_died_publishes_again_on_the_same_socket(
     assert again.track_id != first.track_id
     assert publisher.republished >= 1
     assert publisher.reconnects == 0  # the socket stayed
+    async with node.http.get(node.url("/metrics")) as response:
+        metrics = await response.text()
+    assert ('parley_sfu_connection_failures_total{reason="consent_expired",'
+            'target="publisher"} 1.0') in metrics
 
 
 @pytest.mark.timeout(90)
@@ -127,3 +131,30 @@ async def test_a_subscriber_whose_path_died_gets_a_new_connection_with_its_subsc
     again = await video_from(subscriber, publisher.participant_id)
     assert again.track_id == first.track_id  # the same track, on a new connection
     assert subscriber.reconnects == 0
+
+
+async def test_an_offer_from_a_new_publish_connection_replaces_the_old_one(
+        node: NodeHarness, clients: list[ParleyClient]) -> None:
+    """The client saw its publish connection fail before the node did: it publishes
+    again on a new peer connection, and the node takes that offer (new ICE credentials)
+    as a new connection instead of refusing it."""
+    url = node.url("/")
+    publisher = ParleyClient(url, token("heal", "pub"))
+    clients.append(publisher)
+    await publisher.connect()
+    await publisher.publish(VideoStreamTrack(), sources=["camera"])
+    watcher = ParleyClient(url, token("heal", "watch"))
+    clients.append(watcher)
+    await watcher.connect()
+    first = await video_from(watcher, publisher.participant_id)
+    old = publisher.publisher
+    assert old is not None
+
+    publisher._media_failed("publisher")  # what its own "failed" state does
+    gone = await watcher.next_event("track-unpublished", timeout=5.0)
+    assert gone["track"]["id"] == first.track_id
+    again = await video_from(watcher, publisher.participant_id, not_track=first.track_id)
+    assert again.track_id != first.track_id
+    assert publisher.publisher is not old and publisher.republished == 1
+    media = next(iter(node.node.rooms.rooms.values())).media
+    assert len(media.router.transports) == 3  # the old publish connection is gone
