@@ -244,6 +244,8 @@ class RoomMedia:
 
     # -- subscribing -----------------------------------------------------------
     def _consume(self, member: ParticipantMedia, tid: TrackId, producer: Producer) -> None:
+        if member.subscriber is not None:
+            member.subscriber.check_failed()  # one that ended unnoticed is replaced first
         if member.subscriber is None or tid in member.consumers:
             return
         consumer = member.subscriber.consume(producer, {
