@@ -27,7 +27,7 @@ decoding or stalling.
   node's one UDP port and announced address, see the last section).
 - ICE consent: ``aioice.ice.Connection.query_consent`` (per connection) is
   replaced by an RFC 7675 loop that retransmits its checks and gives up only
-  after 30 s without an answer (see the last section).
+  after ``sfu.consent_timeout`` (30 s) without an answer (see the last section).
 - RTCP: ``aiortc.rtp.unpack_remb_fci`` reads a REMB's SSRC list past the end of a
   short packet and raises ``struct.error``, which neither the DTLS transport's RTCP
   router nor the sender catch (they catch ``ValueError``): one malformed REMB from a

@@ -16,7 +16,7 @@ const QUIET_RECOVERY = 5000; // ms: publishing again without telling the person
 const SCREEN_GIVE_UP = 15000; // ms: a screen share not back by then ends
 const RETRY_DELAYS = [500, 1000, 2000, 4000]; // ms between refused attempts; the last repeats
 
-/** A publish connection being replaced: {gen, since, attempt, noticed, timers}. */
+/** A publish connection being replaced: {gen, attempt, noticed, timers}. */
 let recovery = null;
 
 /** The `track-muted` event: a moderator muted (or unmuted) one of this page's tracks. */
@@ -100,7 +100,7 @@ export function publisherFailed(gen) {
   if (!(parley.grants && parley.grants.can_publish)) return;
   if (!recovery || recovery.gen !== gen) {
     endRecovery();
-    recovery = { gen, since: Date.now(), attempt: 0, noticed: false, timers: [] };
+    recovery = { gen, attempt: 0, noticed: false, timers: [] };
     recovery.timers.push(setTimeout(() => tellSlow(gen), QUIET_RECOVERY));
     recovery.timers.push(setTimeout(() => giveUpScreen(gen), SCREEN_GIVE_UP));
   }
