@@ -15,6 +15,8 @@ const $ = (id) => document.getElementById(id);
 const QUIET_RECOVERY = 5000; // ms: publishing again without telling the person
 const SCREEN_GIVE_UP = 15000; // ms: a screen share not back by then ends
 const RETRY_DELAYS = [500, 1000, 2000, 4000]; // ms between refused attempts; the last repeats
+const CONNECT_DEADLINE = 8000; // ms a replacement connection gets to connect before the next
+                               // one (the browser slows its checks on a path that stays dead)
 
 /** A publish connection being replaced: {gen, attempt, noticed, timers}. */
 let recovery = null;
@@ -109,7 +111,15 @@ export function publisherFailed(gen) {
 
 async function publishAgain(gen) {
   if (!recovery || recovery.gen !== gen || gen !== meeting.gen || meeting.pub) return;
-  if (await startPublishing(gen, { quiet: true })) return;
+  if (await startPublishing(gen, { quiet: true })) {
+    const pub = meeting.pub;
+    if (recovery) {
+      recovery.timers.push(setTimeout(() => {
+        if (meeting.pub === pub && pub.pc.connectionState !== "connected") publisherFailed(gen);
+      }, CONNECT_DEADLINE));
+    }
+    return;
+  }
   if (!recovery || recovery.gen !== gen) return;
   const wait = RETRY_DELAYS[Math.min(recovery.attempt, RETRY_DELAYS.length - 1)];
   recovery.attempt += 1;
