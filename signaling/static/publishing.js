@@ -15,8 +15,9 @@ const $ = (id) => document.getElementById(id);
 const QUIET_RECOVERY = 5000; // ms: publishing again without telling the person
 const SCREEN_GIVE_UP = 15000; // ms: a screen share not back by then ends
 const RETRY_DELAYS = [500, 1000, 2000, 4000]; // ms between refused attempts; the last repeats
-const CONNECT_DEADLINE = 8000; // ms a replacement connection gets to connect before the next
-                               // one (the browser slows its checks on a path that stays dead)
+const CONNECT_DEADLINE = 4000; // ms a replacement connection gets to hear from the node: one
+                               // that has had no answer at all by then is replaced (the
+                               // browser gives up on a path that stays dead only after ~25 s)
 
 /** A publish connection being replaced: {gen, attempt, noticed, timers}. */
 let recovery = null;
@@ -112,12 +113,7 @@ export function publisherFailed(gen) {
 async function publishAgain(gen) {
   if (!recovery || recovery.gen !== gen || gen !== meeting.gen || meeting.pub) return;
   if (await startPublishing(gen, { quiet: true })) {
-    const pub = meeting.pub;
-    if (recovery) {
-      recovery.timers.push(setTimeout(() => {
-        if (meeting.pub === pub && pub.pc.connectionState !== "connected") publisherFailed(gen);
-      }, CONNECT_DEADLINE));
-    }
+    watchConnecting(gen, meeting.pub);
     return;
   }
   if (!recovery || recovery.gen !== gen) return;
@@ -126,17 +122,39 @@ async function publishAgain(gen) {
   recovery.timers.push(setTimeout(() => publishAgain(gen), wait));
 }
 
+/** Every CONNECT_DEADLINE until it connects: replace `pub` if no ICE check of it has been
+ *  answered (the path is still dead), else give it more time. */
+function watchConnecting(gen, pub) {
+  if (!recovery || recovery.gen !== gen) return;
+  recovery.timers.push(setTimeout(async () => {
+    if (meeting.pub !== pub || pub.pc.connectionState === "connected") return;
+    let answered = false;
+    (await pub.pc.getStats()).forEach((s) => {
+      if (s.type === "candidate-pair" && s.responsesReceived > 0) answered = true;
+    });
+    if (meeting.pub !== pub) return;
+    if (answered) watchConnecting(gen, pub);
+    else publisherFailed(gen);
+  }, CONNECT_DEADLINE));
+}
+
 function tellSlow(gen) {
   if (!recovery || recovery.gen !== gen || gen !== meeting.gen) return;
   recovery.noticed = true;
   view.chat.notice("Your camera and microphone are not reaching the meeting. Trying again…");
 }
 
-/** A screen share that could not be sent again in time ends, here and for everyone. */
+/** A screen share that could not be sent again in time ends, here and for everyone (the
+ *  node unpublished it when the connection failed). The connection being set up is not
+ *  renegotiated (the node would hold the offer until it connects): a new one replaces it. */
 function giveUpScreen(gen) {
   if (!recovery || recovery.gen !== gen || gen !== meeting.gen || !local.screen) return;
   view.chat.notice("Your screen share stopped because the connection was lost. Share it again when you are ready.");
-  toggleScreen();
+  const track = local.screen;
+  local.screen = null;
+  track.stop();
+  if (meeting.pub && meeting.pub.has("screen")) publisherFailed(gen);
+  view.refresh();
 }
 
 function recovered(gen) {
