@@ -159,7 +159,11 @@ class RoomMedia:
         if member.publisher is not None:
             member.publisher.check_failed()  # one that ended unnoticed goes now
         if member.publisher is not None and member.publisher.from_another_peer(offer):
-            self._end_publisher(member)  # the client's new connection replaces it
+            # The client's new peer connection replaces this one, once the offer passes
+            # the checks that need no peer connection (its tracks then end, freeing room).
+            member.publisher.check_offer(offer)
+            self.room.check_new_tracks(pid, len(sending) - len(member.producers))
+            self._end_publisher(member)
         known = set(member.publisher.producers) if member.publisher is not None else set()
         self.room.check_new_tracks(pid, sum(1 for s in sending if s.mid not in known))
         if member.publisher is None:

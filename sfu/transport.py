@@ -272,13 +272,8 @@ class PublishTransport(_Transport):
         self._check_usable()
         if isinstance(offer, str):
             offer = await read_client_description(offer, self.config)
+        self.check_offer(offer)
         sending = offer.sending
-        if sending and not self.may_publish:
-            raise SfuError(SfuCode.PERMISSION_DENIED, "this connection may not send media")
-        if len(sending) > self.config.max_tracks_per_connection:
-            raise SfuError(SfuCode.TOO_MANY_TRACKS,
-                           f"at most {self.config.max_tracks_per_connection} tracks per "
-                           "connection")
         if self.pc.remoteDescription is not None:
             await _settle(self.pc)
         try:
@@ -296,6 +291,16 @@ class PublishTransport(_Transport):
         for transceiver in self._bind_tracks(track_meta):
             await transceiver.stop()  # never read, never forwarded
         return str(self.pc.localDescription.sdp)
+
+    def check_offer(self, offer: Description) -> None:
+        """Raise unless this connection may take what ``offer`` sends (permission, the
+        per-connection track cap); nothing is changed."""
+        if offer.sending and not self.may_publish:
+            raise SfuError(SfuCode.PERMISSION_DENIED, "this connection may not send media")
+        if len(offer.sending) > self.config.max_tracks_per_connection:
+            raise SfuError(SfuCode.TOO_MANY_TRACKS,
+                           f"at most {self.config.max_tracks_per_connection} tracks per "
+                           "connection")
 
     async def _restart(self) -> None:
         """Replace the peer connection after an offer aiortc refused.
