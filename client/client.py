@@ -17,6 +17,11 @@ reconnects by itself (client/reconnect.py): it joins again with its resume token
 keeps its participant id and, on stage, its place; it publishes its tracks again and
 answers the new subscriber offer. Given several node URLs, it moves to the next one when
 a node is draining or does not hold the room. ``rejoined`` receives each later ``joined``.
+
+When one media connection fails (``connection-failed``, or its own publish connection
+failing), the socket stays: the client publishes the same tracks again on a new publish
+connection (retrying with the same back-off while that is refused), or answers the
+node's next subscriber offer on a new subscribe connection.
 """
 
 from __future__ import annotations
@@ -101,6 +106,8 @@ class ParleyClient:
         self.rejoined: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         """The ``joined`` reply of every reconnection, in order."""
         self.reconnects = 0
+        self.republished = 0
+        """Publish connections replaced after a failure, the socket kept."""
         self._media = media
         self._decode = decode
         self.light = light
@@ -207,6 +214,26 @@ class ParleyClient:
             if pc is not None:
                 await pc.close()
 
+    async def _publish_again(self) -> None:
+        """Publish what was published on a new connection, on the same socket."""
+        published, self._published = self._published, []
+        tracks, sources = zip(*published, strict=True)
+        attempt = 0
+        while not self.closed and self._live and self.publisher is None:
+            try:
+                await self.publish(*tracks, sources=list(sources))
+            except (ClientError, ConnectionError, TimeoutError):
+                pc, self.publisher, self._published = self.publisher, None, []
+                if pc is not None:
+                    await pc.close()
+                attempt += 1
+                await asyncio.sleep(delay(attempt, soon=False))
+                continue
+            self.republished += 1
+            return
+        if self.publisher is None and not self._published:
+            self._published = published  # for the reconnection that takes over
+
     async def _republish(self, joined: dict[str, Any]) -> None:
         if self._published and joined["grants"].get("can_publish"):
             tracks, sources = zip(*self._published, strict=True)
@@ -259,7 +286,25 @@ class ParleyClient:
             self._soon = True
         elif mtype == "disconnect" and data.get("reason") in FINAL_DISCONNECTS:
             self._final = True
+        elif mtype == "connection-failed":
+            self._media_failed(str(data.get("target")))
         self.events.put_nowait(data)
+
+    def _media_failed(self, target: str) -> None:
+        """One media connection is gone (the node closed its side): drop ours. The node's
+        next subscriber offer, handled after this, starts a new subscribe connection."""
+        if target == "subscriber":
+            pc, self.subscriber = self.subscriber, None
+            self._channel, self._mapping = None, {}
+            self.remote.clear()
+        elif target == "publisher":
+            pc, self.publisher = self.publisher, None
+            if pc is not None and self._published:
+                self._spawn(self._publish_again())
+        else:
+            return
+        if pc is not None:
+            self._spawn(pc.close())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -352,7 +397,7 @@ class ParleyClient:
                       sources: list[str] | None = None) -> list[dict[str, Any]]:
         """Publish tracks on the publish connection; returns the server's track infos."""
         if self.publisher is None:
-            self.publisher = RTCPeerConnection(self._config)
+            self.publisher = self._new_publisher()
         pc = self.publisher
         added = [pc.addTransceiver(Republishable(t), direction="sendonly") for t in tracks]
         self._published += [(t, sources[i] if sources and i < len(sources) else "")
@@ -362,6 +407,18 @@ class ParleyClient:
             if callable(restart):  # pre-encoded: a key-frame request restarts the clip
                 redirect_keyframe_requests(transceiver.sender, restart)
         return await self._offer(added, sources)
+
+    def _new_publisher(self) -> RTCPeerConnection:
+        pc = RTCPeerConnection(self._config)
+
+        @pc.on("connectionstatechange")
+        def changed() -> None:
+            # Failed on this side first (the node has not noticed): publish again on a
+            # new connection; the node replaces its side when the new offer comes.
+            if pc is self.publisher and pc.connectionState == "failed":
+                self._media_failed("publisher")
+
+        return pc
 
     async def _offer(self, added: list[Any], sources: list[str] | None) -> list[dict[str, Any]]:
         pc = self.publisher

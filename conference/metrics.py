@@ -51,6 +51,12 @@ class ConferenceMetrics:
             ["reason"],
             registry=registry,
         )
+        self.media_failures = Counter(
+            "parley_sfu_connection_failures",
+            "Media connections that ended by themselves and were replaced, by target and reason",
+            ["target", "reason"],
+            registry=registry,
+        )
 
 
 MediaSnapshot = Callable[[], tuple[ForwardingStats, dict[str, int]]]

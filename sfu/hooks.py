@@ -28,7 +28,7 @@ decoding or stalling.
   node's one UDP port and announced address, see the last section).
 - ICE consent: ``aioice.ice.Connection.query_consent`` (per connection) is
   replaced by an RFC 7675 loop that retransmits its checks and gives up only
-  after 30 s without an answer (see the last section).
+  after ``sfu.consent_timeout`` (30 s) without an answer (see the last section).
 - RTCP: ``aiortc.rtp.unpack_remb_fci`` reads a REMB's SSRC list past the end of a
   short packet and raises ``struct.error``, which neither the DTLS transport's RTCP
   router nor the sender catch (they catch ``ValueError``): one malformed REMB from a
@@ -452,9 +452,16 @@ class ConsentPolicy:
     def next_delay(self) -> float:
         return self.interval * (0.8 + 0.4 * random.random())
 
+    @classmethod
+    def for_window(cls, timeout: float) -> ConsentPolicy:
+        """Consent lost after ``timeout`` seconds without an answer; checks every 5 s,
+        or six times per window when it is shorter than 30 s."""
+        return cls(interval=min(5.0, timeout / 6), timeout=timeout)
+
 
 CONSENT = ConsentPolicy()
 _CONSENT_HOOK_ATTR = "_parley_consent"
+_CONSENT_LOST_ATTR = "_parley_consent_lost"
 
 
 def check_consent_hook_points() -> None:
@@ -505,6 +512,11 @@ def _ice_connections(pc: RTCPeerConnection) -> list[Any]:
     return connections
 
 
+def consent_lost(pc: RTCPeerConnection) -> bool:
+    """Whether :func:`fresh_consent` closed one of ``pc``'s ICE connections."""
+    return any(getattr(c, _CONSENT_LOST_ATTR, False) for c in _ice_connections(pc))
+
+
 def adopt_consent(connection: Any, policy: ConsentPolicy = CONSENT) -> None:
     """Run :func:`fresh_consent` instead of aioice's loop once ``connection`` connects
     (idempotent; a connection that is already connected keeps the loop it has)."""
@@ -534,10 +546,22 @@ async def fresh_consent(connection: Any, policy: ConsentPolicy = CONSENT) -> Non
         else:
             last_success = loop.time()
 
+    async def expired() -> bool:
+        """The window has passed: one more turn of the loop first, so that answers a
+        stalled loop has not read yet still count."""
+        if loop.time() - last_success < policy.timeout:
+            return False
+        await asyncio.sleep(0.05)
+        return loop.time() - last_success >= policy.timeout
+
     try:
         while not lost.is_set():
+            remaining = last_success + policy.timeout - loop.time()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), policy.next_delay())
+                await asyncio.wait_for(lost.wait(), max(0.0, min(policy.next_delay(),
+                                                                 remaining)))
+            if await expired():
+                break
             for pair in [] if lost.is_set() else list(connection._nominated.values()):
                 task = asyncio.create_task(check(pair))
                 checks.add(task)
@@ -548,5 +572,6 @@ async def fresh_consent(connection: Any, policy: ConsentPolicy = CONSENT) -> Non
         await asyncio.gather(*checks, return_exceptions=True)
     consent_log.warning("ICE consent lost: no check answered for %.0f s",
                         loop.time() - last_success)
+    setattr(connection, _CONSENT_LOST_ATTR, True)
     connection._query_consent_task = None  # aioice's close() would cancel this very task
     await connection.close()

@@ -101,6 +101,15 @@ CandidateCheck = Callable[[str], bool]
 """Whether a remote candidate's connection address (IP or mDNS name) may be used."""
 
 
+_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
+
+
+def ice_ufrag(sdp: str) -> str | None:
+    """The first ``a=ice-ufrag`` of a description (with max-bundle, the connection's)."""
+    match = _UFRAG.search(sdp)
+    return match.group(1) if match else None
+
+
 def count_media_sections(sdp: str) -> int:
     """``m=`` lines in the text, counted without splitting it."""
     return sdp.count("\nm=") + (1 if sdp.startswith("m=") else 0)

@@ -69,6 +69,8 @@ class UdpRelay:
     def __init__(self, server: tuple[str, int]) -> None:
         self.server = server
         self.impairment = Impairment()
+        self.blocked = False
+        """Drop every packet, both ways (the path is dead)."""
         self.client_addr: tuple[str, int] | None = None
         self._front: _Side | None = None
         self._back: _Side | None = None
@@ -98,6 +100,9 @@ class UdpRelay:
         self._front, self._back = front, back
 
     def _from_client(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.blocked:
+            self.dropped += 1
+            return
         self.client_addr = addr
         imp = self.upstream
         if imp.loss or imp.delay or imp.jitter:
@@ -117,6 +122,9 @@ class UdpRelay:
             transport.sendto(data, self.server)
 
     def _from_server(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.blocked:
+            self.dropped += 1
+            return
         if self.client_addr is None:
             return
         imp = self.impairment
@@ -171,21 +179,59 @@ def redirect_candidates(sdp: str, ports: dict[int, int]) -> str:
     return _CANDIDATE.sub(sub, sdp)
 
 
-class RelayedClient(ParleyClient):
-    """A client whose subscribe connection goes through UDP relays (one per SFU port)."""
+def hide_candidates(sdp: str) -> str:
+    """Point the client's own host candidates at the discard port: the node then reaches
+    the client only as the peer-reflexive address its checks come from (the relay)."""
+    return _CANDIDATE.sub(lambda m: f"{m.group(1)}{m.group(2)} 9{m.group(4)}", sdp)
 
-    def __init__(self, *args: Any, **kw: Any) -> None:
+
+class RelayedClient(ParleyClient):
+    """A client whose subscribe connection (and, with ``relay``, its publish connection)
+    goes through UDP relays, one per SFU port. ``strict``: the node learns no other
+    address of the client, so every packet takes the relay (and ``block`` kills the path)."""
+
+    def __init__(self, *args: Any, relay: frozenset[str] = frozenset({"subscriber"}),
+                 strict: bool = False, **kw: Any) -> None:
         super().__init__(*args, **kw)
+        self.relayed = relay
+        self.strict = strict
         self.relays: dict[int, UdpRelay] = {}
+        """The subscribe connections' relays."""
+        self.publish_relays: dict[int, UdpRelay] = {}
+        self._blocked: set[str] = set()
+
+    async def _through(self, sdp: str, target: str) -> str:
+        relays = self.relays if target == "subscriber" else self.publish_relays
+        for host, port in sdp_candidates(sdp):
+            if port not in relays:
+                relay = UdpRelay((host, port))
+                relay.blocked = target in self._blocked
+                await relay.start()
+                relays[port] = relay
+        return redirect_candidates(sdp, {port: relay.port for port, relay in relays.items()})
 
     async def _apply_offer(self, offer: dict[str, Any]) -> None:
-        for host, port in sdp_candidates(offer["sdp"]):
-            if port not in self.relays:
-                relay = UdpRelay((host, port))
-                await relay.start()
-                self.relays[port] = relay
-        ports = {port: relay.port for port, relay in self.relays.items()}
-        await super()._apply_offer({**offer, "sdp": redirect_candidates(offer["sdp"], ports)})
+        if "subscriber" in self.relayed:
+            offer = {**offer, "sdp": await self._through(offer["sdp"], "subscriber")}
+        await super()._apply_offer(offer)
+
+    async def request(self, message: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
+        target = {"offer": "publisher", "answer": "subscriber"}.get(str(message.get("type")))
+        if self.strict and target in self.relayed:
+            message = {**message, "sdp": hide_candidates(message["sdp"])}
+        reply = await super().request(message, timeout)
+        if target == "publisher" and target in self.relayed:
+            reply = {**reply, "sdp": await self._through(reply["sdp"], "publisher")}
+        return reply
+
+    def block(self, target: str, blocked: bool = True) -> None:
+        """Kill (or restore) the path of one connection, and of those that follow it."""
+        if blocked:
+            self._blocked.add(target)
+        else:
+            self._blocked.discard(target)
+        for relay in (self.relays if target == "subscriber" else self.publish_relays).values():
+            relay.blocked = blocked
 
     def impair(self, impairment: Impairment) -> None:
         for relay in self.relays.values():
@@ -197,5 +243,5 @@ class RelayedClient(ParleyClient):
 
     async def close(self) -> None:
         await super().close()
-        for relay in self.relays.values():
+        for relay in [*self.relays.values(), *self.publish_relays.values()]:
             relay.close()
