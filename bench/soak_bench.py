@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import csv
 import os
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -142,6 +143,8 @@ class Sampler:
         self.rows: list[dict[str, float]] = []
         self.meeting: Meeting | None = None
         self.phase = "idle"
+        self.progress = False
+        """Print a line on stderr every minute (the bench; the test stays quiet)."""
 
     async def sample(self) -> dict[str, float]:
         row = await scrape(self._http, self._server.port)
@@ -159,6 +162,11 @@ class Sampler:
             steady = self.meeting.steady if self.meeting else 0
             frames = row["frames"] - last["frames"]
             row["fps"] = frames / dt / steady if steady and dt > 0 else 0.0
+        if self.progress and int(row["t"] // 60) > int(self.rows[-1]["t"] // 60 if self.rows
+                                                      else -1):
+            print(f"  {row['t'] / 60:5.1f} min {self.phase}: RSS {row['rss_mib']:.1f} MiB, "
+                  f"tasks {row['tasks']:.0f}, fds {row['fds']:.0f}, pcs {row['pcs']:.0f}, "
+                  f"fps {row.get('fps', 0.0):.1f}", file=sys.stderr, flush=True)
         self.rows.append(row)
         return row
 
@@ -180,13 +188,14 @@ async def _settle(sampler: Sampler, baseline: dict[str, float], timeout: float) 
     return None
 
 
-async def soak(plan: SoakPlan) -> dict[str, Any]:
+async def soak(plan: SoakPlan, *, progress: bool = False) -> dict[str, Any]:
     """Run the meeting; returns the series and the verdicts (see ``analyse``)."""
     clip = encode_video(seconds=2.0, fps=plan.fps, width=plan.width, height=plan.height,
                         bitrate=plan.bitrate)
     async with _node() as server, aiohttp.ClientSession() as http:
         origin = time.monotonic()
         sampler = Sampler(http, server, plan.sample_every, origin)
+        sampler.progress = progress
         await asyncio.sleep(1.0)
         baseline = await sampler.sample()
         meeting = Meeting(url=f"http://127.0.0.1:{server.port}/", clip=clip,
@@ -211,8 +220,12 @@ async def soak(plan: SoakPlan) -> dict[str, Any]:
             await meeting.close()
         settled = await _settle(sampler, baseline, plan.settle)
         after = sampler.rows[-1]
-    return analyse(plan, sampler.rows, baseline, after, settled,
-                   failures=meeting.failures, done=meeting.done, began=began - origin)
+        node_log = server.stderr_tail(4000)
+    result = analyse(plan, sampler.rows, baseline, after, settled,
+                     failures=meeting.failures, done=meeting.done, began=began - origin)
+    result["media_lost"] = meeting.media_lost
+    result["node_log_tail"] = node_log
+    return result
 
 
 def fit_slope(points: list[tuple[float, float]]) -> float:
@@ -308,6 +321,9 @@ def _rows(f: dict[str, Any]) -> list[Row]:
         Row(figure="actions done / failed",
             value=f"{sum(f['actions'].values())} / {sum(f['failures'].values())}",
             note=", ".join(f"{k} {v}" for k, v in sorted(f["failures"].items()))),
+        Row(figure="clients replaced after losing a peer connection",
+            value=str(sum(f["media_lost"].values())),
+            note=", ".join(f"{k} {v}" for k, v in sorted(f["media_lost"].items()))),
     ]
 
 
@@ -318,7 +334,7 @@ def run(*, quick: bool = False, minutes: float | None = None) -> SuiteResult:
                         warmup=20.0, window=30.0)
     else:
         plan = SoakPlan(minutes=minutes or 60.0)
-    figures = asyncio.run(soak(plan))
+    figures = asyncio.run(soak(plan, progress=True))
     stem = RESULTS / f"soak-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     files = write_series(figures, stem)
     figures["files"] = [str(p) for p in files]

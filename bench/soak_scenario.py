@@ -17,6 +17,8 @@ of the run sees the same mix:
   (half with ``leave``, half by dropping the socket).
 
 Every step waits with a timeout; a step that fails is counted and the run goes on.
+A client whose peer connection closed by itself (aiortc gives a connection up when
+its consent checks go unanswered) is counted as ``media_lost`` and replaced.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 
 import aiohttp
 
-from client.client import ClientError, ParleyClient
+from client.client import ParleyClient
 from client.media import EncodedClip, EncodedTrack
 from signaling.auth import mint_token
 
@@ -81,6 +83,10 @@ class Meeting:
     guest_on_stage: bool = False
     failures: dict[str, int] = field(default_factory=dict)
     done: dict[str, int] = field(default_factory=dict)
+    media_lost: dict[str, int] = field(default_factory=dict)
+    """Clients replaced because a peer connection of theirs closed, by kind of client."""
+    _retired_frames: int = 0
+    """Frames counted by steady subscribers that were replaced."""
     _names: itertools.count[int] = field(default_factory=itertools.count)
     _rotation: itertools.count[int] = field(default_factory=itertools.count)
     _turns: dict[str, int] = field(default_factory=dict)
@@ -127,7 +133,8 @@ class Meeting:
 
     def steady_frames(self) -> int:
         """Video frames received so far by the subscribers that never churn."""
-        return sum(sum(c.frame_counts.values()) for c in self.listeners[:self.steady])
+        counted = sum(sum(c.frame_counts.values()) for c in self.listeners[:self.steady])
+        return self._retired_frames + counted
 
     # -- actions ---------------------------------------------------------------
     def actions(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
@@ -141,14 +148,37 @@ class Meeting:
         name, action = actions[next(self._rotation) % len(actions)]
         try:
             async with asyncio.timeout(3 * STEP_TIMEOUT):
+                await self.heal()
                 await action()
-        except (TimeoutError, ConnectionError, aiohttp.ClientError, ClientError,
-                RuntimeError) as exc:
+        except Exception as exc:  # counted: the soak goes on whatever one action does
             key = f"{name}: {type(exc).__name__}"
             self.failures[key] = self.failures.get(key, 0) + 1
         else:
             self.done[name] = self.done.get(name, 0) + 1
         return name
+
+    async def heal(self) -> None:
+        """Replace every client that lost a peer connection."""
+        for i, seat in enumerate(self.seats):
+            if _lost_media(seat.client):
+                self._lost("publisher")
+                await seat.client.leave()
+                self.seats[i] = await self._seat()
+        for i, client in enumerate(self.listeners):
+            if _lost_media(client):
+                self._lost("subscriber")
+                if i < self.steady:
+                    self._retired_frames += sum(client.frame_counts.values())
+                await client.leave()
+                self.listeners[i] = await self._client(self._name("sub"), "listener")
+        if self.guest is not None and _lost_media(self.guest):
+            self._lost("guest")
+            await self.guest.leave()
+            self.guest, self.guest_on_stage = None, False
+            self.guest = await self._client(self._name("guest"), "listener")
+
+    def _lost(self, kind: str) -> None:
+        self.media_lost[kind] = self.media_lost.get(kind, 0) + 1
 
     async def churn_subscriber(self) -> None:
         churning = len(self.listeners) - self.steady
@@ -238,6 +268,11 @@ class Meeting:
                 async with asyncio.timeout(STEP_TIMEOUT):
                     await client.leave()
             await client.close()
+
+
+def _lost_media(client: ParleyClient) -> bool:
+    return any(pc is not None and pc.connectionState in ("closed", "failed")
+               for pc in (client.publisher, client.subscriber))
 
 
 async def _reply(ws: aiohttp.ClientWebSocketResponse, msg_id: str) -> dict[str, Any]:
