@@ -26,8 +26,16 @@ def plot(result: dict[str, Any], path: Path) -> None:
     counts.set_ylabel("count")
     counts.legend(loc="upper right", fontsize=8, ncol=4)
     timed = [r for r in rows if "fps" in r and r["active"]]
-    fps.plot([r["t"] / 60 for r in timed], [r["fps"] for r in timed], color="tab:blue", lw=1)
-    fps.set_ylabel("frames/s per\nsteady subscriber")
+    fps.plot([r["t"] / 60 for r in timed], [r["fps"] for r in timed], color="tab:blue", lw=1,
+             label="frames/s per steady subscriber")
+    share = fps.twinx()
+    share.plot([r["t"] / 60 for r in timed], [r["delivered"] for r in timed],
+               color="tab:olive", lw=1, label="share of sent frames received")
+    share.set_ylim(0, 1.1)
+    share.set_ylabel("share", fontsize=8)
+    fps.set_ylabel("frames/s")
+    fps.legend(loc="lower left", fontsize=7)
+    share.legend(loc="lower right", fontsize=7)
     cost.plot([r["t"] / 60 for r in timed], [r["packets_per_cpu_s"] for r in timed],
               color="tab:gray", lw=1)
     cost.set_ylabel("forwarded packets\nper CPU-second")

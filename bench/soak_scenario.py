@@ -48,6 +48,19 @@ def token(identity: str, role: str) -> str:
                       ttl=24 * 3600)
 
 
+class CountedTrack(EncodedTrack):
+    """A pre-encoded clip that counts the frames it hands to its sender."""
+
+    def __init__(self, clip: EncodedClip) -> None:
+        super().__init__(clip)
+        self.frames = 0
+
+    async def recv(self) -> Any:
+        packet = await super().recv()
+        self.frames += 1
+        return packet
+
+
 def drain_events(client: ParleyClient) -> None:
     """Forget the events nobody waited for (the queue would grow for the whole run)."""
     while not client.events.empty():
@@ -87,6 +100,8 @@ class Meeting:
     """Clients replaced because a peer connection of theirs closed, by kind of client."""
     _retired_frames: int = 0
     """Frames counted by steady subscribers that were replaced."""
+    _tracks: list[CountedTrack] = field(default_factory=list)
+    """Every track published in the run (one per publish: a few hundred an hour)."""
     _names: itertools.count[int] = field(default_factory=itertools.count)
     _rotation: itertools.count[int] = field(default_factory=itertools.count)
     _turns: dict[str, int] = field(default_factory=dict)
@@ -116,7 +131,7 @@ class Meeting:
         client = await self._client(self._name("pub"), "speaker")
         try:
             async with asyncio.timeout(STEP_TIMEOUT):
-                [info] = await client.publish(EncodedTrack(self.clip), sources=["camera"])
+                [info] = await client.publish(self._track(), sources=["camera"])
         except BaseException:
             await client.close()
             raise
@@ -135,6 +150,15 @@ class Meeting:
         """Video frames received so far by the subscribers that never churn."""
         counted = sum(sum(c.frame_counts.values()) for c in self.listeners[:self.steady])
         return self._retired_frames + counted
+
+    def sent_frames(self) -> int:
+        """Video frames every publisher of the run has sent so far."""
+        return sum(t.frames for t in self._tracks)
+
+    def _track(self) -> CountedTrack:
+        track = CountedTrack(self.clip)
+        self._tracks.append(track)
+        return track
 
     # -- actions ---------------------------------------------------------------
     def actions(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
@@ -211,7 +235,7 @@ class Meeting:
                                      "participant": guest.participant_id})
             await guest.next_event("permission-changed", timeout=STEP_TIMEOUT)
             self.guest_on_stage = True
-            await guest.publish(EncodedTrack(self.clip), sources=["camera"])
+            await guest.publish(self._track(), sources=["camera"])
             return
         await moderator.request({"type": "move-to-audience",
                                  "participant": guest.participant_id})
@@ -225,7 +249,7 @@ class Meeting:
         seat = self.seats[self._turn("screen") // 2 % len(self.seats)]
         client = seat.client
         if seat.screen is None:
-            [seat.screen] = await client.publish(EncodedTrack(self.clip), sources=["screen"])
+            [seat.screen] = await client.publish(self._track(), sources=["screen"])
             return
         mid, seat.screen = str(seat.screen["mid"]), None
         assert client.publisher is not None
@@ -257,17 +281,20 @@ class Meeting:
 
     # -- the end ---------------------------------------------------------------
     async def close(self) -> None:
-        """Everyone leaves (with ``leave``), the guest and moderator last."""
+        """Everyone leaves (with ``leave``), all at once."""
         if self._closed:
             return
         self._closed = True
         clients = [s.client for s in self.seats] + self.listeners
         clients += [c for c in (self.guest, self.moderator) if c is not None]
-        for client in clients:
-            with contextlib.suppress(TimeoutError, ConnectionError, aiohttp.ClientError):
-                async with asyncio.timeout(STEP_TIMEOUT):
-                    await client.leave()
-            await client.close()
+        await asyncio.gather(*(_leave(c) for c in clients))
+
+
+async def _leave(client: ParleyClient) -> None:
+    with contextlib.suppress(TimeoutError, ConnectionError, aiohttp.ClientError):
+        async with asyncio.timeout(STEP_TIMEOUT):
+            await client.leave()
+    await client.close()
 
 
 def _lost_media(client: ParleyClient) -> bool:
