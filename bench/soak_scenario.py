@@ -191,10 +191,12 @@ class Meeting:
         for i, client in enumerate(self.listeners):
             if _lost_media(client):
                 self._lost("subscriber")
+                fresh = await self._client(self._name("sub"), "listener")
+                await client.leave()
+                # No await from here on: a sample sees the old client or the new, not both.
                 if i < self.steady:
                     self._retired_frames += sum(client.frame_counts.values())
-                await client.leave()
-                self.listeners[i] = await self._client(self._name("sub"), "listener")
+                self.listeners[i] = fresh
         if self.guest is not None and _lost_media(self.guest):
             self._lost("guest")
             await self.guest.leave()

@@ -228,9 +228,15 @@ class RoomMedia:
     def _consume(self, member: ParticipantMedia, tid: TrackId, producer: Producer) -> None:
         if member.subscriber is None or tid in member.consumers:
             return
-        consumer = member.subscriber.consume(producer, {
-            "track": tid, "participant": producer.app_data.get("participant"),
-            "kind": producer.kind})
+        try:
+            consumer = member.subscriber.consume(producer, {
+                "track": tid, "participant": producer.app_data.get("participant"),
+                "kind": producer.kind})
+        except SfuError as err:  # its connection is gone: the others still get the track
+            if err.code is not SfuCode.CLOSED:
+                raise
+            self._failed(member.participant.id, "subscriber")
+            return
         member.consumers[tid] = consumer
         previous = consumer.on_close
 

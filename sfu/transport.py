@@ -30,6 +30,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.exceptions import InvalidStateError
 from aiortc.sdp import candidate_from_sdp
 
 from sfu.config import SfuConfig
@@ -141,6 +142,8 @@ class _Transport:
         self.app_data = app_data
         self.closed = False
         self.on_failed: Callable[[], None] | None = None
+        """Called once when the connection fails or aiortc closes it by itself."""
+        self._lost = False
         self.pc = self._create_pc()
 
     def _create_pc(self) -> RTCPeerConnection:
@@ -148,7 +151,12 @@ class _Transport:
 
         @pc.on("connectionstatechange")
         def _state() -> None:
-            if pc is self.pc and pc.connectionState == "failed" and self.on_failed is not None:
+            # "closed" before our own close(): aiortc gave the connection up by itself (its
+            # DTLS transports closed, the client went away), as final as "failed".
+            state = pc.connectionState
+            lost = state == "failed" or (state == "closed" and not self.closed)
+            if pc is self.pc and lost and not self._lost and self.on_failed is not None:
+                self._lost = True
                 self.on_failed()
 
         return pc
@@ -327,7 +335,7 @@ class SubscribeTransport(_Transport):
 
     # -- consumers --------------------------------------------------------------
     def consume(self, producer: Producer, app_data: dict[str, Any]) -> Consumer:
-        if self.closed:
+        if self.closed or self.pc.connectionState == "closed":
             raise SfuError(SfuCode.CLOSED, "connection closed")
         slot = next((s for s in self._slots
                      if s.consumer is None and s.track.kind == producer.kind), None)
@@ -396,8 +404,11 @@ class SubscribeTransport(_Transport):
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            offer = await self.pc.createOffer()
-            await self.pc.setLocalDescription(offer)
+            try:
+                offer = await self.pc.createOffer()
+                await self.pc.setLocalDescription(offer)
+            except InvalidStateError:
+                return  # aiortc closed the connection by itself; on_failed was called
             self._awaiting_answer = True
             self._answered.clear()
             self.offers_sent += 1

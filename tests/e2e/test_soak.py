@@ -14,8 +14,11 @@ moderator and the guest; every kind of action runs about five times."""
 RSS_SLOPE_BOUND = 40.0
 """MiB per 10 minutes: loose, because three minutes hold little more than the warm-up (the
 hour's bar is 1); a leak per action (some MiB a minute) still passes it."""
-FPS_MARGIN = 0.75
-"""The last minute's received frame rate against the first minute's after the warm-up."""
+FPS_MARGIN = 0.6
+"""The last minute's received frame rate against the first minute's after the warm-up: wide,
+because other work on the machine slows the clients' process as much as the node."""
+DELIVERED_MARGIN = 0.15
+"""The last minute's share of sent frames received may be this much below the first's."""
 
 
 def test_a_least_squares_slope_is_exact_on_a_line() -> None:
@@ -33,8 +36,12 @@ async def test_three_minutes_of_churn_leave_the_node_as_it_was() -> None:
     assert after["rooms"] == after["participants"] == after["connections"] == 0
     kinds = {"subscriber", "mute", "stage", "renegotiate", "publisher", "signalling"}
     assert set(f["actions"]) == kinds and min(f["actions"].values()) >= 3, f["actions"]
-    assert sum(f["failures"].values()) <= 2, f["failures"]
+    # Clients whose connection was given up (``media_lost``) are replaced and not held
+    # against the node: on a machine this busy aiortc's own consent checks time out.
+    assert sum(f["failures"].values()) <= 2, (f["failures"], f["media_lost"])
     assert f["rss_slope_mib_per_10min"] < RSS_SLOPE_BOUND, f["rss_mib"]
     assert f["fps_first_window"] > 5.0, f["fps_first_window"]
     assert f["fps_last_window"] >= FPS_MARGIN * f["fps_first_window"], (
         f["fps_first_window"], f["fps_last_window"])
+    assert f["delivered_last_window"] >= f["delivered_first_window"] - DELIVERED_MARGIN, (
+        f["delivered_first_window"], f["delivered_last_window"])
