@@ -33,6 +33,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
                color="tab:olive", lw=1, label="share of sent frames received")
     share.set_ylim(0, 1.1)
     share.set_ylabel("share", fontsize=8)
+    fps.set_ylim(bottom=0)
     fps.set_ylabel("frames/s")
     fps.legend(loc="lower left", fontsize=7)
     share.legend(loc="lower right", fontsize=7)

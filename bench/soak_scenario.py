@@ -100,6 +100,8 @@ class Meeting:
     """Clients replaced because a peer connection of theirs closed, by kind of client."""
     _retired_frames: int = 0
     """Frames counted by steady subscribers that were replaced."""
+    _made: list[ParleyClient] = field(default_factory=list)
+    """Every client not yet closed, wherever an interrupted step left it: closed at the end."""
     _tracks: list[CountedTrack] = field(default_factory=list)
     """Every track published in the run (one per publish: a few hundred an hour)."""
     _names: itertools.count[int] = field(default_factory=itertools.count)
@@ -119,6 +121,8 @@ class Meeting:
     async def _client(self, identity: str, role: str, *, media: bool = True) -> ParleyClient:
         client = ParleyClient(self.url, token(identity, role), media=media, decode=False,
                               reconnect=False)
+        self._made = [c for c in self._made if not c.closed]
+        self._made.append(client)
         try:
             async with asyncio.timeout(STEP_TIMEOUT):
                 await client.connect()
@@ -290,6 +294,7 @@ class Meeting:
         clients = [s.client for s in self.seats] + self.listeners
         clients += [c for c in (self.guest, self.moderator) if c is not None]
         await asyncio.gather(*(_leave(c) for c in clients))
+        await asyncio.gather(*(_leave(c) for c in self._made if not c.closed))
 
 
 async def _leave(client: ParleyClient) -> None:
