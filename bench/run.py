@@ -34,6 +34,7 @@ SUITES: dict[str, str] = {
     "rendition": "bench.rendition_bench",
     "udpmux": "bench.udpmux_bench",
     "cluster": "bench.cluster_bench",
+    "peers": "bench.peers_bench",
     "soak": "bench.soak_bench",
 }
 """Suite name → module."""

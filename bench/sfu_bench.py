@@ -43,6 +43,9 @@ from bench.procs import (
     parley_script,
 )
 from bench.report import Row, SuiteResult
+from bench.sfu_fastpath import fast_path_phase, fast_path_rows
+from bench.sfu_sendpath import send_path_phase, send_path_rows
+from client.media import encode_video
 
 NAME = "sfu"
 KEY = "sfu-bench"
@@ -80,11 +83,17 @@ class Plan:
     """Saturation phase: stop after a step where the node used this share of a core."""
     delivered_stop: float = 0.95
     """Saturation phase: stop after a step where subscribers got less of the frames."""
+    fan_outs: tuple[int, ...] = (40, 150)
+    """Fast-path phase: subscribers of the one video-only publisher, each measured with
+    aiortc's sender and with the fast path (``sfu.fast_path``); also the send path alone,
+    in this process (bench/sfu_sendpath.py)."""
+    send_path_seconds: float = 4.0
+    """Send-path comparison: paced seconds measured per path and fan-out."""
 
 
 FULL = Plan()
 QUICK = Plan(publishers=1, subscribers=2, window=3.0, steps=(4, 8), step_window=2.0,
-             saturation_budget=30.0)
+             saturation_budget=30.0, fan_outs=(8,), send_path_seconds=2.0)
 
 _COMMON = {"signaling": {"rate_limit_per_second": 1000, "rate_limit_burst": 1000,
                          # every client comes from 127.0.0.1: no per-IP caps
@@ -244,6 +253,7 @@ def _window_figures(a: Sample, b: Sample, kinds: int) -> dict[str, Any]:
     consumers = b.metrics.get("parley_sfu_consumers", 0.0)
     streams = consumers / kinds
     packets = delta("parley_sfu_forwarded_packets_total")
+    frames = delta("parley_sfu_forwarded_frames_total")
     latency = "parley_sfu_forward_latency_seconds"
     return {
         "window_s": wall,
@@ -259,6 +269,10 @@ def _window_figures(a: Sample, b: Sample, kinds: int) -> dict[str, Any]:
         "packets_per_cpu_s": packets / node_cpu if packets and node_cpu else None,
         "mbit_per_s": delta("parley_sfu_forwarded_bytes_total") * 8 / wall / 1e6,
         "frames_handed_out_per_s": delta(f"{latency}_count") / wall,
+        "bytes_per_frame": delta("parley_sfu_forwarded_bytes_total") / frames if frames else None,
+        "packets_per_frame": packets / frames if frames else None,
+        "keyframe_requests_per_s": delta("parley_sfu_keyframe_requests_received_total") / wall,
+        "retransmitted_per_s": delta("parley_sfu_retransmitted_packets_total") / wall,
         "udp_receive_buffer_drops": b.udp_drops - a.udp_drops,
         "latency_p50_s": histogram_quantile(a.metrics, b.metrics, latency, 0.5),
         "latency_p99_s": histogram_quantile(a.metrics, b.metrics, latency, 0.99),
@@ -280,6 +294,7 @@ def _load_figures(load: Load, out: dict[str, Any]) -> dict[str, Any]:
         "join_to_first_frame_p50_s": out["join_to_first_frame_p50"],
         "join_to_first_frame_p99_s": out["join_to_first_frame_p99"],
         "clip_bitrate": out["clip_bitrate"],
+        "clip_bytes_per_frame": float(out["clip_bitrate"]) / 8 / fps,
         "loadtest_window_s": out["measured_seconds"],
     }
 
@@ -501,15 +516,31 @@ def _saturation_rows(s: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _video_load(plan: Plan) -> Any:
+    def load_of(subscribers: int, prefix: str) -> Load:
+        return Load(publishers=1, subscribers=subscribers, audio=False, window=plan.step_window,
+                    prefix=prefix)
+
+    return load_of
+
+
 async def _measure(plan: Plan) -> dict[str, Any]:
     return {"plan": asdict(plan), "nproc": len(os.sched_getaffinity(0)),
-            "compare": await compare(plan), "saturation": await saturation(plan)}
+            "compare": await compare(plan),
+            "send_path": await send_path_phase(
+                plan.fan_outs, encode_video(seconds=2.0, bitrate=1_000_000),
+                plan.send_path_seconds),
+            "fast_path": await fast_path_phase(plan.fan_outs, plan.step_window, FORWARD_CONFIG,
+                                               measure, _video_load(plan)),
+            "saturation": await saturation(plan)}
 
 
 def run(*, quick: bool = False) -> SuiteResult:
     plan = QUICK if quick else FULL
     started = time.monotonic()
     figures = asyncio.run(_measure(plan))
-    rows = _compare_rows(figures["compare"]) + _saturation_rows(figures["saturation"])
+    rows = (_compare_rows(figures["compare"]) + send_path_rows(figures["send_path"])
+            + fast_path_rows(figures["fast_path"])
+            + _saturation_rows(figures["saturation"]))
     return SuiteResult(name=NAME, rows=rows, figures=figures,
                        seconds=time.monotonic() - started)

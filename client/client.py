@@ -17,6 +17,11 @@ reconnects by itself (client/reconnect.py): it joins again with its resume token
 keeps its participant id and, on stage, its place; it publishes its tracks again and
 answers the new subscriber offer. Given several node URLs, it moves to the next one when
 a node is draining or does not hold the room. ``rejoined`` receives each later ``joined``.
+
+When one media connection fails (``connection-failed``, or its own publish connection
+failing), the socket stays: the client publishes the same tracks again on a new publish
+connection (retrying with the same back-off while that is refused), or answers the
+node's next subscriber offer on a new subscribe connection.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from aiortc import (
 
 from client.counting import AudioFrameCounter, VideoFrameCounter
 from client.hooks import redirect_keyframe_requests, replace_jitter_buffer
+from client.light import LightReceiver
 from client.reconnect import (
     FINAL_CLOSE_CODES,
     FINAL_DISCONNECTS,
@@ -76,11 +82,14 @@ class RemoteTrack:
 
 class ParleyClient:
     def __init__(self, url: str | Sequence[str], token: str, *, media: bool = True,
-                 decode: bool = True, reconnect: bool = True) -> None:
+                 decode: bool = True, reconnect: bool = True,
+                 light: LightReceiver | None = None) -> None:
         """``url``: a node, or several of one cluster (the first is used until a node
         sends the client on). ``decode=False``: remote tracks are reassembled and counted,
         never decoded (``frame_counts``, ``first_frame_at``); for load generation.
-        ``reconnect=False``: a lost socket ends the client."""
+        ``reconnect=False``: a lost socket ends the client. ``light``: every RTP packet
+        the subscribe connection receives goes to it (client/light.py) instead of
+        aiortc's receivers; no track delivers anything."""
         self._nodes = Nodes([url] if isinstance(url, str) else list(url))
         self._token = token
         self._auto = reconnect
@@ -97,8 +106,11 @@ class ParleyClient:
         self.rejoined: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         """The ``joined`` reply of every reconnection, in order."""
         self.reconnects = 0
+        self.republished = 0
+        """Publish connections replaced after a failure, the socket kept."""
         self._media = media
         self._decode = decode
+        self.light = light
         self.frame_counts: dict[str, int] = {}
         self.first_frame_at: dict[str, float] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -202,6 +214,26 @@ class ParleyClient:
             if pc is not None:
                 await pc.close()
 
+    async def _publish_again(self) -> None:
+        """Publish what was published on a new connection, on the same socket."""
+        published, self._published = self._published, []
+        tracks, sources = zip(*published, strict=True)
+        attempt = 0
+        while not self.closed and self._live and self.publisher is None:
+            try:
+                await self.publish(*tracks, sources=list(sources))
+            except (ClientError, ConnectionError, TimeoutError):
+                pc, self.publisher, self._published = self.publisher, None, []
+                if pc is not None:
+                    await pc.close()
+                attempt += 1
+                await asyncio.sleep(delay(attempt, soon=False))
+                continue
+            self.republished += 1
+            return
+        if self.publisher is None and not self._published:
+            self._published = published  # for the reconnection that takes over
+
     async def _republish(self, joined: dict[str, Any]) -> None:
         if self._published and joined["grants"].get("can_publish"):
             tracks, sources = zip(*self._published, strict=True)
@@ -254,7 +286,25 @@ class ParleyClient:
             self._soon = True
         elif mtype == "disconnect" and data.get("reason") in FINAL_DISCONNECTS:
             self._final = True
+        elif mtype == "connection-failed":
+            self._media_failed(str(data.get("target")))
         self.events.put_nowait(data)
+
+    def _media_failed(self, target: str) -> None:
+        """One media connection is gone (the node closed its side): drop ours. The node's
+        next subscriber offer, handled after this, starts a new subscribe connection."""
+        if target == "subscriber":
+            pc, self.subscriber = self.subscriber, None
+            self._channel, self._mapping = None, {}
+            self.remote.clear()
+        elif target == "publisher":
+            pc, self.publisher = self.publisher, None
+            if pc is not None and self._published:
+                self._spawn(self._publish_again())
+        else:
+            return
+        if pc is not None:
+            self._spawn(pc.close())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -282,7 +332,7 @@ class ParleyClient:
                 transceiver = next((t for t in pc.getTransceivers()
                                     if t.receiver.track is track), None)
                 mid = str(transceiver.mid) if transceiver is not None else ""
-                if not self._decode and transceiver is not None:
+                if not self._decode and self.light is None and transceiver is not None:
                     self._count_frames(transceiver.receiver, track.kind, mid)
                 info = self._mapping.get(mid, {})
                 remote = RemoteTrack(track=track, track_id=str(info.get("track", "")),
@@ -334,6 +384,8 @@ class ParleyClient:
                     participant=str(info.get("participant", "")), kind=remote.kind, mid=mid)
                 self.tracks.put_nowait(self.remote[mid])
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+        if self.light is not None:
+            self.light.attach(pc)
         await pc.setLocalDescription(await pc.createAnswer())
         await self.request({"type": "answer", "sdp": pc.localDescription.sdp})
 
@@ -345,7 +397,7 @@ class ParleyClient:
                       sources: list[str] | None = None) -> list[dict[str, Any]]:
         """Publish tracks on the publish connection; returns the server's track infos."""
         if self.publisher is None:
-            self.publisher = RTCPeerConnection(self._config)
+            self.publisher = self._new_publisher()
         pc = self.publisher
         added = [pc.addTransceiver(Republishable(t), direction="sendonly") for t in tracks]
         self._published += [(t, sources[i] if sources and i < len(sources) else "")
@@ -355,6 +407,18 @@ class ParleyClient:
             if callable(restart):  # pre-encoded: a key-frame request restarts the clip
                 redirect_keyframe_requests(transceiver.sender, restart)
         return await self._offer(added, sources)
+
+    def _new_publisher(self) -> RTCPeerConnection:
+        pc = RTCPeerConnection(self._config)
+
+        @pc.on("connectionstatechange")
+        def changed() -> None:
+            # Failed on this side first (the node has not noticed): publish again on a
+            # new connection; the node replaces its side when the new offer comes.
+            if pc is self.publisher and pc.connectionState == "failed":
+                self._media_failed("publisher")
+
+        return pc
 
     async def _offer(self, added: list[Any], sources: list[str] | None) -> list[dict[str, Any]]:
         pc = self.publisher

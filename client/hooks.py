@@ -10,16 +10,44 @@ point so that an upgrade which moves one fails loudly.
   waits idle and nothing is decoded.
 - Sender: a receiver's PLI/FIR calls ``RTCRtpSender._send_keyframe``; a
   pre-encoded track replaces it to restart its clip at the key frame.
+- DTLS transport (light receiving, client/light.py): ``RTCDtlsTransport._recv_next``
+  unprotects each SRTP packet and awaits ``self._handle_rtp_data(data,
+  arrival_time_ms=...)``, which parses it and routes it to a receiver. Replacing
+  that method on one transport instance hands the decrypted packets to a plain
+  callback instead: no parse into ``RtpPacket``, no receiver, no jitter buffer,
+  no NACK. RTCP keeps its own path (``_handle_rtcp_data``).
+- ICE connection (light receiving, earlier still): aioice hands every datagram
+  that is not STUN to ``Connection.data_received(data, component)``, which
+  queues it for the DTLS transport's receive loop. Once DTLS-SRTP is up
+  (``RTCDtlsTransport._rx_srtp`` set), ``divert_rtp`` unprotects SRTP packets
+  right there and calls the callback, so a packet costs no queue, no task
+  wake-up and no trip through ``_recv_next``; DTLS, SRTCP and data channel
+  datagrams are queued as before. At the first such packet, each of the
+  connection's ``StunProtocol``s (``Connection._protocols``) gets a
+  ``datagram_received`` that hands RTP and RTCP (first byte 128-191, never STUN,
+  RFC 7983) straight to the connection instead of first trying to parse them as
+  STUN, which costs a raised ``ValueError`` per packet.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCRtpReceiver, RTCRtpSender
+import pylibsrtp
+from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
+from aiortc.rtp import is_rtcp
 
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+_RTP_DISPATCH = "_handle_rtp_data"
+_ICE_CONNECTION = "_connection"
+_ICE_DATA = "data_received"
+_RX_SRTP = "_rx_srtp"
+_ICE_PROTOCOLS = "_protocols"
+
+RtpCallback = Callable[[bytes], None]
+"""Called with each decrypted RTP packet (header and payload) a transport receives."""
 
 
 class HookError(RuntimeError):
@@ -40,3 +68,63 @@ def redirect_keyframe_requests(sender: RTCRtpSender, callback: Callable[[], None
     if not callable(getattr(sender, "_send_keyframe", None)):
         raise HookError("RTCRtpSender._send_keyframe is gone")
     sender._send_keyframe = callback  # type: ignore[method-assign]
+
+
+def divert_rtp(transport: RTCDtlsTransport, callback: RtpCallback) -> None:
+    """Give each RTP packet ``transport`` decrypts to ``callback`` instead of aiortc's
+    receivers. Install it before media flows (after ``setRemoteDescription``); RTCP,
+    DTLS and data channels are untouched. Installing twice replaces the callback."""
+    if not inspect.iscoroutinefunction(getattr(RTCDtlsTransport, _RTP_DISPATCH, None)):
+        raise HookError(f"RTCDtlsTransport.{_RTP_DISPATCH} is gone")
+
+    async def dispatch(data: bytes, arrival_time_ms: int) -> None:
+        callback(data)
+
+    setattr(transport, _RTP_DISPATCH, dispatch)
+    _divert_at_ice(transport, callback)
+
+
+def _divert_at_ice(transport: RTCDtlsTransport, callback: RtpCallback) -> None:
+    connection = getattr(transport.transport, _ICE_CONNECTION, None)
+    queue = getattr(connection, _ICE_DATA, None)
+    if not callable(queue):
+        raise HookError(f"RTCIceTransport.{_ICE_CONNECTION}.{_ICE_DATA} is gone")
+    queue = getattr(queue, "queued", queue)  # installed twice: wrap the original only
+
+    patched = False
+
+    def data_received(data: bytes, component: int) -> None:
+        nonlocal patched
+        srtp = getattr(transport, _RX_SRTP, None)
+        if srtp is None or not 127 < data[0] < 192 or is_rtcp(data):
+            queue(data, component)
+            return
+        if not patched:
+            patched = True
+            for protocol in getattr(connection, _ICE_PROTOCOLS, ()):
+                _skip_stun_parsing(protocol)
+        try:
+            plain = srtp.unprotect(data)
+        except pylibsrtp.Error:
+            return
+        callback(plain)
+
+    data_received.queued = queue  # type: ignore[attr-defined]
+    setattr(connection, _ICE_DATA, data_received)
+
+
+def _skip_stun_parsing(protocol: Any) -> None:
+    if getattr(protocol.datagram_received, "stun_skipped", False):
+        return
+    original = protocol.datagram_received
+    connection = protocol.receiver
+    component = protocol.local_candidate.component
+
+    def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+        if 127 < data[0] < 192:
+            connection.data_received(data, component)
+        else:
+            original(data, addr)
+
+    datagram_received.stun_skipped = True  # type: ignore[attr-defined]
+    protocol.datagram_received = datagram_received

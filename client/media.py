@@ -12,6 +12,7 @@ import fractions
 import math
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +110,7 @@ class EncodedTrack(MediaStreamTrack):
     def __init__(self, clip: EncodedClip, loops: int | None = None) -> None:
         super().__init__()
         self.kind = clip.kind
-        self._clip = clip
+        self.clip = clip
         self._loops = loops
         self._index = 0
         self._count = 0
@@ -118,6 +119,9 @@ class EncodedTrack(MediaStreamTrack):
         self.sent: list[bytes] = []
         """Every frame handed to the sender, for tests (bounded by ``keep``)."""
         self.keep = 0
+        self.on_frame: Callable[[bytes], None] | None = None
+        """Called with each frame as it is handed to the sender (client/light.py ``SendLog``)."""
+        self.frames_sent = 0
 
     def restart(self) -> None:
         """Next frame is the key frame (call on a key-frame request)."""
@@ -126,20 +130,23 @@ class EncodedTrack(MediaStreamTrack):
     async def recv(self) -> Any:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._loops is not None and self._count >= self._loops * len(self._clip.frames):
+        if self._loops is not None and self._count >= self._loops * len(self.clip.frames):
             self.stop()
             raise MediaStreamError
         if self._start is None:
             self._start = time.monotonic()
-        wait = self._start + self._count / self._clip.fps - time.monotonic()
+        wait = self._start + self._count / self.clip.fps - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        data = self._clip.frames[self._index]
+        data = self.clip.frames[self._index]
         packet = av.Packet(data)
-        packet.pts = int(self._count * self._clip.clock / self._clip.fps)
+        packet.pts = int(self._count * self.clip.clock / self.clip.fps)
         packet.time_base = self._time_base
-        self._index = (self._index + 1) % len(self._clip.frames)
+        self._index = (self._index + 1) % len(self.clip.frames)
         self._count += 1
         if len(self.sent) < self.keep:
             self.sent.append(data)
+        self.frames_sent += 1
+        if self.on_frame is not None:
+            self.on_frame(data)
         return packet

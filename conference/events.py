@@ -180,6 +180,9 @@ class ConnectionFailed:
 
     room: RoomName
     target: str
+    """``publisher`` or ``subscriber``."""
+    reason: str
+    """Why (sfu.transport.Failure): consent_expired, ice_failed, dtls_failed, closed."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,7 +37,12 @@ from sfu.producer import Producer
 from sfu.router import Router, Speakers
 from sfu.stats import ForwardingStats
 from sfu.tasks import TaskSet
-from sfu.transport import PublishTransport, SubscribeTransport, read_client_description
+from sfu.transport import (
+    Failure,
+    PublishTransport,
+    SubscribeTransport,
+    read_client_description,
+)
 
 log = logging.getLogger("parley.media")
 
@@ -53,6 +58,8 @@ class ParticipantMedia:
     producers: dict[TrackId, Producer] = field(default_factory=dict)
     quality: str | None = None
     stream_states: dict[TrackId, tuple[str, int | None]] = field(default_factory=dict)
+    track_sizes: dict[TrackId, tuple[int, int]] = field(default_factory=dict)
+    """Size each received video is shown at (``track-size``), while it is received."""
 
 
 class RoomMedia:
@@ -79,36 +86,45 @@ class RoomMedia:
             return
         member = ParticipantMedia(participant=participant)
         self.members[participant.id] = member
-        pid = participant.id
-        member.subscriber = self.router.create_subscribe_transport(
-            {"participant": pid},
-            on_offer=lambda sdp, tracks: self._deliver(
-                pid, SubscriberOffer(room=self.room.name, sdp=sdp, tracks=tracks)),
-            on_data=lambda text: self._data_from(pid, text),
-        )
-        member.subscriber.on_failed = lambda: self._failed(pid, "subscriber")
-        channel = member.subscriber
-
-        def over_channel(event: DataReceived) -> bool:
-            return channel.send_data(json.dumps({
-                "from": event.sender, "identity": event.sender_identity,
-                "topic": event.topic, "payload": event.payload}))
-
-        participant.set_data_route(over_channel)
         known = tuple((m.participant.id, m.quality) for m in self.members.values()
                       if m.quality is not None and not m.participant.hidden)
         if known:  # a late joiner learns everyone's current quality at once
             participant.deliver(ConnectionQualityChanged(room=self.room.name, updates=known))
         if participant.grants.can_subscribe:
             live = {tid for m in self.members.values() for tid in m.producers}
-            wanted = participant.subscriptions = {
+            participant.subscriptions = {
                 tid: state for tid, state in participant.subscriptions.items() if tid in live}
-            for other in self.members.values():
-                for tid, producer in other.producers.items():
-                    if other.participant.id != pid and wanted.get(tid) != "unsubscribed":
-                        self._consume(member, tid, producer)
-                        if wanted.get(tid) == "paused":
-                            member.consumers[tid].pause()
+        self._open_subscriber(member)
+
+    def _open_subscriber(self, member: ParticipantMedia) -> None:
+        """A new subscribe connection carrying every track the participant receives
+        (its paused and unsubscribed choices kept)."""
+        participant = member.participant
+        pid = participant.id
+        transport = self.router.create_subscribe_transport(
+            {"participant": pid},
+            on_offer=lambda sdp, tracks: self._deliver(
+                pid, SubscriberOffer(room=self.room.name, sdp=sdp, tracks=tracks)),
+            on_data=lambda text: self._data_from(pid, text),
+        )
+        transport.on_failed = lambda reason: self._failed(pid, transport, reason)
+        member.subscriber = transport
+
+        def over_channel(event: DataReceived) -> bool:
+            return transport.send_data(json.dumps({
+                "from": event.sender, "identity": event.sender_identity,
+                "topic": event.topic, "payload": event.payload}))
+
+        participant.set_data_route(over_channel)
+        if not participant.grants.can_subscribe:
+            return
+        wanted = participant.subscriptions
+        for other in self.members.values():
+            for tid, producer in other.producers.items():
+                if other.participant.id != pid and wanted.get(tid) != "unsubscribed":
+                    self._consume(member, tid, producer)
+                    if wanted.get(tid) == "paused":
+                        member.consumers[tid].pause()
 
     def detach(self, pid: ParticipantId) -> None:
         """The participant left: close its connections (in a task this object owns)."""
@@ -142,13 +158,21 @@ class RoomMedia:
         sending = offer.sending
         if self.members.get(pid) is not member or not self._may_publish(member.participant):
             raise ConferenceError(ConferenceCode.PERMISSION_DENIED, "no permission to publish")
+        if member.publisher is not None:
+            member.publisher.check_failed()  # one that ended unnoticed goes now
+        if member.publisher is not None and member.publisher.from_another_peer(offer):
+            # The client's new peer connection replaces this one, once the offer passes
+            # the checks that need no peer connection (its tracks then end, freeing room).
+            member.publisher.check_offer(offer)
+            self.room.check_new_tracks(pid, len(sending) - len(member.producers))
+            self._end_publisher(member)
         known = set(member.publisher.producers) if member.publisher is not None else set()
         self.room.check_new_tracks(pid, sum(1 for s in sending if s.mid not in known))
         if member.publisher is None:
-            member.publisher = self.router.create_publish_transport(
+            transport = member.publisher = self.router.create_publish_transport(
                 {"participant": pid}, on_producer=lambda p: self._produced(pid, p),
                 may_publish=may_publish)
-            member.publisher.on_failed = lambda: self._failed(pid, "publisher")
+            transport.on_failed = lambda reason: self._failed(pid, transport, reason)
         before = set(member.producers)
         answer = await member.publisher.handle_offer(offer, tracks)
         return answer, [t for t in member.producers if t not in before]
@@ -226,6 +250,8 @@ class RoomMedia:
 
     # -- subscribing -----------------------------------------------------------
     def _consume(self, member: ParticipantMedia, tid: TrackId, producer: Producer) -> None:
+        if member.subscriber is not None:
+            member.subscriber.check_failed()  # one that ended unnoticed is replaced first
         if member.subscriber is None or tid in member.consumers:
             return
         try:
@@ -235,14 +261,14 @@ class RoomMedia:
         except SfuError as err:  # its connection is gone: the others still get the track
             if err.code is not SfuCode.CLOSED:
                 raise
-            self._failed(member.participant.id, "subscriber")
-            return
+            return  # noticing the end replaced the connection (see _failed), track included
         member.consumers[tid] = consumer
         previous = consumer.on_close
 
         def closed(c: Consumer) -> None:
             if member.consumers.get(tid) is c:
                 del member.consumers[tid]
+                member.track_sizes.pop(tid, None)
             if previous is not None:
                 previous(c)
 
@@ -276,6 +302,16 @@ class RoomMedia:
             consumer.pause()
         else:
             consumer.resume()
+
+    def set_track_size(self, pid: ParticipantId, tid: TrackId, width: int, height: int) -> None:
+        """Kept for the subscription's consumer (the layer allocator's input); a track the
+        participant does not receive (any more) is ignored: tiles resize while tracks go."""
+        member = self._member(pid)
+        consumer = member.consumers.get(tid)
+        if consumer is None or consumer.kind != "video":
+            return
+        member.track_sizes[tid] = (width, height)
+        consumer.render_size = (width, height)
 
     async def answer(self, pid: ParticipantId, sdp: str) -> None:
         member = self._member(pid)
@@ -374,21 +410,55 @@ class RoomMedia:
         out["published"] = {
             tid: {"kind": p.kind, "bitrate": int(p.link.bitrate), "remb_target": p.link.target,
                   "frames_in": p.frames_in, "stalled": p.stalled}
+            | ({"layers": p.layer_info()} if p.layers else {})
             for tid, p in member.producers.items()}
+        received = {tid: {"layer": c.switch.current, "target": c.switch.target,
+                          "tile": list(c.render_size) if c.render_size else None}
+                    for tid, c in member.consumers.items() if c.switch is not None}
+        if received:
+            out["received"] = received
         return out
 
-    def _failed(self, pid: ParticipantId, target: str) -> None:
+    def _failed(self, pid: ParticipantId, transport: PublishTransport | SubscribeTransport,
+                reason: Failure) -> None:
+        """A connection ended by itself: close it, tell the participant, and for a
+        subscribe connection open the next one at once (publishing waits for the
+        client's next offer)."""
         member = self.members.get(pid)
-        if member is None:
+        if member is None or self.closed:
             return
-        transport: PublishTransport | SubscribeTransport | None
-        if target == "publisher":
-            transport, member.publisher = member.publisher, None
+        if transport is member.publisher:
+            self._end_publisher(member)
+            target = "publisher"
+        elif transport is member.subscriber:
+            member.subscriber = None
+            member.participant.set_data_route(None)
+            member.consumers.clear()  # closed with their transport
+            member.stream_states.clear()
+            self._tasks.spawn(self.router.close_transport(transport))
+            target = "subscriber"
         else:
-            transport, member.subscriber = member.subscriber, None
+            return
+        log.info("media connection failed", extra={"participant": pid, "target": target,
+                                                    "reason": reason.value})
+        if self._metrics is not None:
+            self._metrics.media_failures.labels(target=target, reason=reason.value).inc()
+        self._deliver(pid, ConnectionFailed(room=self.room.name, target=target,
+                                            reason=reason.value))
+        if target == "subscriber":
+            self._open_subscriber(member)  # its offer follows the event
+
+    def _end_publisher(self, member: ParticipantMedia) -> None:
+        """Close the publish connection; its tracks end for everyone now, so that the
+        client's next offer publishes them anew."""
+        transport, member.publisher = member.publisher, None
+        pid = member.participant.id
+        for tid, producer in list(member.producers.items()):
+            producer.paused = True
+            del member.producers[tid]
+            self.room.track_ended(pid, tid)
         if transport is not None:
             self._tasks.spawn(self.router.close_transport(transport))
-        self._deliver(pid, ConnectionFailed(room=self.room.name, target=target))
 
     def counts(self) -> dict[str, int]:
         c = self.router.counts()

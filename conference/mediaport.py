@@ -58,6 +58,10 @@ class MediaPort(Protocol):
     def set_subscription(self, pid: ParticipantId, tid: TrackId, state: str) -> None:
         """``subscribed`` | ``paused`` | ``unsubscribed`` for one track."""
 
+    def set_track_size(self, pid: ParticipantId, tid: TrackId, width: int, height: int) -> None:
+        """The size (device pixels) at which the participant shows a received video track;
+        0x0: not shown. A track it does not receive is ignored."""
+
     # -- observation ------------------------------------------------------------
     def stats(self, pid: ParticipantId) -> dict[str, Any]:
         """Per-participant link statistics (the admin API)."""
@@ -111,6 +115,9 @@ class NoMedia:
         raise _disabled()
 
     def set_subscription(self, pid: ParticipantId, tid: TrackId, state: str) -> None:
+        raise _disabled()
+
+    def set_track_size(self, pid: ParticipantId, tid: TrackId, width: int, height: int) -> None:
         raise _disabled()
 
     def stats(self, pid: ParticipantId) -> dict[str, Any]:

@@ -51,6 +51,12 @@ class ConferenceMetrics:
             ["reason"],
             registry=registry,
         )
+        self.media_failures = Counter(
+            "parley_sfu_connection_failures",
+            "Media connections that ended by themselves and were replaced, by target and reason",
+            ["target", "reason"],
+            registry=registry,
+        )
 
 
 MediaSnapshot = Callable[[], tuple[ForwardingStats, dict[str, int]]]
@@ -72,6 +78,12 @@ class MediaCollector(Collector):
                                   "RTP packets sent to subscribers", value=stats.packets_out)
         yield CounterMetricFamily("parley_sfu_forwarded_bytes",
                                   "Payload bytes sent to subscribers", value=stats.bytes_out)
+        yield CounterMetricFamily("parley_sfu_retransmitted_packets",
+                                  "RTP packets sent again for subscribers' NACKs (fast path)",
+                                  value=stats.packets_retransmitted)
+        yield CounterMetricFamily("parley_sfu_keyframe_requests_received",
+                                  "PLI/FIR received from subscribers",
+                                  value=stats.keyframe_requests)
         buckets, total = [], 0
         for bound, count in zip((*LATENCY_BUCKETS, float("inf")), stats.latency_counts,
                                 strict=True):

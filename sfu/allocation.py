@@ -9,7 +9,11 @@ sfu/linkstats.py compute on the numbers, and apply its decisions:
    REMB and send rate (sfu/bandwidth.py);
 2. its video consumers get a temporal-layer cap, or are paused, from their
    share of the estimate (audio is reserved first: audio always flows), unless
-   ``serve`` (the router's renditions, sfu/rendition.py) takes them on;
+   ``serve`` (the router's renditions, sfu/rendition.py) takes them on; consumers
+   of simulcast producers instead share their part of the estimate through
+   sfu/layeralloc.py: one layer each (``describe``, from the router, says what
+   each costs, how wide each is and what the tile needs), paused only when even
+   the lowest layer does not fit;
 3. every video publisher gets a REMB target that its subscribers can take,
    within [floor, max], and never above what its own link carried.
 """
@@ -20,6 +24,7 @@ from collections.abc import Callable, Iterable
 
 from sfu.bandwidth import BandwidthConfig
 from sfu.consumer import Consumer
+from sfu.layeralloc import Demand, choose_layers
 from sfu.linkstats import (
     PublisherSample,
     SubscriberLink,
@@ -33,31 +38,80 @@ Serve = Callable[[Consumer, float, "int | None"], bool]
 """Serve a consumer from a rendition (True) or leave it to layers/pause (False);
 called with the consumer, its link's share and layer cap."""
 
+Describe = Callable[[Consumer], "Demand | None"]
+"""A consumer of a simulcast producer as the layer allocator sees it (None: not one)."""
+
 
 def allocate_subscriber(link: SubscriberLink, consumers: Iterable[Consumer],
                         config: BandwidthConfig, now: float, dt: float, *, bytes_sent: int,
-                        remb: int | None, serve: Serve | None = None) -> SubscriberLink:
-    """Update one subscriber link and cap, pause or serve each of its video consumers."""
+                        remb: int | None, serve: Serve | None = None,
+                        describe: Describe | None = None) -> SubscriberLink:
+    """Update one subscriber link and cap, pause, serve or choose a layer for each of its
+    video consumers."""
     every = list(consumers)
     active = [c for c in every if not c.paused]
     videos = [c for c in active if c.kind == "video"]
+    layered = [(c, d) for c in videos if c.switch is not None and describe is not None
+               and (d := describe(c)) is not None]
+    link.layered_only = bool(videos) and len(layered) == len(videos)
     sample = SubscriberSample(
         bytes_sent=bytes_sent, remb=remb, video_streams=len(videos),
         audio_streams=sum(1 for c in active if c.kind == "audio"), consuming=bool(every))
     update_subscriber(link, sample, config, now, dt)
+    simulcast = {c for c, _ in layered}
     for consumer in videos:
+        if consumer in simulcast:
+            continue
         if serve is None or not serve(consumer, link.share, link.max_layer):
             consumer.set_layer(link.max_layer)
     link.on_rendition = any(c.rendition is not None for c in videos)
+    _choose_layers(link, layered)
     return link
+
+
+TEMPORAL_SHARE = ((1, 0.6), (0, 0.35))
+"""Part of a layer's bitrate left with VP8 temporal layers up to 1 and 0 (L1T3)."""
+
+
+def _choose_layers(link: SubscriberLink, layered: list[tuple[Consumer, Demand]]) -> None:
+    """Simulcast consumers share their part of the link (``share`` each) layer by layer.
+
+    A video whose lowest layer does not fit stays on it at a lower frame rate (temporal
+    layers 0-1, or 0) when that fits, and is paused only when even that does not fit; a
+    paused one comes back when the lowest layer fits at half its frame rate (hysteresis).
+    """
+    capacity = link.share * len(layered)
+    choice = choose_layers(capacity, [d for _, d in layered])
+    spare = capacity - choice.bitrate
+    level = 0
+    for consumer, demand in layered:
+        layer = choice.layers[demand.key]
+        temporal: int | None = 2
+        if layer is None:
+            layer = next((i for i, c in enumerate(demand.layers) if c.active), 0)
+            lowest = demand.layers[layer].bitrate
+            fits = [t for t, part in TEMPORAL_SHARE if lowest * part <= spare
+                    and (t == 1 or not consumer.bandwidth_paused)]
+            temporal = fits[0] if fits else None
+            spare -= lowest * dict(TEMPORAL_SHARE).get(temporal if temporal is not None else -1, 0)
+        if consumer.rendition is not None:
+            consumer.leave_rendition()
+        consumer.set_layer(temporal)
+        if temporal is not None and consumer.switch is not None:
+            consumer.switch.set_target(layer)
+            level += layer + 1
+    link.layered_level = level
+    link.layered_more = choice.wanted_more
 
 
 def allocate_publisher(producer: Producer, config: BandwidthConfig, dt: float) -> int:
     """The REMB target for one video producer."""
     counter = getattr(producer.assembler, "counter", None)
     # (consumers paused by their subscriber do not count; paused for bandwidth do)
-    shares = tuple(c.link.share for c in producer.consumers
-                   if c.link is not None and not c.paused and c.rendition is None)
+    # (a simulcast publisher is not capped by its subscribers: each takes the layer it can)
+    shares = () if producer.layers else tuple(
+        c.link.share for c in producer.consumers
+        if c.link is not None and not c.paused and c.rendition is None)
     sample = PublisherSample(
         bytes_in=producer.bytes_in, shares=shares, own_estimate=producer.publisher_estimate(),
         loss=counter.interval_loss() if counter is not None else None)

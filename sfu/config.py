@@ -42,10 +42,17 @@ class SfuConfig:
     """Active-speaker updates are sent at most this often."""
     active_speaker_threshold: int = 50
     """Audio level (-dBov, 0 loudest … 127 silence) below which a speaker counts as active."""
+    consent_timeout: float = 30.0
+    """ICE consent (RFC 7675): a media connection whose client has answered no consent
+    check for this many seconds is closed, the client told (``connection-failed``)."""
     consumer_queue: int = 64
     """Frames queued per subscriber before it is resynchronised with a key frame."""
     bandwidth: BandwidthConfig = field(default_factory=BandwidthConfig)
     """Estimation and adaptation (the top-level ``bandwidth`` config section)."""
+    fast_path: bool = True
+    """Send forwarded media with the SFU's own per-producer fan-out (sfu/fastpath.py: each
+    frame cut once, RTP headers from a per-subscriber template, sent at once). Off:
+    aiortc's sender, one task per subscriber (kept as the benchmark's comparison)."""
     transcode: bool = False
     """Benchmark baseline only: decode each track once and re-encode it for every
     subscriber (what aiortc's MediaRelay does) instead of forwarding."""
@@ -63,6 +70,8 @@ class SfuConfig:
         """Raise ValueError naming the first unusable setting."""
         if not 0 <= self.udp_port <= 65535:
             raise ValueError("udp_port: 0-65535")
+        if self.consent_timeout < 1:
+            raise ValueError("consent_timeout: at least 1 second")
         if self.max_tracks_per_connection < 1:
             raise ValueError("max_tracks_per_connection: at least 1")
         CandidateFilter.of(self.candidate_allow, self.candidate_deny)

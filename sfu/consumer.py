@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,9 +13,13 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from sfu.encoded import EncodedFrame, ForwardedFrame
+from sfu.fastpath import Outbound
+from sfu.layerswitch import LayerSwitch, Verdict
 from sfu.linkstats import SubscriberLink
 from sfu.rendition import RenditionSet, Tier
 from sfu.stats import ForwardingStats
+
+log = logging.getLogger("parley.sfu.consumer")
 
 VIDEO_CLOCK = 90000
 AUDIO_CLOCK = 48000
@@ -25,6 +30,10 @@ class SlotTrack(MediaStreamTrack):
 
     Consumers attach and detach; the slot keeps the RTP timestamp line
     continuous across them, so a reused m-line never jumps backwards.
+
+    With :attr:`outbound` set (the fast path, ``SfuConfig.fast_path``) a pushed
+    frame is sent at once by it; else it is queued for aiortc's sender, which
+    reads it with :meth:`recv`.
     """
 
     def __init__(self, kind: str, queue_size: int, stats: ForwardingStats | None = None) -> None:
@@ -39,8 +48,11 @@ class SlotTrack(MediaStreamTrack):
         self.consumer: Consumer | None = None
         self.frames_out = 0
         self.on_keyframe_request: Callable[[], None] = self._keyframe_request
+        self.outbound: Outbound | None = None
+        """The fast path's sender of this m-line, if it has one."""
 
     def _keyframe_request(self) -> None:
+        self._stats.keyframe_requests += 1
         if self.consumer is not None:
             self.consumer.keyframe_requested()
 
@@ -55,18 +67,29 @@ class SlotTrack(MediaStreamTrack):
     def attach(self, consumer: Consumer) -> None:
         self.consumer = consumer
         self._offset = None
+        if self.outbound is not None:
+            self.outbound.header.rebase()
         self._clear()
 
     def detach(self) -> None:
         self.consumer = None
         self._clear()
 
+    def rebase(self) -> None:
+        """The next frame comes from another encoding: continue the timestamp line."""
+        self._offset = None
+        if self.outbound is not None:
+            self.outbound.header.rebase()
+
     def _clear(self) -> None:
         while not self._queue.empty():
             self._queue.get_nowait()
 
     def push(self, frame: EncodedFrame) -> bool:
-        """Queue a frame; False when the queue is full (the frame is dropped)."""
+        """Queue (or send) a frame; False when it is dropped: the queue is full, or the
+        fast path's connection is not up yet."""
+        if self.outbound is not None:
+            return self._send(self.outbound, frame)
         if self._offset is None:
             step = 3000 if self.kind == "video" else 960
             self._offset = self._last_pts + step - frame.timestamp
@@ -88,6 +111,16 @@ class SlotTrack(MediaStreamTrack):
         self._last_pts = pts
         self.frames_out += 1
         return True
+
+    def _send(self, outbound: Outbound, frame: EncodedFrame) -> bool:
+        try:
+            sent = outbound.send_frame(frame)
+        except Exception:  # never into the publisher's receive path
+            log.exception("fast path send failed")
+            return False
+        if sent:
+            self.frames_out += 1
+        return sent
 
 
 class Consumer:
@@ -129,6 +162,11 @@ class Consumer:
         self.rendition: RenditionSet | None = None
         """Served from a shared low-bitrate rendition instead of the original stream."""
         self.rendition_tier: Tier | None = None
+        self.switch: LayerSwitch | None = None
+        """Which simulcast layer this consumer receives (set for a simulcast producer)."""
+        self.render_size: tuple[int, int] | None = None
+        """(width, height) in device pixels the subscriber shows this video at, when it
+        said; (0, 0): not shown."""
         slot.attach(self)
 
     @property
@@ -172,6 +210,12 @@ class Consumer:
     def deliver(self, frame: EncodedFrame) -> None:
         if self.paused or self.closed or self.bandwidth_paused or self.rendition is not None:
             return
+        if frame.layer is not None and self.switch is not None:
+            verdict = self.switch.accept(frame.layer, frame.keyframe)
+            if verdict is Verdict.DROP:
+                return
+            if verdict is Verdict.SWITCH:
+                self._slot.rebase()
         if frame.tid is not None:
             if self._target_layer > self.layer and (frame.tid == 0 or frame.keyframe):
                 self.layer = self._target_layer

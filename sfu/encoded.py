@@ -25,6 +25,8 @@ class EncodedFrame:
     """``time.perf_counter()`` when the frame's last packet arrived."""
     decoded: tuple[Any, ...] = ()
     """Decoded frames; only in the transcoding baseline (``SfuConfig.transcode``)."""
+    layer: int | None = None
+    """Simulcast encoding the frame belongs to (0: the lowest); None without simulcast."""
 
 
 class ForwardedFrame:

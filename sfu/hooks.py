@@ -16,7 +16,8 @@ decoding or stalling.
   (``RTCRtpSender._next_encoded_frame``). A subscriber's PLI/FIR calls
   ``RTCRtpSender._send_keyframe``; the SFU replaces that method on its own
   senders to send the request upstream instead.
-- Key frames: ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)``.
+- Key frames: ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)``; repeated NACKs:
+  ``RTCRtpReceiver._send_rtcp_nack(media_ssrc, lost)`` (aiortc NACKs a gap once).
 - Bundling: with ``max-bundle`` the first object created (here the data
   channel's SCTP transport) owns the connection's one DTLS transport, but if
   a media m-line comes first in the offer aiortc "unbundles" the SCTP side on
@@ -27,7 +28,7 @@ decoding or stalling.
   node's one UDP port and announced address, see the last section).
 - ICE consent: ``aioice.ice.Connection.query_consent`` (per connection) is
   replaced by an RFC 7675 loop that retransmits its checks and gives up only
-  after 30 s without an answer (see the last section).
+  after ``sfu.consent_timeout`` (30 s) without an answer (see the last section).
 - RTCP: ``aiortc.rtp.unpack_remb_fci`` reads a REMB's SSRC list past the end of a
   short packet and raises ``struct.error``, which neither the DTLS transport's RTCP
   router nor the sender catch (they catch ``ValueError``): one malformed REMB from a
@@ -205,6 +206,11 @@ async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
     await receiver._send_rtcp_pli(media_ssrc)
 
 
+async def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: list[int]) -> None:
+    """Ask the publisher behind ``receiver`` to resend packets ``lost`` (generic NACK)."""
+    await receiver._send_rtcp_nack(media_ssrc, lost)
+
+
 def sender_encoder(sender: RTCRtpSender) -> Any:
     """The sender's codec object (it only packs for the SFU; see tests)."""
     return getattr(sender, _ENCODER_ATTR, None)
@@ -218,10 +224,15 @@ def mark_sctp_bundled(pc: RTCPeerConnection) -> None:
     sctp._bundled = True
 
 
+ReportCounters = tuple[int, int, int]
+"""(SSRC, cumulative packets lost, extended highest sequence number) of a report block."""
+
+
 def tap_sender_rtcp(sender: RTCRtpSender,
-                    on_report: Callable[[float, int, float | None], None]) -> None:
-    """Call ``on_report(fraction_lost 0..1, jitter, rtt seconds)`` for every receiver
-    report block about ``sender``'s stream, after aiortc has handled it."""
+                    on_report: Callable[[float, int, float | None, ReportCounters], None],
+                    ) -> None:
+    """Call ``on_report(fraction_lost 0..1, jitter, rtt seconds, counters)`` for every
+    receiver report block about ``sender``'s stream, after aiortc has handled it."""
     original = sender._handle_rtcp_packet
     if not callable(original):
         raise HookError("RTCRtpSender._handle_rtcp_packet is gone")
@@ -233,7 +244,8 @@ def tap_sender_rtcp(sender: RTCRtpSender,
             for report in packet.reports:
                 if report.ssrc == sender._ssrc:
                     rtt = getattr(sender, "_RTCRtpSender__rtt", None)
-                    on_report(report.fraction_lost / 256.0, report.jitter, rtt)
+                    on_report(report.fraction_lost / 256.0, report.jitter, rtt,
+                              (report.ssrc, report.packets_lost, report.highest_sequence))
 
     sender._handle_rtcp_packet = tapped  # type: ignore[method-assign]
 
@@ -440,9 +452,16 @@ class ConsentPolicy:
     def next_delay(self) -> float:
         return self.interval * (0.8 + 0.4 * random.random())
 
+    @classmethod
+    def for_window(cls, timeout: float) -> ConsentPolicy:
+        """Consent lost after ``timeout`` seconds without an answer; checks every 5 s,
+        or six times per window when it is shorter than 30 s."""
+        return cls(interval=min(5.0, timeout / 6), timeout=timeout)
+
 
 CONSENT = ConsentPolicy()
 _CONSENT_HOOK_ATTR = "_parley_consent"
+_CONSENT_LOST_ATTR = "_parley_consent_lost"
 
 
 def check_consent_hook_points() -> None:
@@ -493,6 +512,11 @@ def _ice_connections(pc: RTCPeerConnection) -> list[Any]:
     return connections
 
 
+def consent_lost(pc: RTCPeerConnection) -> bool:
+    """Whether :func:`fresh_consent` closed one of ``pc``'s ICE connections."""
+    return any(getattr(c, _CONSENT_LOST_ATTR, False) for c in _ice_connections(pc))
+
+
 def adopt_consent(connection: Any, policy: ConsentPolicy = CONSENT) -> None:
     """Run :func:`fresh_consent` instead of aioice's loop once ``connection`` connects
     (idempotent; a connection that is already connected keeps the loop it has)."""
@@ -522,10 +546,22 @@ async def fresh_consent(connection: Any, policy: ConsentPolicy = CONSENT) -> Non
         else:
             last_success = loop.time()
 
+    async def expired() -> bool:
+        """The window has passed: one more turn of the loop first, so that answers a
+        stalled loop has not read yet still count."""
+        if loop.time() - last_success < policy.timeout:
+            return False
+        await asyncio.sleep(0.05)
+        return loop.time() - last_success >= policy.timeout
+
     try:
         while not lost.is_set():
+            remaining = last_success + policy.timeout - loop.time()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), policy.next_delay())
+                await asyncio.wait_for(lost.wait(), max(0.0, min(policy.next_delay(),
+                                                                 remaining)))
+            if await expired():
+                break
             for pair in [] if lost.is_set() else list(connection._nominated.values()):
                 task = asyncio.create_task(check(pair))
                 checks.add(task)
@@ -536,5 +572,6 @@ async def fresh_consent(connection: Any, policy: ConsentPolicy = CONSENT) -> Non
         await asyncio.gather(*checks, return_exceptions=True)
     consent_log.warning("ICE consent lost: no check answered for %.0f s",
                         loop.time() - last_success)
+    setattr(connection, _CONSENT_LOST_ATTR, True)
     connection._query_consent_task = None  # aioice's close() would cancel this very task
     await connection.close()

@@ -64,18 +64,61 @@ class SubscriberLink:
     """The last probe lifted the video level (so falling back now means it failed)."""
     probe_wait: float = 2.0
     """Seconds of clean audio-only link before video is tried again (doubles on failure)."""
+    layered_level: int = 0
+    """Simulcast videos of the link: the sum of (chosen layer + 1) over those not paused,
+    as the last allocation left them (it rises when any moves up)."""
+    layered_more: float = 0.0
+    """Bits per second the next simulcast step the capacity refused would need (0: each
+    simulcast video has the layer its tile needs)."""
+    layered_only: bool = False
+    """Every video of the link is simulcast: no temporal-layer cap holds any back."""
+
+    counters: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Per SSRC: cumulative packets lost and extended highest sequence number of its
+    latest receiver report."""
+    lost: int = 0
+    """Packets lost since the last update, from the reports' cumulative counters…"""
+    expected: int = 0
+    """… out of this many expected."""
 
     @classmethod
     def create(cls, config: BandwidthConfig) -> SubscriberLink:
         return cls(estimator=LinkEstimator(config), gate=VideoGate(config))
 
-    def on_report(self, fraction_lost: float, jitter: int, rtt: float | None) -> None:
+    def on_report(self, fraction_lost: float, jitter: int, rtt: float | None,
+                  counters: tuple[int, int, int] | None = None) -> None:
+        """One receiver report block; ``counters``: its (SSRC, cumulative packets lost,
+        extended highest sequence number)."""
         self.fraction_lost = fraction_lost if self.fraction_lost is None \
             else max(self.fraction_lost, fraction_lost)
+        if counters is not None:
+            ssrc, lost, highest = counters
+            previous = self.counters.get(ssrc)
+            if previous is None or highest >= previous[1]:
+                self.counters[ssrc] = (lost, highest)
+            if previous is not None and highest > previous[1]:
+                self.expected += highest - previous[1]
+                self.lost += lost - previous[0]  # may fall: duplicates count as received
         self.jitter = jitter
         if rtt is not None:
             self.rtt = rtt
         self.last_report_at = time.monotonic()
+
+    def take_loss(self) -> float | None:
+        """Loss since the last call: from the cumulative counters when the reports
+        carried any, else the largest ``fraction_lost`` reported (None: no report).
+
+        A browser under NACK traffic sends a report with every NACK, each covering a
+        few packets: one reordered or lost packet among three reads as 33 %, so the
+        largest per-report fraction says little. The counters over the whole interval
+        give the real share."""
+        if self.expected > 0:
+            loss: float | None = min(1.0, max(0.0, self.lost / self.expected))
+        else:
+            loss = self.fraction_lost
+        self.fraction_lost = None
+        self.lost = self.expected = 0
+        return loss
 
     def snapshot(self) -> dict[str, object]:
         return {"estimate": int(self.estimator.estimate), "loss": round(self.estimator.loss, 4),
@@ -122,9 +165,8 @@ def update_subscriber(link: SubscriberLink, sample: SubscriberSample, config: Ba
     link.send_rate = max(0, sent - link.bytes_seen) * 8 / max(dt, 1e-3)
     link.bytes_seen = sent
     link.remb = sample.remb
-    link.estimator.update(now, fraction_lost=link.fraction_lost, rtt=link.rtt, remb=link.remb,
+    link.estimator.update(now, fraction_lost=link.take_loss(), rtt=link.rtt, remb=link.remb,
                           send_rate=link.send_rate)
-    link.fraction_lost = None
     _probe(link, config, now)
     audio = sample.audio_streams * AUDIO_RESERVE
     link.share = max(0.0, link.estimator.estimate - audio) / max(1, sample.video_streams)
@@ -133,6 +175,8 @@ def update_subscriber(link: SubscriberLink, sample: SubscriberSample, config: Ba
     step = {None: config.resume_above, 0: config.quarter_rate_below,
             1: config.half_rate_below}.get(link.max_layer, 0)
     link.probe_target = float(step * sample.video_streams + audio)
+    if link.layered_more > 0:  # a simulcast video could step up: aim the probe there
+        link.probe_target = max(link.probe_target, link.estimator.estimate + link.layered_more)
     if link.consuming_since is None and sample.consuming:
         link.consuming_since = time.monotonic()
     elif not sample.consuming:
@@ -148,7 +192,8 @@ def update_subscriber(link: SubscriberLink, sample: SubscriberSample, config: Ba
 
 
 def _probe(link: SubscriberLink, config: BandwidthConfig, now: float) -> None:
-    """Video held back (paused, on a rendition, or capped to fewer temporal layers) makes
+    """Video held back (paused, on a rendition, capped to fewer temporal layers, or on a
+    simulcast layer below what its tile needs for lack of capacity) makes
     the link carry less than it may be able to, and its estimate, capped near what is
     sent, cannot grow past that. Once the link has been free of congestion (smoothed loss
     under ``loss_high``: steady random loss of a few percent is not congestion) for the
@@ -156,7 +201,10 @@ def _probe(link: SubscriberLink, config: BandwidthConfig, now: float) -> None:
     If the link cannot take it, loss brings the video back down and the next probe waits
     twice as long (up to 30 s); a step that holds for 10 s resets the wait."""
     clean = link.estimator.loss < config.loss_high
-    level = -1 if link.max_layer is None or link.on_rendition else link.max_layer
+    temporal = 2 if link.layered_only else \
+        -1 if link.max_layer is None or link.on_rendition else link.max_layer
+    held = temporal < 2 or link.layered_more > 0
+    level = temporal + 3 * link.layered_level
     if link.probed_at is not None:
         if level > link.probe_from:
             link.resumed_after_probe = True
@@ -168,7 +216,7 @@ def _probe(link: SubscriberLink, config: BandwidthConfig, now: float) -> None:
             if link.resumed_after_probe:
                 link.probe_wait = config.resume_hold  # the last probe held: reset the back-off
             link.probed_at = None
-    if level >= 2 or not clean:
+    if not held or not clean:
         link.clean_since = None
         return
     if link.probed_at is not None and not link.resumed_after_probe:

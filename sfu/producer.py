@@ -18,9 +18,12 @@ from sfu.config import SfuConfig
 from sfu.consumer import Consumer
 from sfu.encoded import EncodedFrame
 from sfu.frames import AudioAssembler, VideoAssembler
-from sfu.hooks import install_assembler, intercept_remb, send_pli, send_remb
+from sfu.hooks import install_assembler, intercept_remb, send_nack, send_pli, send_remb
+from sfu.hooks_simulcast import SimulcastDemux, simulcast_demux
+from sfu.layers import ProducerLayer
 from sfu.linkstats import PublisherLink
 from sfu.rendition import RenditionSet
+from sfu.simulcast import SimulcastOffer
 from sfu.tasks import TaskSet
 
 log = logging.getLogger("parley.sfu.producer")
@@ -41,6 +44,7 @@ class Producer:
         receiver: RTCRtpReceiver,
         config: SfuConfig,
         app_data: dict[str, Any],
+        simulcast: SimulcastOffer | None = None,
     ) -> None:
         self.id = producer_id
         self.kind = kind
@@ -56,15 +60,26 @@ class Producer:
         self.bytes_in = 0
         self.on_stalled: Callable[[Producer, bool], None] | None = None
         self._close_listeners: list[Callable[[Producer], None]] = []
-        self._last_pli = 0.0
-        self._pli_wanted = False
+        self._last_pli: dict[int | None, float] = {}
+        """When a PLI last went out, by layer (None: the one stream of a producer
+        without simulcast)."""
+        self._pli_wanted: set[int | None] = set()
         self._created = time.perf_counter()
         self.assembler: AudioAssembler | VideoAssembler
+        self._demux: SimulcastDemux | None = None
+        self.layers: tuple[ProducerLayer, ...] = ()
+        """Simulcast layers, lowest first; empty when the publisher sends one encoding."""
         if kind == "audio":
             self.assembler = AudioAssembler(self._on_frame, self._on_level)
-        else:
+        elif simulcast is None:
             self.assembler = VideoAssembler(self._on_frame, config.frame_wait)
-        self.decoder_queue = install_assembler(receiver, _PliAwareAssembler(self))
+        else:
+            self.layers = self._receive_layers(simulcast, str(app_data.get("mid", "")))
+            self.assembler = self.layers[-1].assembler
+        # (simulcast: the demultiplexer takes every encoding's packets; none should reach
+        # the receiver itself, and any that does is not mixed into a layer)
+        self.decoder_queue = install_assembler(
+            receiver, _Discard() if self.layers else _PliAwareAssembler(self))
         self.link = PublisherLink()
         self.renditions: RenditionSet | None = None
         """Shared low-bitrate renditions of this producer, while someone needs one."""
@@ -79,15 +94,36 @@ class Producer:
         self._monitor = asyncio.get_running_loop().create_task(
             self._monitor_loop(), name=f"producer-{producer_id}")
 
+    def _receive_layers(self, offer: SimulcastOffer, mid: str) -> tuple[ProducerLayer, ...]:
+        """One assembler per encoding, each fed by the transport's simulcast demultiplexer."""
+        layers = tuple(
+            ProducerLayer(rid=rid, index=i, assembler=VideoAssembler(
+                self._on_frame, self._config.frame_wait, layer=i))
+            for i, rid in enumerate(offer.rids))
+        self._demux = simulcast_demux(self._receiver.transport)
+        sinks = [_PliAwareAssembler(self, layer.assembler, layer.index).add for layer in layers]
+        encodings = self._demux.add(mid, self._receiver, offer.rids, sinks)
+        for layer, encoding in zip(layers, encodings, strict=True):
+            layer.encoding = encoding
+        return layers
+
+    def layer_info(self) -> list[dict[str, object]]:
+        """Each simulcast layer: rid, active, frames, key frames, bitrate, size."""
+        now = time.perf_counter()
+        return [layer.info(now) for layer in self.layers]
+
     # -- frames ----------------------------------------------------------------
     def _on_frame(self, frame: EncodedFrame) -> None:
         self.frames_in += 1
         self.bytes_in += len(frame.data)
         if frame.tid is not None:
             self.has_layers = True
+        if frame.layer is not None:
+            self.layers[frame.layer].count(frame)
         if self.paused:
             return
-        if self.renditions is not None:
+        if self.renditions is not None and (frame.layer is None
+                                            or frame.layer == len(self.layers) - 1):
             self.renditions.feed(frame)
         if self._decoder is not None:
             decoded = tuple(self._decoder.decode(JitterFrame(frame.data, frame.timestamp)))
@@ -108,6 +144,14 @@ class Producer:
             return
         self._rtcp.spawn(send_remb(self._receiver, ssrc, bitrate))
 
+    def send_nack(self, lost: list[int], ssrc: int | None = None) -> None:
+        """Ask the publisher again for packets a frame still waits for (of the stream
+        ``ssrc``, by default the one the track's assembler reads)."""
+        ssrc = self.assembler.ssrc if ssrc is None else ssrc
+        if ssrc is None or self.closed or not lost:
+            return
+        self._rtcp.spawn(send_nack(self._receiver, ssrc, lost))
+
     def set_paused(self, paused: bool) -> None:
         """Stop or restart forwarding at the source (a muted track). Video consumers
         restart from a key frame: the frames held back are references they lack."""
@@ -119,37 +163,73 @@ class Producer:
         self.paused = paused
 
     # -- key frames ----------------------------------------------------------
-    def request_keyframe(self) -> None:
-        """Coalesced: at most one PLI per ``keyframe_interval``; later ones are deferred."""
+    def request_keyframe(self, layer: int | None = None) -> None:
+        """Coalesced per layer: at most one PLI per ``keyframe_interval``; later ones are
+        deferred. ``layer``: a simulcast layer's index (None: every layer)."""
         if self.kind != "video" or self.closed:
             return
         now = time.perf_counter()
-        if now - self._last_pli >= self._config.keyframe_interval:
-            self._send_pli(now)
-        else:
-            self._pli_wanted = True
+        for key in self._pli_keys(layer):
+            if now - self._last_pli.get(key, 0.0) >= self._config.keyframe_interval:
+                self._send_pli(key, now)
+            else:
+                self._pli_wanted.add(key)
 
-    def _send_pli(self, now: float) -> None:
-        ssrc = self.assembler.ssrc
+    def _pli_keys(self, layer: int | None) -> tuple[int | None, ...]:
+        if not self.layers:
+            return (None,)
+        if layer is None:
+            return tuple(range(len(self.layers)))
+        return (max(0, min(layer, len(self.layers) - 1)),)
+
+    def _send_pli(self, key: int | None, now: float) -> None:
+        ssrc = self.assembler.ssrc if key is None else self.layers[key].ssrc
         if ssrc is None:
-            self._pli_wanted = True
+            self._pli_wanted.add(key)
             return
-        self._last_pli = now
-        self._pli_wanted = False
+        self._last_pli[key] = now
+        self._pli_wanted.discard(key)
         self._rtcp.spawn(send_pli(self._receiver, ssrc))
+
+    def _waiting_layers(self) -> set[int | None]:
+        """Layers some consumer waits for a key frame of (held back for bandwidth, paused
+        or on a rendition: no use for one yet)."""
+        keys: set[int | None] = set()
+        for c in self.consumers:
+            if c.bandwidth_paused or c.paused or c.rendition is not None:
+                continue
+            switch = c.switch
+            if switch is not None and switch.pending:
+                keys.add(switch.target)
+            elif c.waiting_keyframe:
+                keys.add(None if switch is None else switch.wanted_keyframe())
+        if self.layers and None in keys:
+            keys.discard(None)
+            keys.update(range(len(self.layers)))
+        return keys
+
+    def _last_packet_at(self) -> float:
+        if not self.layers:
+            return self.assembler.last_packet_at
+        return max(layer.assembler.last_packet_at for layer in self.layers)
 
     async def _monitor_loop(self) -> None:
         tick = min(0.25, self._config.keyframe_interval / 2)
+        ticked = time.perf_counter()
         while True:
             await asyncio.sleep(tick)
             now = time.perf_counter()
-            # (held back for bandwidth, paused or on a rendition: no use for one yet)
-            waiting = any(c.waiting_keyframe and not (c.bandwidth_paused or c.paused)
-                          and c.rendition is None for c in self.consumers)
-            if (self._pli_wanted or waiting) and \
-                    now - self._last_pli >= self._config.keyframe_interval:
-                self._send_pli(now)
-            last = self.assembler.last_packet_at or self._created
+            lag, ticked = now - ticked - tick, now
+            for key in self._pli_wanted | self._waiting_layers():
+                if now - self._last_pli.get(key, 0.0) >= self._config.keyframe_interval:
+                    self._send_pli(key, now)
+            for layer in self.layers:
+                layer.tick(now)
+            if lag > 1.0:
+                # This process did not run (stopped, blocked): the media it has not read
+                # yet is in its socket. Judge the publisher once that has been read.
+                continue
+            last = self._last_packet_at() or self._created
             stalled = now - last > self._config.stall_timeout
             if stalled != self.stalled:
                 self.stalled = stalled
@@ -175,6 +255,8 @@ class Producer:
         with contextlib.suppress(asyncio.CancelledError):
             await self._monitor
         await self._rtcp.cancel()
+        if self._demux is not None:
+            self._demux.remove(str(self.app_data.get("mid", "")))
         for consumer in list(self.consumers):
             consumer.producer_closed()
         self.consumers.clear()
@@ -198,16 +280,30 @@ def _baseline_decoder(kind: str) -> Any:
 class _PliAwareAssembler:
     """Adapts the assembler to aiortc's jitter-buffer call; routes its PLI through coalescing."""
 
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: Producer, assembler: AudioAssembler | VideoAssembler | None = None,
+                 layer: int | None = None) -> None:
         self._producer = producer
-        self._assembler = producer.assembler
+        self._assembler = assembler or producer.assembler
+        self._layer = layer
 
     @property
     def capacity(self) -> int:
         return 1024
 
     def add(self, packet: Any) -> tuple[bool, None]:
-        pli, _ = self._assembler.add(packet)
+        assembler = self._assembler
+        pli, _ = assembler.add(packet)
         if pli:
-            self._producer.request_keyframe()
+            self._producer.request_keyframe(self._layer)
+        if isinstance(assembler, VideoAssembler) and (nacks := assembler.take_nacks()):
+            self._producer.send_nack(nacks, assembler.ssrc)
+        return False, None
+
+
+class _Discard:
+    """In a simulcast receiver's jitter-buffer place: every packet is the demultiplexer's."""
+
+    capacity = 1024
+
+    def add(self, packet: Any) -> tuple[bool, None]:
         return False, None

@@ -11,6 +11,7 @@ from typing import Any
 from sfu.allocation import allocate_publisher, allocate_subscriber
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer
+from sfu.layeralloc import Demand
 from sfu.linkstats import SubscriberLink
 from sfu.producer import Producer
 from sfu.rendition import RenditionBudget, RenditionPool, RenditionSet
@@ -146,12 +147,27 @@ class Router:
             if isinstance(transport, SubscribeTransport) and not transport.closed:
                 links.append((transport, allocate_subscriber(
                     transport.link, transport.consumers.values(), cfg, now, dt,
-                    bytes_sent=transport.bytes_sent(), remb=transport.remb(), serve=serve)))
+                    bytes_sent=transport.bytes_sent(), remb=transport.remb(), serve=serve,
+                    describe=self._describe)))
         for producer in list(self.producers.values()):
             if producer.kind == "video" and not producer.closed:
                 producer.send_remb(allocate_publisher(producer, cfg, dt))
         if self.on_links is not None:
             self.on_links(links)
+
+    def _describe(self, consumer: Consumer) -> Demand | None:
+        """A consumer of a simulcast producer, for the layer allocator: the producer's
+        layers, the tile's width, and whether it is a screen share (app data ``source``)
+        or an active speaker's (app data ``participant``)."""
+        producer = self.producers.get(consumer.producer_id)
+        if producer is None or not producer.layers:
+            return None
+        now = time.perf_counter()
+        size = consumer.render_size
+        return Demand(key=consumer.id, layers=tuple(layer.cost(now) for layer in producer.layers),
+                      tile_width=None if size is None else size[0],
+                      screen=producer.app_data.get("source") == "screen",
+                      speaker=str(producer.app_data.get("participant")) in self._last_speakers)
 
     def _serve(self, consumer: Consumer, share: float, layer: int | None) -> bool:
         """Let the renditions policy (sfu/rendition.py) take a constrained consumer on."""

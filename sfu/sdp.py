@@ -32,6 +32,7 @@ attribute counts, in the millisecond range for any text under
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from aiortc.sdp import SessionDescription
 
 from sfu.errors import SfuCode, SfuError
+from sfu.simulcast import SimulcastOffer, read_simulcast
 
 log = logging.getLogger("parley.sfu.sdp")
 
@@ -73,6 +75,8 @@ class MediaSection:
     direction: str
     """The section's direction attribute; empty when it names none."""
     payload_types: tuple[int, ...]
+    simulcast: SimulcastOffer | None = None
+    """RID-based simulcast the section offers (sending video sections only)."""
 
     @property
     def sending(self) -> bool:
@@ -95,6 +99,15 @@ class Description:
 
 CandidateCheck = Callable[[str], bool]
 """Whether a remote candidate's connection address (IP or mDNS name) may be used."""
+
+
+_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
+
+
+def ice_ufrag(sdp: str) -> str | None:
+    """The first ``a=ice-ufrag`` of a description (with max-bundle, the connection's)."""
+    match = _UFRAG.search(sdp)
+    return match.group(1) if match else None
 
 
 def count_media_sections(sdp: str) -> int:
@@ -292,10 +305,13 @@ def read_description(sdp: str, *, max_sections: int, codecs: bool = True,
     parsed = _parse(text)
     _check_transport(parsed)
     sections = []
-    for media in parsed.media:
+    raw_sections = _split(text)[1]
+    for media, raw in zip(parsed.media, raw_sections, strict=True):
         fmt = tuple(p for p in media.fmt if isinstance(p, int))
         section = MediaSection(kind=media.kind, mid=media.rtp.muxId or None,
                                direction=media.direction or "", payload_types=fmt)
+        if section.sending and media.kind == "video":
+            section = dataclasses.replace(section, simulcast=read_simulcast(raw))
         if codecs and section.sending and not any(
                 c.mimeType.split("/")[-1].lower() in FORWARDED[media.kind]
                 and c.payloadType in fmt for c in media.rtp.codecs):

@@ -28,6 +28,10 @@ class ForwardingStats:
     frames_out: int = 0
     packets_out: int = 0
     bytes_out: int = 0
+    packets_retransmitted: int = 0
+    """Packets sent again for a subscriber's NACK (fast path; RTX or as they were)."""
+    keyframe_requests: int = 0
+    """PLI/FIR received from subscribers (each is passed on to its producer, coalesced)."""
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
 
@@ -40,6 +44,8 @@ class ForwardingStats:
         self.frames_out += other.frames_out
         self.packets_out += other.packets_out
         self.bytes_out += other.bytes_out
+        self.keyframe_requests += other.keyframe_requests
+        self.packets_retransmitted += other.packets_retransmitted
         for i, count in enumerate(other.latency_counts):
             self.latency_counts[i] += count
         self.latency_sum += other.latency_sum

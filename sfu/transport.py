@@ -10,6 +10,11 @@
 
 ``close()`` on either closes its producers or consumers, then the peer
 connection; it is idempotent.
+
+A connection that ends without its owner closing it (ICE or DTLS failed, consent
+expired, the client closed its end) is reported once through ``on_failed`` with a
+:class:`Failure`; the transport accepts nothing more and waits for its owner to
+close it. aiortc has no ICE restart, so the owner replaces it with a new one.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from aiortc import (
@@ -30,23 +36,34 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.exceptions import InvalidStateError
 from aiortc.sdp import candidate_from_sdp
 
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer, SlotTrack
 from sfu.errors import SfuCode, SfuError
+from sfu.fastpath import Outbound
 from sfu.hooks import (
+    ConsentPolicy,
     ForwardPacker,
+    consent_lost,
     install_packer,
     keep_consent_fresh,
     mark_sctp_bundled,
     redirect_keyframe_requests,
     tap_sender_rtcp,
 )
+from sfu.hooks_simulcast import accept_rid_extensions
+from sfu.layerswitch import LayerSwitch
 from sfu.linkstats import SubscriberLink
 from sfu.producer import Producer
-from sfu.sdp import FORWARDED, Description, count_media_sections, read_description
+from sfu.sdp import (
+    FORWARDED,
+    Description,
+    count_media_sections,
+    ice_ufrag,
+    read_description,
+)
+from sfu.simulcast import SimulcastOffer, answer_simulcast
 from sfu.stats import ForwardingStats
 from sfu.udpmux import use_node_media
 
@@ -56,14 +73,52 @@ _ids = itertools.count(1)
 DATA_CHANNEL_LABEL = "parley"
 
 
-def _new_pc() -> RTCPeerConnection:
+class Failure(StrEnum):
+    """Why a connection ended without its owner closing it (``connection-failed``'s
+    ``reason``)."""
+
+    CONSENT_EXPIRED = "consent_expired"
+    """No consent check answered for ``sfu.consent_timeout`` seconds."""
+    ICE_FAILED = "ice_failed"
+    """ICE found no working path, or lost it."""
+    DTLS_FAILED = "dtls_failed"
+    """The DTLS handshake or the DTLS session failed."""
+    CLOSED = "closed"
+    """The client closed its end (DTLS close_notify)."""
+
+
+def _new_pc(config: SfuConfig | None = None) -> RTCPeerConnection:
     # One ICE/DTLS transport per connection: m-lines added by a re-offer join it
     # instead of needing a new ICE negotiation.
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
                                             bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
     use_node_media(pc)  # the node's one UDP port and announced address, when set
-    keep_consent_fresh(pc)  # retransmitted consent checks, lost after 30 s (RFC 7675)
+    # Retransmitted consent checks, lost after sfu.consent_timeout (RFC 7675).
+    keep_consent_fresh(pc, ConsentPolicy.for_window((config or SfuConfig()).consent_timeout))
     return pc
+
+
+def _dtls_transports(pc: RTCPeerConnection) -> list[Any]:
+    transports = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    return [t for t in transports if t is not None]
+
+
+def failure_of(pc: RTCPeerConnection) -> Failure | None:
+    """Why ``pc`` is over (its connection or ICE state ``failed`` or ``closed``), or
+    None while it lives."""
+    if pc.connectionState not in ("failed", "closed") and \
+            pc.iceConnectionState not in ("failed", "closed"):
+        return None
+    dtls = _dtls_transports(pc)
+    if consent_lost(pc):
+        return Failure.CONSENT_EXPIRED
+    if any(t.state == "failed" for t in dtls):
+        return Failure.DTLS_FAILED
+    if any(t.transport.state == "failed" for t in dtls):
+        return Failure.ICE_FAILED
+    return Failure.CLOSED
 
 
 async def close_peer_connection(pc: RTCPeerConnection) -> None:
@@ -76,13 +131,9 @@ async def close_peer_connection(pc: RTCPeerConnection) -> None:
     try:
         await pc.close()
     except AttributeError:
-        transports = [t.receiver.transport for t in pc.getTransceivers()]
-        if pc.sctp is not None:
-            transports.append(pc.sctp.transport)
-        for dtls in transports:
-            if dtls is not None:
-                await dtls.stop()
-                await dtls.transport.stop()
+        for dtls in _dtls_transports(pc):
+            await dtls.stop()
+            await dtls.transport.stop()
 
 
 async def read_client_description(sdp: str, config: SfuConfig, *,
@@ -141,33 +192,48 @@ class _Transport:
         self.config = config
         self.app_data = app_data
         self.closed = False
-        self.on_failed: Callable[[], None] | None = None
-        """Called once when the connection fails or aiortc closes it by itself."""
-        self._lost = False
+        self.failure: Failure | None = None
+        """Set once when the connection ends by itself; ``on_failed`` is then called."""
+        self.on_failed: Callable[[Failure], None] | None = None
         self.pc = self._create_pc()
 
     def _create_pc(self) -> RTCPeerConnection:
-        pc = _new_pc()
+        pc = _new_pc(self.config)
 
-        @pc.on("connectionstatechange")
-        def _state() -> None:
-            # "closed" before our own close(): aiortc gave the connection up by itself (its
-            # DTLS transports closed, the client went away), as final as "failed".
-            state = pc.connectionState
-            lost = state == "failed" or (state == "closed" and not self.closed)
-            if pc is self.pc and lost and not self._lost and self.on_failed is not None:
-                self._lost = True
-                self.on_failed()
+        def changed() -> None:
+            if pc is self.pc:
+                self.check_failed()
 
+        pc.on("connectionstatechange", changed)
+        pc.on("iceconnectionstatechange", changed)
         return pc
+
+    def check_failed(self) -> Failure | None:
+        """Notice (once) that the peer connection ended without :meth:`close`: record
+        why and call ``on_failed``. Returns the failure, if any."""
+        if self.closed or self.failure is not None:
+            return self.failure
+        failure = failure_of(self.pc)
+        if failure is not None:
+            self.failure = failure
+            log.info("media connection ended", extra={"transport": self.id,
+                                                      "reason": failure.value})
+            if self.on_failed is not None:
+                self.on_failed(failure)
+        return failure
 
     @property
     def connection_state(self) -> str:
         return str(self.pc.connectionState)
 
-    async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
+    def _check_usable(self) -> None:
         if self.closed:
             raise SfuError(SfuCode.CLOSED, "connection closed")
+        if self.check_failed() is not None:
+            raise SfuError(SfuCode.CLOSED, f"connection ended ({self.failure})")
+
+    async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
+        self._check_usable()
         await _add_candidate(self._ice_transport(), candidate, self.config)
 
     def _ice_transport(self) -> Any:
@@ -207,21 +273,20 @@ class PublishTransport(_Transport):
         ``track_meta`` maps mid → app data for new producers. Sections that
         stopped sending close their producers.
         """
-        if self.closed:
-            raise SfuError(SfuCode.CLOSED, "connection closed")
+        self._check_usable()
         if isinstance(offer, str):
             offer = await read_client_description(offer, self.config)
+        self.check_offer(offer)
         sending = offer.sending
-        if sending and not self.may_publish:
-            raise SfuError(SfuCode.PERMISSION_DENIED, "this connection may not send media")
-        if len(sending) > self.config.max_tracks_per_connection:
-            raise SfuError(SfuCode.TOO_MANY_TRACKS,
-                           f"at most {self.config.max_tracks_per_connection} tracks per "
-                           "connection")
         if self.pc.remoteDescription is not None:
             await _settle(self.pc)
+        simulcast = {s.mid: s.simulcast for s in sending
+                     if s.mid is not None and s.simulcast is not None}
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.mid in simulcast:
+                    accept_rid_extensions(transceiver, simulcast[str(transceiver.mid)])
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
         except Exception as exc:  # aiortc raises Value/Type errors, InvalidState/AccessError
@@ -232,9 +297,19 @@ class PublishTransport(_Transport):
             if mid not in sending_mids:
                 del self.producers[mid]
                 await producer.close()
-        for transceiver in self._bind_tracks(track_meta):
+        for transceiver in self._bind_tracks(track_meta, simulcast):
             await transceiver.stop()  # never read, never forwarded
-        return str(self.pc.localDescription.sdp)
+        return answer_simulcast(str(self.pc.localDescription.sdp), simulcast)
+
+    def check_offer(self, offer: Description) -> None:
+        """Raise unless this connection may take what ``offer`` sends (permission, the
+        per-connection track cap); nothing is changed."""
+        if offer.sending and not self.may_publish:
+            raise SfuError(SfuCode.PERMISSION_DENIED, "this connection may not send media")
+        if len(offer.sending) > self.config.max_tracks_per_connection:
+            raise SfuError(SfuCode.TOO_MANY_TRACKS,
+                           f"at most {self.config.max_tracks_per_connection} tracks per "
+                           "connection")
 
     async def _restart(self) -> None:
         """Replace the peer connection after an offer aiortc refused.
@@ -256,12 +331,19 @@ class PublishTransport(_Transport):
         self.producers.clear()
         await close_peer_connection(old)
 
+    def from_another_peer(self, offer: Description) -> bool:
+        """Whether ``offer`` has other ICE credentials than the connection's last one: a
+        new client peer connection (or an ICE restart, which aiortc cannot do)."""
+        remote = self.pc.remoteDescription
+        return remote is not None and ice_ufrag(str(remote.sdp)) != ice_ufrag(offer.sdp)
+
     def _ice_transport(self) -> Any:
         transceivers = self.pc.getTransceivers()
         dtls = transceivers[0].receiver.transport if transceivers else None
         return dtls.transport if dtls is not None else None
 
-    def _bind_tracks(self, track_meta: dict[str, dict[str, Any]]) -> list[RTCRtpTransceiver]:
+    def _bind_tracks(self, track_meta: dict[str, dict[str, Any]],
+                     simulcast: dict[str, SimulcastOffer]) -> list[RTCRtpTransceiver]:
         """New tracks become producers; returns the transceivers of tracks refused
         (no permission, or over the per-connection cap: the checks above make both
         unreachable, this is the last line)."""
@@ -281,7 +363,8 @@ class PublishTransport(_Transport):
             producer = Producer(
                 producer_id=f"{self.id}:{mid}", kind=track.kind,
                 receiver=transceiver.receiver, config=self.config,
-                app_data={**self.app_data, **track_meta.get(mid, {}), "mid": mid})
+                app_data={**self.app_data, **track_meta.get(mid, {}), "mid": mid},
+                simulcast=simulcast.get(mid) if track.kind == "video" else None)
             self.producers[mid] = producer
             self._on_producer(producer)
         return refused
@@ -298,7 +381,7 @@ class PublishTransport(_Transport):
 
 class _Slot:
     def __init__(self, transceiver: RTCRtpTransceiver, track: SlotTrack,
-                 packer: ForwardPacker | None) -> None:
+                 packer: ForwardPacker | Outbound | None) -> None:
         self.transceiver = transceiver
         self.track = track
         self.packer = packer
@@ -335,16 +418,20 @@ class SubscribeTransport(_Transport):
 
     # -- consumers --------------------------------------------------------------
     def consume(self, producer: Producer, app_data: dict[str, Any]) -> Consumer:
-        if self.closed or self.pc.connectionState == "closed":
-            raise SfuError(SfuCode.CLOSED, "connection closed")
+        self._check_usable()
         slot = next((s for s in self._slots
                      if s.consumer is None and s.track.kind == producer.kind), None)
         if slot is None:
             slot = self._new_slot(producer.kind)
+        switch = LayerSwitch(layers=len(producer.layers),
+                             request_keyframe=producer.request_keyframe) \
+            if producer.layers else None
         consumer = Consumer(consumer_id=f"{self.id}:{producer.id}", producer_id=producer.id,
                             kind=producer.kind, slot=slot.track, app_data=app_data,
-                            request_keyframe=producer.request_keyframe,
+                            request_keyframe=switch.request_keyframe if switch is not None
+                            else producer.request_keyframe,
                             release=producer.remove_consumer)
+        consumer.switch = switch
         producer.add_consumer(consumer)
         slot.consumer = consumer
         consumer.on_close = self._consumer_closed
@@ -361,11 +448,17 @@ class SubscribeTransport(_Transport):
         wanted = [c for c in caps.codecs
                   if c.mimeType.split("/")[1].lower() in (*FORWARDED[kind], "rtx")]
         transceiver.setCodecPreferences(wanted)
-        packer = None
-        if not self.config.transcode:
+        packer: ForwardPacker | Outbound | None = None
+        if self.config.transcode:
+            tap_sender_rtcp(transceiver.sender, self.link.on_report)
+        elif self.config.fast_path:
+            packer = track.outbound = Outbound(
+                transceiver.sender, kind, self._stats,
+                on_keyframe_request=track.on_keyframe_request, on_report=self.link.on_report)
+        else:
             redirect_keyframe_requests(transceiver.sender, track.on_keyframe_request)
             packer = install_packer(transceiver.sender, kind, self._stats)
-        tap_sender_rtcp(transceiver.sender, self.link.on_report)
+            tap_sender_rtcp(transceiver.sender, self.link.on_report)
         slot = _Slot(transceiver, track, packer)
         self._slots.append(slot)
         return slot
@@ -376,7 +469,7 @@ class SubscribeTransport(_Transport):
             if slot.consumer is consumer:
                 slot.consumer = None
                 slot.transceiver.direction = "inactive"
-        if not self.closed:
+        if not self.closed and self.failure is None:
             self._dirty.set()
 
     def _ice_transport(self) -> Any:
@@ -404,11 +497,15 @@ class SubscribeTransport(_Transport):
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            if self.failure is not None:
+                return  # nothing more to offer on a connection that ended
             try:
                 offer = await self.pc.createOffer()
                 await self.pc.setLocalDescription(offer)
-            except InvalidStateError:
-                return  # aiortc closed the connection by itself; on_failed was called
+            except Exception:
+                if self.check_failed() is not None:
+                    return
+                raise
             self._awaiting_answer = True
             self._answered.clear()
             self.offers_sent += 1
@@ -417,8 +514,7 @@ class SubscribeTransport(_Transport):
             await _settle(self.pc)
 
     async def set_answer(self, sdp: str) -> None:
-        if self.closed:
-            raise SfuError(SfuCode.CLOSED, "connection closed")
+        self._check_usable()
         if not self._awaiting_answer:
             raise SfuError(SfuCode.NO_OFFER_PENDING, "no offer is waiting for an answer")
         # An answer has the m-lines of the SFU's own offer, however many slots it holds.

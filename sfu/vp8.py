@@ -47,3 +47,13 @@ def parse_descriptor(payload: bytes) -> Vp8Descriptor | None:
 def is_keyframe(frame: bytes) -> bool:
     """A depayloaded VP8 frame is a key frame when the P bit of its first byte is 0."""
     return bool(frame) and not frame[0] & 0x01
+
+
+def keyframe_size(frame: bytes) -> tuple[int, int] | None:
+    """(width, height) from a depayloaded VP8 key frame's header (RFC 6386 9.1); None for
+    an inter frame or a truncated header. The two scaling bits are ignored."""
+    if len(frame) < 10 or frame[0] & 0x01 or frame[3:6] != b"\x9d\x01\x2a":
+        return None
+    width = int.from_bytes(frame[6:8], "little") & 0x3FFF
+    height = int.from_bytes(frame[8:10], "little") & 0x3FFF
+    return width, height

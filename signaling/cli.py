@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--bitrate", type=int, default=1_000_000, help="video clip bitrate")
     load.add_argument("--no-audio", action="store_true")
     load.add_argument("--room-prefix", default="load")
+    load.add_argument("--light", action="store_true",
+                      help="subscribers count RTP headers only, in worker processes")
+    load.add_argument("--processes", type=int, default=1,
+                      help="with --light: worker processes for the subscribers")
     sub.add_parser("schema", help="print the JSON Schema of every client message")
     return parser
 
@@ -96,7 +100,8 @@ def _loadtest(args: argparse.Namespace) -> int:
     spec = LoadSpec(url=args.url, rooms=args.rooms,
                     publishers=args.publishers, subscribers=args.subscribers,
                     duration=args.duration, audio=not args.no_audio, bitrate=args.bitrate,
-                    room_prefix=args.room_prefix)
+                    room_prefix=args.room_prefix, light=args.light,
+                    processes=args.processes)
     result = asyncio.run(run_load(spec, mint))
     print(json.dumps(result, indent=2))
     return 0

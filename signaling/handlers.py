@@ -136,6 +136,23 @@ async def handle_subscription(s: ParticipantSession, m: Subscription) -> None:
     s.reply(m.id, {"type": "subscription-updated", "track": m.track, "state": m.state})
 
 
+Pixels = Annotated[int, msgspec.Meta(ge=0, le=16384)]
+
+
+class TrackSize(Message, tag="track-size"):
+    track: ShortId
+    width: Pixels
+    height: Pixels
+
+
+@MESSAGES.handles(TrackSize)
+async def handle_track_size(s: ParticipantSession, m: TrackSize) -> None:
+    room, p = s.require_participant()
+    room.media.set_track_size(p.id, TrackId(m.track), m.width, m.height)
+    if m.id is not None:
+        s.reply(m.id, {"type": "ack", "action": "track-size"})
+
+
 class Data(Message, tag="data"):
     payload: Any
     topic: Topic = ""

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from signaling.config import NodeConfig, SignalingConfig
 from signaling.metrics import SignalingMetrics
@@ -132,6 +133,34 @@ class GuardedProtocol(asyncio.Protocol):
             inner.connection_lost(exc)
 
 
+class MalformedRequestFilter(logging.Filter):
+    """Turns aiohttp's traceback for a request it could not parse (a request line over
+    8190 bytes, a broken header: answered 400 and closed) into one warning line. The
+    client's bytes are not logged, and a flood of them is counted, not dumped."""
+
+    def __init__(self, metrics: SignalingMetrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        self._metrics.refused("malformed_http")
+        record.msg, record.args = "malformed HTTP request refused (%d %s)", (
+            error.code, type(error).__name__)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _quiet_malformed_requests(metrics: SignalingMetrics) -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    for old in [f for f in server_log.filters if isinstance(f, MalformedRequestFilter)]:
+        server_log.removeFilter(old)
+    server_log.addFilter(MalformedRequestFilter(metrics))
+
+
 @dataclass
 class Serving:
     """A running application behind the guard; ``stop()`` after the node has drained."""
@@ -160,6 +189,7 @@ async def serve(app: web.Application, config: NodeConfig,
                            keepalive_timeout=config.signaling.header_timeout)
     await runner.setup()
     assert runner.server is not None
+    _quiet_malformed_requests(metrics)
     guard = ConnectionGuard(runner.server, config.signaling, metrics)
     server = await asyncio.get_running_loop().create_server(
         guard, config.host, config.port, reuse_address=True, reuse_port=reuse_port or None)

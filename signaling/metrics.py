@@ -42,7 +42,7 @@ class SignalingMetrics:
         self.refused_connections = Counter(
             "parley_signaling_refused_connections",
             "Sockets and joins refused to protect the node, by reason: per_ip_connections, "
-            "header_timeout, join_rate",
+            "header_timeout, join_rate, malformed_http",
             ["reason"],
             registry=registry,
         )

@@ -212,8 +212,8 @@ def event_message(event: RoomEvent) -> dict[str, Any]:
         case ActiveSpeakers(speakers=speakers):
             return {"type": "active-speakers",
                     "speakers": [{"participant": p, "level": lvl} for p, lvl in speakers]}
-        case ConnectionFailed(target=target):
-            return {"type": "connection-failed", "target": target}
+        case ConnectionFailed(target=target, reason=reason):
+            return {"type": "connection-failed", "target": target, "reason": reason}
         case PermissionChanged(grants=grants, reason=reason, by=by):
             return {"type": "permission-changed", "grants": grants, "reason": reason, "by": by}
         case SpeakerRequested(participant=p, message=message, expires_at=expires_at):

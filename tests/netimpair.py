@@ -12,6 +12,7 @@ import asyncio
 import random
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,8 @@ class Impairment:
     """Downlink rate limit (None: unlimited)."""
     loss: float = 0.0
     delay: float = 0.0
+    jitter: float = 0.0
+    """Each packet is delayed a further uniform 0…``jitter`` seconds (so some reorder)."""
     queue_seconds: float = 0.2
     """Packets that would wait longer than this for the rate limit are dropped."""
 
@@ -40,18 +43,47 @@ class _Side(asyncio.DatagramProtocol):
         self.on_packet(data, addr)
 
 
+class RtpTally:
+    """Per SSRC: frames sent (RTP packets with the marker bit), packets dropped, and the
+    frames (RTP timestamps) that lost a packet. SRTP leaves RTP headers in the clear."""
+
+    def __init__(self) -> None:
+        self.frames: Counter[int] = Counter()
+        self.dropped: Counter[int] = Counter()
+        self.damaged: dict[int, set[int]] = {}
+
+    def add(self, data: bytes, *, dropped: bool) -> None:
+        if len(data) < 12 or not 128 <= data[0] < 192 or 72 <= data[1] & 0x7F <= 76:
+            return  # not RTP (STUN, DTLS, RTCP)
+        ssrc = int.from_bytes(data[8:12], "big")
+        if data[1] & 0x80:
+            self.frames[ssrc] += 1
+        if dropped:
+            self.dropped[ssrc] += 1
+            self.damaged.setdefault(ssrc, set()).add(int.from_bytes(data[4:8], "big"))
+
+
 class UdpRelay:
     """Client ⇄ relay ⇄ server; ``impairment`` applies to server → client packets."""
 
     def __init__(self, server: tuple[str, int]) -> None:
         self.server = server
         self.impairment = Impairment()
+        self.blocked = False
+        """Drop every packet, both ways (the path is dead)."""
         self.client_addr: tuple[str, int] | None = None
         self._front: _Side | None = None
         self._back: _Side | None = None
         self._busy_until = 0.0
         self.forwarded = 0
         self.dropped = 0
+        self.rtp = RtpTally()
+        """What the server sent and what ``loss`` dropped of it (RTP headers are clear)."""
+        self.upstream = Impairment()
+        """Loss and delay (``rate_bps`` is not applied) of client → server packets."""
+        self.rtp_up = RtpTally()
+        self.bytes_to_client = 0
+        """Bytes delivered to the client (after loss, the rate limit and delay)."""
         self._rng = random.Random(7)
 
     @property
@@ -68,27 +100,50 @@ class UdpRelay:
         self._front, self._back = front, back
 
     def _from_client(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.blocked:
+            self.dropped += 1
+            return
         self.client_addr = addr
-        assert self._back is not None and self._back.transport is not None
-        self._back.transport.sendto(data, self.server)
+        imp = self.upstream
+        if imp.loss or imp.delay or imp.jitter:
+            is_stun = len(data) > 0 and data[0] < 2
+            drop = not is_stun and bool(imp.loss) and self._rng.random() < imp.loss
+            self.rtp_up.add(data, dropped=drop)
+            if drop:
+                return
+            delay = imp.delay + self._rng.uniform(0.0, imp.jitter)
+            asyncio.get_running_loop().call_later(delay, self._to_server, data)
+        else:
+            self._to_server(data)
+
+    def _to_server(self, data: bytes) -> None:
+        transport = self._back.transport if self._back is not None else None
+        if transport is not None and not transport.is_closing():
+            transport.sendto(data, self.server)
 
     def _from_server(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.blocked:
+            self.dropped += 1
+            return
         if self.client_addr is None:
             return
         imp = self.impairment
         is_stun = len(data) > 0 and data[0] < 2  # keep ICE consent alive
-        if not is_stun and imp.loss and self._rng.random() < imp.loss:
+        drop = not is_stun and bool(imp.loss) and self._rng.random() < imp.loss
+        self.rtp.add(data, dropped=drop)
+        if drop:
             self.dropped += 1
             return
         now = time.monotonic()
-        send_at = now + imp.delay
+        delay = imp.delay + (self._rng.uniform(0.0, imp.jitter) if imp.jitter else 0.0)
+        send_at = now + delay
         if imp.rate_bps and not is_stun:
             start = max(now, self._busy_until)
             if start - now > imp.queue_seconds:
                 self.dropped += 1
                 return
             self._busy_until = start + len(data) * 8 / imp.rate_bps
-            send_at = self._busy_until + imp.delay
+            send_at = self._busy_until + delay
         self.forwarded += 1
         if send_at <= now:
             self._send(data)
@@ -100,6 +155,7 @@ class UdpRelay:
         transport = self._front.transport if self._front is not None else None
         if transport is not None and not transport.is_closing() and self.client_addr is not None:
             transport.sendto(data, self.client_addr)
+            self.bytes_to_client += len(data)
 
     def close(self) -> None:
         for side in (self._front, self._back):
@@ -123,21 +179,59 @@ def redirect_candidates(sdp: str, ports: dict[int, int]) -> str:
     return _CANDIDATE.sub(sub, sdp)
 
 
-class RelayedClient(ParleyClient):
-    """A client whose subscribe connection goes through UDP relays (one per SFU port)."""
+def hide_candidates(sdp: str) -> str:
+    """Point the client's own host candidates at the discard port: the node then reaches
+    the client only as the peer-reflexive address its checks come from (the relay)."""
+    return _CANDIDATE.sub(lambda m: f"{m.group(1)}{m.group(2)} 9{m.group(4)}", sdp)
 
-    def __init__(self, *args: Any, **kw: Any) -> None:
+
+class RelayedClient(ParleyClient):
+    """A client whose subscribe connection (and, with ``relay``, its publish connection)
+    goes through UDP relays, one per SFU port. ``strict``: the node learns no other
+    address of the client, so every packet takes the relay (and ``block`` kills the path)."""
+
+    def __init__(self, *args: Any, relay: frozenset[str] = frozenset({"subscriber"}),
+                 strict: bool = False, **kw: Any) -> None:
         super().__init__(*args, **kw)
+        self.relayed = relay
+        self.strict = strict
         self.relays: dict[int, UdpRelay] = {}
+        """The subscribe connections' relays."""
+        self.publish_relays: dict[int, UdpRelay] = {}
+        self._blocked: set[str] = set()
+
+    async def _through(self, sdp: str, target: str) -> str:
+        relays = self.relays if target == "subscriber" else self.publish_relays
+        for host, port in sdp_candidates(sdp):
+            if port not in relays:
+                relay = UdpRelay((host, port))
+                relay.blocked = target in self._blocked
+                await relay.start()
+                relays[port] = relay
+        return redirect_candidates(sdp, {port: relay.port for port, relay in relays.items()})
 
     async def _apply_offer(self, offer: dict[str, Any]) -> None:
-        for host, port in sdp_candidates(offer["sdp"]):
-            if port not in self.relays:
-                relay = UdpRelay((host, port))
-                await relay.start()
-                self.relays[port] = relay
-        ports = {port: relay.port for port, relay in self.relays.items()}
-        await super()._apply_offer({**offer, "sdp": redirect_candidates(offer["sdp"], ports)})
+        if "subscriber" in self.relayed:
+            offer = {**offer, "sdp": await self._through(offer["sdp"], "subscriber")}
+        await super()._apply_offer(offer)
+
+    async def request(self, message: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
+        target = {"offer": "publisher", "answer": "subscriber"}.get(str(message.get("type")))
+        if self.strict and target in self.relayed:
+            message = {**message, "sdp": hide_candidates(message["sdp"])}
+        reply = await super().request(message, timeout)
+        if target == "publisher" and target in self.relayed:
+            reply = {**reply, "sdp": await self._through(reply["sdp"], "publisher")}
+        return reply
+
+    def block(self, target: str, blocked: bool = True) -> None:
+        """Kill (or restore) the path of one connection, and of those that follow it."""
+        if blocked:
+            self._blocked.add(target)
+        else:
+            self._blocked.discard(target)
+        for relay in (self.relays if target == "subscriber" else self.publish_relays).values():
+            relay.blocked = blocked
 
     def impair(self, impairment: Impairment) -> None:
         for relay in self.relays.values():
@@ -149,5 +243,5 @@ class RelayedClient(ParleyClient):
 
     async def close(self) -> None:
         await super().close()
-        for relay in self.relays.values():
+        for relay in [*self.relays.values(), *self.publish_relays.values()]:
             relay.close()

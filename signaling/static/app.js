@@ -6,9 +6,11 @@
 // Modules, no build step: state.js (shared state, `window.parley`),
 // signal.js (the socket), subscriber.js / publisher.js (the two peer
 // connections), publishing.js (own media), roster.js (who is shown where),
-// grid.js (tiles), chat.js, stage.js, lobby.js (before joining), media.js
-// (devices, screen). This file connects, reacts to the node's events, and
-// reconnects when the socket or the media connection drops.
+// grid.js (tiles), tilesize.js (tile sizes for the node), chat.js, stage.js,
+// lobby.js (before joining), media.js (devices, screen), messages.js (error
+// codes as sentences). This file connects, reacts to the node's events,
+// reconnects when the socket drops and takes a new subscribe connection when
+// the node replaces a failed one.
 
 import { Chat } from "./chat.js";
 import { CloseCode } from "./codes.js";
@@ -23,11 +25,15 @@ import { RequestError, Signal } from "./signal.js";
 import { StageUI } from "./stage.js";
 import { act, fault, isMine, meeting, nameOf, parley, view } from "./state.js";
 import { Subscriber } from "./subscriber.js";
+import { TileSizes } from "./tilesize.js";
 
 const $ = (id) => document.getElementById(id);
 const RETRY_DELAYS = [500, 1000, 2000, 4000, 8000]; // ms; 8 s for every further attempt
 const RECONNECT_SOON = 250; // ms, at most (random): the node asked for a reconnection
 const JOIN_TIMEOUT = 10000; // ms
+const QUIET_RECOVERY = 5000; // ms: a new subscribe connection is set up without a word
+const NODE_GRACE = 35000; // ms the node is given to replace a subscribe connection this
+                          // browser saw fail (its consent window is 30 s) before rejoining
 const JOIN_REFUSED = {
   room_full: "The meeting is full.",
   stage_full: "The stage is full; ask for a listener link instead.",
@@ -40,6 +46,7 @@ const AUTH_FAILED = {
 
 // -- the page's widgets and test hooks ---------------------------------------------------
 view.grid = new Grid($("grid"), moderate);
+view.grid.sizes = new TileSizes((message) => !!meeting.signal && meeting.signal.send(message));
 view.chat = new Chat({ list: $("messages"), form: $("chat"), input: $("chat-text") }, sendData);
 view.stage = new StageUI({
   request: () => act({ type: "request-to-speak" }, (r) => view.stage.setRequest(r.status)),
@@ -73,6 +80,10 @@ Object.assign(parley, {
     }
     return out;
   },
+  /** track id -> {participant, frames, width, height} of each received video (decoded). */
+  async received() {
+    return meeting.sub ? Object.fromEntries(await meeting.sub.decoded()) : {};
+  },
   /** What the browser sends: [{source, kind, scalabilityMode, codec, framesEncoded, bytesSent}]. */
   async outbound() { return meeting.pub ? meeting.pub.outbound() : []; },
   /** Number of m-lines on the subscriber connection (they are reused, not added per track). */
@@ -83,6 +94,8 @@ Object.assign(parley, {
     return Object.fromEntries([...meeting.sub.bindings].map(([mid, b]) =>
       [mid, { participant: b.participant, track: b.track, kind: b.kind }]));
   },
+  /** track id -> {width, height}: the tile sizes last reported to the node (track-size). */
+  tileSizes() { return view.grid.sizes.reported(); },
   /** What each tile shows: [{participant, source, name, video, micMuted, cameraOff, …}]. */
   tiles() { return view.grid.describe(); },
   /** The chat: [{from, name, text, time, self}]. */
@@ -226,13 +239,7 @@ async function onJoined(joined, gen) {
   parley.grants = joined.grants;
   resetRoom();
   for (const p of joined.participants) upsert(p);
-  meeting.sub = new Subscriber(meeting.signal, meeting.iceServers, {
-    bind: bindRemote,
-    unbind: unbindRemote,
-    data: (m) => view.chat.receive(m, nameOf),
-    channel: () => {},
-    failed: () => { if (gen === meeting.gen) rejoin("the media connection was lost"); },
-  });
+  openSubscriber(gen);
   for (const m of meeting.heldOffers.splice(0)) offer(m);
   $("room").textContent = joined.room;
   document.title = `${joined.room} · Parley`;
@@ -247,6 +254,48 @@ async function onJoined(joined, gen) {
   if (joined.grants.can_publish) await startPublishing(gen);
   else releaseLocal();
   if (gen === meeting.gen) parley.ready = true;
+}
+
+/** A new subscribe connection; the node's next offer goes to it. */
+function openSubscriber(gen) {
+  const sub = new Subscriber(meeting.signal, meeting.iceServers, {
+    bind: bindRemote,
+    unbind: unbindRemote,
+    data: (m) => view.chat.receive(m, nameOf),
+    channel: () => {},
+    failed: () => subscriberLost(gen, sub),
+  });
+  meeting.sub = sub;
+  return sub;
+}
+
+/** This browser saw the subscribe connection fail: the node notices too (its consent
+ *  window) and sends `connection-failed` with a new offer; only if it does not, rejoin. */
+function subscriberLost(gen, sub) {
+  setTimeout(() => {
+    if (gen === meeting.gen && meeting.sub === sub) rejoin("the media connection was lost");
+  }, NODE_GRACE);
+}
+
+/** The node closed the subscribe connection and is offering a new one: take it, and
+ *  say so only if media is not back within QUIET_RECOVERY. */
+function subscriberFailed(gen) {
+  if (gen !== meeting.gen || !meeting.sub) return;
+  parley.subscribeFailures += 1;
+  meeting.sub.close();
+  const sub = openSubscriber(gen);
+  let noticed = false;
+  const slow = setTimeout(() => {
+    if (meeting.sub !== sub || gen !== meeting.gen) return;
+    noticed = true;
+    view.chat.notice("Video and sound from the others are not reaching you. Trying again…");
+  }, QUIET_RECOVERY);
+  sub.pc.addEventListener("connectionstatechange", () => {
+    if (sub.pc.connectionState !== "connected") return;
+    clearTimeout(slow);
+    if (noticed && meeting.sub === sub) view.chat.notice("Video and sound from the others are back.");
+    noticed = false;
+  });
 }
 
 /** Drop the session and join again (a new session replaces the old one by identity). */
@@ -346,7 +395,7 @@ const handlers = {
   "connection-quality": (m) => { for (const u of m.updates) meeting.quality.set(u.participant, u.quality); },
   "stream-state": (m) => { meeting.streams.set(m.track, m.state); },
   "connection-failed": (m) => {
-    if (m.target === "subscriber") rejoin("the media connection failed");
+    if (m.target === "subscriber") subscriberFailed(meeting.gen);
     else publisherFailed(meeting.gen);
   },
   "data": (m) => view.chat.receive(m, nameOf),
@@ -372,7 +421,7 @@ const handlers = {
   "disconnect": (m) => { meeting.disconnect = m; },
   "resume-token": keepResumeToken,
   "reconnect": () => { meeting.soon = true; },
-  "error": (m) => { parley.errors.push(`${m.code}: ${m.message}`); },
+  "error": (m) => { parley.errors.push(`${m.code}: ${m.message}`); }, // never shown as is
 };
 
 function onEvent(m) {

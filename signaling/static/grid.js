@@ -51,6 +51,7 @@ export class Grid {
     this.onAction = onAction;
     this.tiles = new Map(); // key -> {el, refs, model}
     this.media = new Map(); // mid -> {key, kind, element}
+    this.sizes = null; // a TileSizes (tilesize.js): received videos' sizes go to the node
     this.openMenu = null;
     // Laid out on the next frame: changing the tiles inside the observer would loop.
     new ResizeObserver(() => requestAnimationFrame(() => this.layout())).observe(root.parentElement);
@@ -223,6 +224,7 @@ export class Grid {
     }
     element.srcObject = new MediaStream([media]);
     this.media.set(mid, { key, kind, element, media });
+    if (kind === "video" && trackId && this.sizes) this.sizes.watch(element, trackId);
     element.play().catch(() => this.needSound());
     this.update(tile, tile.model);
   }
@@ -231,6 +233,7 @@ export class Grid {
     const m = this.media.get(mid);
     if (!m) return;
     this.media.delete(mid);
+    if (this.sizes) this.sizes.unwatch(m.element);
     m.element.srcObject = null;
     m.element.remove();
     const tile = this.tiles.get(m.key);

@@ -1,6 +1,7 @@
 // Local media: cameras and microphones, the reasons they fail, and the screen.
 
-const CAMERA = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24 } };
+// 960x540: enough for three simulcast encodings (240x135, 480x270, 960x540).
+const CAMERA = { width: { ideal: 960 }, height: { ideal: 540 }, frameRate: { ideal: 24 } };
 
 /** Test hooks, used by the browser tests (tests/e2e); exposed as `parley.hooks`. */
 export const hooks = {
@@ -10,6 +11,12 @@ export const hooks = {
    * browsers cannot answer. Set it with `parley.hooks.fakeScreen = true`.
    */
   fakeScreen: false,
+  /**
+   * TEST HOOK. When false, the camera is sent as one encoding instead of simulcast.
+   * Read when the camera is published: a test that wants one encoding from the
+   * start sets `window.__parleySingleEncoding = true` in an init script.
+   */
+  simulcast: !window.__parleySingleEncoding,
 };
 
 /** A sentence for a person, from a getUserMedia error. */

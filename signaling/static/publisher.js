@@ -2,7 +2,20 @@
 // (docs/protocol.md, "Publishing: the publish offer"). One sendonly m-line per
 // track; a renegotiation adds or stops m-lines. Video is sent as VP8 with three
 // temporal layers (scalabilityMode L1T3) so the SFU can lower a subscriber's
-// frame rate without asking this page to re-encode.
+// frame rate without asking this page to re-encode. The camera is sent as
+// simulcast: three encodings (rid q, h, f: a quarter, half and full size, lowest
+// first), of which the SFU forwards to each subscriber the one that fits its link
+// and the size of its tile. A screen share is one full-resolution encoding.
+
+import { hooks } from "./media.js";
+
+/** The camera's encodings, lowest first (the SFU numbers layers in this order). */
+export const CAMERA_ENCODINGS = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+const SCREEN_ENCODING = { maxBitrate: 2_500_000 };
 
 function preferVp8(transceiver) {
   if (!transceiver.setCodecPreferences || !window.RTCRtpReceiver || !RTCRtpReceiver.getCapabilities) return;
@@ -15,14 +28,22 @@ function preferVp8(transceiver) {
   }
 }
 
-function addSender(pc, track, stream) {
+function encodingsFor(source) {
+  if (source === "camera" && hooks.simulcast) return CAMERA_ENCODINGS;
+  return [source === "screen" ? SCREEN_ENCODING : {}];
+}
+
+function addSender(pc, track, stream, source) {
   const init = { direction: "sendonly", streams: [stream] };
   if (track.kind !== "video") return pc.addTransceiver(track, init);
-  try {
-    return pc.addTransceiver(track, { ...init, sendEncodings: [{ scalabilityMode: "L1T3" }] });
-  } catch {
-    return pc.addTransceiver(track, init); // a browser without scalabilityMode
+  const encodings = encodingsFor(source);
+  const layered = encodings.map((e) => ({ ...e, scalabilityMode: "L1T3" }));
+  for (const sendEncodings of [layered, encodings]) {
+    try {
+      return pc.addTransceiver(track, { ...init, sendEncodings });
+    } catch { /* a browser without scalabilityMode (or simulcast): try less */ }
   }
+  return pc.addTransceiver(track, init);
 }
 
 export class Publisher {
@@ -64,7 +85,7 @@ export class Publisher {
   add(items) {
     return this.run(async () => {
       const added = items.map(({ track, source }) => ({
-        track, source, transceiver: addSender(this.pc, track, this.stream) }));
+        track, source, transceiver: addSender(this.pc, track, this.stream, source) }));
       for (const a of added) if (a.track.kind === "video") preferVp8(a.transceiver);
       await this.pc.setLocalDescription(await this.pc.createOffer());
       const reply = await this.signal.request({
@@ -122,7 +143,7 @@ export class Publisher {
     return null;
   }
 
-  /** What the browser reports for each sender: source, device label, codec, scalabilityMode, frames. */
+  /** What the browser reports for each encoding sent: source, rid, device label, codec, scalabilityMode, frames. */
   async outbound() {
     const report = await this.pc.getStats();
     const codecs = new Map();
@@ -133,7 +154,7 @@ export class Publisher {
     report.forEach((s) => {
       if (s.type !== "outbound-rtp") return;
       const sender = byMid.get(s.mid);
-      out.push({ source: sender ? sender.source : null, kind: s.kind,
+      out.push({ source: sender ? sender.source : null, kind: s.kind, rid: s.rid || null,
                  label: sender && sender.entry.track ? sender.entry.track.label : null,
                  scalabilityMode: s.scalabilityMode || null, codec: codecs.get(s.codecId) || null,
                  framesEncoded: s.framesEncoded || 0, bytesSent: s.bytesSent || 0 });

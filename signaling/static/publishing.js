@@ -1,13 +1,26 @@
 // This page's own media and the publish connection: open the camera and the
 // microphone, publish them (and a screen), mute, turn the camera off, switch
-// devices, and stop when the page goes back to the audience.
+// devices, and stop when the page goes back to the audience. When the publish
+// connection fails (the node's `connection-failed`, or the browser's own), the
+// same tracks are published again on a new one, quietly for a few seconds; a
+// screen share that is not back within SCREEN_GIVE_UP ends.
 
 import { preview } from "./lobby.js";
 import { describeMediaError, openDevice, openDevices, screenTrack } from "./media.js";
+import { sentence } from "./messages.js";
 import { Publisher } from "./publisher.js";
 import { act, fault, local, meeting, nameOf, parley, view } from "./state.js";
 
 const $ = (id) => document.getElementById(id);
+const QUIET_RECOVERY = 5000; // ms: publishing again without telling the person
+const SCREEN_GIVE_UP = 15000; // ms: a screen share not back by then ends
+const RETRY_DELAYS = [500, 1000, 2000, 4000]; // ms between refused attempts; the last repeats
+const CONNECT_DEADLINE = 4000; // ms a replacement connection gets to hear from the node: one
+                               // that has had no answer at all by then is replaced (the
+                               // browser gives up on a path that stays dead only after ~25 s)
+
+/** A publish connection being replaced: {gen, attempt, noticed, timers}. */
+let recovery = null;
 
 /** The `track-muted` event: a moderator muted (or unmuted) one of this page's tracks. */
 export function mutedByModerator(m) {
@@ -42,15 +55,20 @@ async function openMissing({ audio = true, video = true } = {}) {
   await view.devices.fill();
 }
 
-/** Publish microphone, camera and screen on a new publish connection. */
-export async function startPublishing(gen) {
-  if (meeting.pub || !meeting.signal) return;
+/** Publish microphone, camera and screen on a new publish connection. Resolves true
+ *  when the node took them; `quiet`: a refusal is not reported (recovery retries). */
+export async function startPublishing(gen, { quiet = false } = {}) {
+  if (meeting.pub || !meeting.signal) return false;
   const pub = new Publisher(meeting.signal, meeting.iceServers, () => publisherFailed(gen));
   meeting.pub = pub;
+  pub.pc.addEventListener("connectionstatechange", () => {
+    if (pub.pc.connectionState === "connected" && meeting.pub === pub) recovered(gen);
+  });
   try {
     await openMissing();
-    if (gen !== meeting.gen || meeting.pub !== pub) return;
+    if (gen !== meeting.gen || meeting.pub !== pub) return false;
     if (local.audio) local.audio.enabled = !local.micMuted;
+    if (local.screen && local.screen.readyState === "ended") local.screen = null;
     const items = [];
     if (local.audio) items.push({ track: local.audio, source: "microphone" });
     if (local.video && !local.cameraOff) items.push({ track: local.video, source: "camera" });
@@ -61,28 +79,99 @@ export async function startPublishing(gen) {
     }
     if (meeting.pub === pub) parley.publishing = true;
   } catch (err) {
-    if (gen !== meeting.gen || meeting.pub !== pub) return;
-    reportPublish(err);
+    if (gen !== meeting.gen || meeting.pub !== pub) return false;
+    if (quiet) fault("publish", err);
+    else reportPublish(err);
     pub.close();
     meeting.pub = null;
+    view.refresh();
+    return false;
   }
   view.refresh();
+  return true;
 }
 
-/** The publish connection failed: publish again on a new one. */
+/** The publish connection failed (either end noticed): publish the same tracks again on
+ *  a new one, retrying while the node refuses; the person hears of it only when that
+ *  takes longer than QUIET_RECOVERY. */
 export function publisherFailed(gen) {
   if (gen !== meeting.gen || !meeting.pub) return;
   meeting.pub.close();
   meeting.pub = null;
   parley.publishing = false;
-  if (parley.grants && parley.grants.can_publish) {
-    view.chat.notice("Sending media failed; starting again.");
-    startPublishing(gen);
+  parley.publishFailures += 1;
+  if (!(parley.grants && parley.grants.can_publish)) return;
+  if (!recovery || recovery.gen !== gen) {
+    endRecovery();
+    recovery = { gen, attempt: 0, noticed: false, timers: [] };
+    recovery.timers.push(setTimeout(() => tellSlow(gen), QUIET_RECOVERY));
+    recovery.timers.push(setTimeout(() => giveUpScreen(gen), SCREEN_GIVE_UP));
   }
+  publishAgain(gen);
+}
+
+async function publishAgain(gen) {
+  if (!recovery || recovery.gen !== gen || gen !== meeting.gen || meeting.pub) return;
+  if (await startPublishing(gen, { quiet: true })) {
+    watchConnecting(gen, meeting.pub);
+    return;
+  }
+  if (!recovery || recovery.gen !== gen) return;
+  const wait = RETRY_DELAYS[Math.min(recovery.attempt, RETRY_DELAYS.length - 1)];
+  recovery.attempt += 1;
+  recovery.timers.push(setTimeout(() => publishAgain(gen), wait));
+}
+
+/** Every CONNECT_DEADLINE until it connects: replace `pub` if no ICE check of it has been
+ *  answered (the path is still dead), else give it more time. */
+function watchConnecting(gen, pub) {
+  if (!recovery || recovery.gen !== gen) return;
+  recovery.timers.push(setTimeout(async () => {
+    if (meeting.pub !== pub || pub.pc.connectionState === "connected") return;
+    let answered = false;
+    (await pub.pc.getStats()).forEach((s) => {
+      if (s.type === "candidate-pair" && s.responsesReceived > 0) answered = true;
+    });
+    if (meeting.pub !== pub) return;
+    if (answered) watchConnecting(gen, pub);
+    else publisherFailed(gen);
+  }, CONNECT_DEADLINE));
+}
+
+function tellSlow(gen) {
+  if (!recovery || recovery.gen !== gen || gen !== meeting.gen) return;
+  recovery.noticed = true;
+  view.chat.notice("Your camera and microphone are not reaching the meeting. Trying again…");
+}
+
+/** A screen share that could not be sent again in time ends, here and for everyone (the
+ *  node unpublished it when the connection failed). The connection being set up is not
+ *  renegotiated (the node would hold the offer until it connects): a new one replaces it. */
+function giveUpScreen(gen) {
+  if (!recovery || recovery.gen !== gen || gen !== meeting.gen || !local.screen) return;
+  view.chat.notice("Your screen share stopped because the connection was lost. Share it again when you are ready.");
+  const track = local.screen;
+  local.screen = null;
+  track.stop();
+  if (meeting.pub && meeting.pub.has("screen")) publisherFailed(gen);
+  view.refresh();
+}
+
+function recovered(gen) {
+  if (!recovery || recovery.gen !== gen) return;
+  if (recovery.noticed) view.chat.notice("Your camera and microphone reach the meeting again.");
+  parley.publishRecoveries += 1;
+  endRecovery();
+}
+
+function endRecovery() {
+  if (recovery) for (const t of recovery.timers) clearTimeout(t);
+  recovery = null;
 }
 
 /** Back to the audience: close the publish connection and release the devices. */
 export function stopPublishing() {
+  endRecovery();
   if (meeting.pub) meeting.pub.close();
   meeting.pub = null;
   parley.publishing = false;
@@ -171,7 +260,10 @@ export async function toggleScreen() {
   try {
     track = await screenTrack();
   } catch (err) {
-    if (err.name !== "NotAllowedError") view.chat.notice(`Screen sharing is not available (${err.message || err}).`);
+    if (err.name !== "NotAllowedError") {
+      fault("screen", err);
+      view.chat.notice("Screen sharing is not available in this browser.");
+    }
     return;
   }
   local.screen = track;
@@ -182,7 +274,8 @@ export async function toggleScreen() {
 }
 
 function reportPublish(err) {
-  view.chat.notice(`Could not publish (${fault("publish", err)}).`);
+  fault("publish", err);
+  view.chat.notice(`Your camera, microphone or screen could not be sent. ${sentence(err, "")}`.trim());
 }
 
 /** Another camera or microphone was picked: preview it, or send it instead. */

@@ -2,6 +2,7 @@
 // connection and fills `view` with the page's widgets at start-up.
 
 import { hooks } from "./media.js";
+import { sentence } from "./messages.js";
 
 /** What tests (tests/e2e) and a curious person in the console can read: `window.parley`. */
 export const parley = {
@@ -11,6 +12,9 @@ export const parley = {
   publishing: false, // the publish connection carries this page's tracks
   ready: false, // joined, and published if allowed to
   reconnects: 0,
+  publishFailures: 0, // publish connections that failed (connection-failed, or the browser's)
+  publishRecoveries: 0, // … and were replaced by a connected one, the socket kept
+  subscribeFailures: 0, // subscribe connections the node replaced (connection-failed)
   resumed: 0, // joins that took this page's participant back (joined.resumed)
   history: [], // [{state, status, at}] every state change
   errors: [], // uncaught page errors and server errors
@@ -64,10 +68,11 @@ export function fault(what, err) {
   return text;
 }
 
-/** Send a request; a refusal becomes a notice in the chat and an entry in parley.errors. */
+/** Send a request; a refusal becomes a sentence in the chat and an entry in parley.errors. */
 export function act(message, then) {
   if (!meeting.signal) return Promise.resolve();
   return meeting.signal.request(message).then((reply) => { if (then) then(reply); }).catch((err) => {
-    view.chat.notice(`${fault(message.type, err)}`);
+    fault(message.type, err);
+    view.chat.notice(sentence(err));
   });
 }

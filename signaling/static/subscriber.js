@@ -130,7 +130,10 @@ export class Subscriber {
     report.forEach((s) => {
       if (s.type !== "inbound-rtp" || s.kind !== "video") return;
       const b = this.bindings.get(s.mid);
-      if (b) out.set(b.track, { participant: b.participant, frames: s.framesDecoded || 0 });
+      if (b) {
+        out.set(b.track, { participant: b.participant, frames: s.framesDecoded || 0,
+                           width: s.frameWidth || 0, height: s.frameHeight || 0 });
+      }
     });
     return out;
   }

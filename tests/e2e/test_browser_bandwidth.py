@@ -12,7 +12,8 @@ about the REMB path.
 Two test hooks are installed in the page before its scripts run (Playwright init
 script): every RTCPeerConnection the page creates is kept in ``window.__pcs`` so its
 stats can be read, and the camera is asked for 1280x720 at 30 frames/s so the
-unconstrained bitrate is well above what the squeezed path carries.
+unconstrained bitrate is well above what the squeezed path carries. The camera is sent
+as one encoding, not simulcast (a simulcast publisher is not capped by a subscriber).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ CLEAN = 500_000
 
 HOOKS = """
 (() => {
+  window.__parleySingleEncoding = true;  // one encoding: this test is about the REMB path
   const Native = window.RTCPeerConnection;
   window.__pcs = [];
   window.RTCPeerConnection = class extends Native {

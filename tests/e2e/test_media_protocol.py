@@ -285,9 +285,9 @@ async def test_subscribers_joining_together_cause_at_most_one_pli_per_interval(
         plis: list[float] = []
         send_pli = producer._send_pli
 
-        def counted(now: float) -> None:
+        def counted(key: int | None, now: float) -> None:
             plis.append(time.perf_counter())
-            send_pli(now)
+            send_pli(key, now)
 
         producer._send_pli = counted  # type: ignore[method-assign]
         clients = [ParleyClient(node.url("/"), token("room", f"s{i}")) for i in range(4)]

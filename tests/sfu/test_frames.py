@@ -41,6 +41,9 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
     monkeypatch.setattr(frames, "time", fake)
+    # every test's streams start with a process that has received nothing yet
+    monkeypatch.setattr(frames.PROCESS_ARRIVALS, "_last", float("-inf"))
+    monkeypatch.setattr(frames.PROCESS_ARRIVALS, "watch_until", float("-inf"))
     return fake
 
 
@@ -337,3 +340,193 @@ def test_empty_audio_packet_is_not_a_frame() -> None:
     packet._data = b""  # type: ignore[attr-defined]
     feed(assembler, [packet])
     assert out == []
+
+
+# -- media that arrives seconds late (a node resuming after it was stopped) -------------
+def test_a_frozen_nodes_backlog_is_dropped_and_video_restarts_from_a_key_frame(
+        clock: Clock) -> None:
+    """30 frames play in real time; then the node stops for 5 s. Its socket kept the
+    first second of what was sent meanwhile (frames 30-59) and dropped the rest (60-179);
+    all of that is read at once on resume, followed by current frames (180 on, the
+    publisher's answer to the key-frame request being 182)."""
+    assembler, out = video()
+    data, packets = stream(200)
+    packets[182] = packetize(vp8_frame(182, 2500, key=True), seq=packets[182][0].sequence_number,
+                             timestamp=packets[182][0].timestamp)
+    plis: list[bool] = []
+    for frame in packets[:30]:
+        clock.now += 1 / FPS
+        plis += feed(assembler, frame)
+    clock.now += 150 / FPS  # stopped: frames 30-179 were sent meanwhile
+    plis += feed(assembler, (p for frame in packets[30:60] for p in frame))  # the backlog
+    assert plis.count(True) == 1, "one key-frame request, at the first late packet"
+    assert len(out) == 30
+    for frame in packets[180:]:
+        plis += feed(assembler, frame)
+        clock.now += 1 / FPS
+    assert plis.count(True) == 1
+    assert [f.data for f in out] == data[:30] + data[180:182] + [vp8_frame(182, 2500, key=True)] \
+        + data[183:]
+    assert [f.discontinuity for f in out[29:32]] == [False, True, False]
+    assert out[32].keyframe  # 182: consumers hold from the discontinuity to here
+    assert assembler.late.late_packets == sum(len(f) for f in packets[30:60])
+
+
+def test_jitter_and_late_retransmissions_are_not_mistaken_for_a_frozen_node(
+        clock: Clock) -> None:
+    """Arrival times wander by ±0.2 s and every tenth packet comes 0.5 s late (a
+    retransmission on a slow path): none of it counts as late."""
+    assembler, out = video()
+    _, packets = stream(300)
+    rng = random.Random(3)
+    arrivals = []
+    for i, frame in enumerate(packets):
+        for j, packet in enumerate(frame):
+            delay = rng.uniform(0.0, 0.4) + (0.5 if (i + j) % 10 == 0 else 0.0)
+            arrivals.append((i / FPS + delay, packet))
+    for at, packet in sorted(arrivals, key=lambda a: a[0]):
+        clock.now = 1000.0 + at
+        feed(assembler, [packet])
+    assert assembler.late.late_packets == 0
+    assert len(out) > 250
+
+
+def test_a_lasting_longer_path_delay_is_accepted_after_the_window(clock: Clock) -> None:
+    """The publisher's path gets 1.5 s slower for good: a burst is dropped, then the new
+    delay is the norm and frames flow again."""
+    filt = frames.LateFilter(90000, limit=1.0, window=2.0)
+    verdicts = []
+    for i in range(600):
+        media = i / FPS
+        clock.now = 1000.0 + media + (1.5 if i >= 100 else 0.0)
+        verdicts.append(filt.late(int(media * 90000) & 0xFFFFFFFF, clock.now))
+    assert not any(verdicts[:100])
+    assert all(verdicts[100:110])
+    assert not any(verdicts[100 + 2 * FPS + 1:])
+
+
+def test_a_timestamp_jumping_back_restarts_the_late_filter() -> None:
+    filt = frames.LateFilter(90000)
+    for i in range(100):
+        assert not filt.late(900_000 + i * TICKS, 10.0 + i / FPS)
+    assert not filt.late(1000, 10.0 + 100 / FPS)  # a new timeline, 10 s back
+    assert not filt.late(1000 + TICKS, 10.0 + 101 / FPS)
+
+
+def test_a_frozen_nodes_audio_backlog_is_dropped(clock: Clock) -> None:
+    assembler, out, _ = audio()
+    for seq in range(50):  # 20 ms packets in real time
+        clock.now += 0.02
+        feed(assembler, opus_packets([seq]))
+    clock.now += 5.0
+    feed(assembler, opus_packets(range(50, 100)))  # the backlog, all at once
+    for seq in range(300, 320):
+        feed(assembler, opus_packets([seq]))
+        clock.now += 0.02
+    assert [f.timestamp // 960 for f in out] == list(range(50)) + list(range(300, 320))
+
+
+def test_current_packets_overtaking_late_ones_are_kept(clock: Clock) -> None:
+    """A publisher that queued its packets while the node was stopped sends the queue
+    (seconds old) and then current frames, with no gap in sequence numbers; one current
+    packet overtakes the last late ones. Every current frame is forwarded, once."""
+    assembler, out = video()
+    data, packets = stream(60)
+    seq = packets[-1][-1].sequence_number + 1
+    current, current_data = [], []
+    for i in range(180, 200):  # encoded after the stop: their timestamps are current
+        frame = vp8_frame(i, 1500, key=i == 180)
+        current.append(packetize(frame, seq=seq, timestamp=5000 + i * TICKS))
+        current_data.append(frame)
+        seq += len(current[-1])
+    for frame in packets[:30]:
+        clock.now += 1 / FPS
+        feed(assembler, frame)
+    clock.now += 150 / FPS
+    queued = [p for frame in packets[30:] for p in frame]
+    overtaking = current[1][1]
+    arrivals = queued[:-2] + [overtaking] + queued[-2:] + [
+        p for frame in current for p in frame if p is not overtaking]
+    plis = feed(assembler, arrivals)
+    assert plis.count(True) == 1
+    assert [f.data for f in out] == data[:30] + current_data
+    assert out[30].discontinuity and out[30].keyframe
+    assert assembler.late.late_packets == len(queued)
+
+
+def test_a_packet_still_missing_after_the_retry_interval_is_nacked_again(clock: Clock) -> None:
+    """aiortc NACKs a gap once; when neither that NACK nor its answer gets through, the
+    assembler asks again every NACK_RETRY until the frame is complete or given up."""
+    assembler, out = video(frame_wait=0.3)
+    data, packets = stream(20)
+    lost = packets[4][1]
+    asked: list[tuple[float, list[int]]] = []
+    started = clock.now
+    for frame in packets[:14]:  # frame_wait runs out with frame 14
+        clock.now += 1 / FPS
+        feed(assembler, [p for p in frame if p is not lost])
+        if nacks := assembler.take_nacks():
+            asked.append((round(clock.now - started, 3), nacks))
+    assert [n for _, n in asked] == [[lost.sequence_number]] * 2
+    first, second = (t for t, _ in asked)
+    assert second - first >= frames.NACK_RETRY
+    feed(assembler, [lost])  # the second answer gets through, before frame_wait
+    for frame in packets[14:]:
+        feed(assembler, frame)
+    assert assembler.take_nacks() == []
+    assert [f.data for f in out] == data and assembler.frames_dropped == 0
+
+
+def test_nacks_name_every_missing_packet_with_16_bit_sequence_numbers(clock: Clock) -> None:
+    assembler, _ = video()
+    _, packets = stream(12, seq=65530)
+    flat = [p for frame in packets for p in frame]
+    lost = {flat[3].sequence_number, flat[6].sequence_number}
+    assert lost == {65533, 0}
+    for packet in flat:
+        clock.now += 0.02
+        if packet.sequence_number not in lost:
+            feed(assembler, [packet])
+        if nacks := assembler.take_nacks():
+            assert set(nacks) <= lost and all(0 <= n <= 0xFFFF for n in nacks)
+            return
+    raise AssertionError("no NACK within the stream")
+
+
+def test_a_frame_paced_out_slowly_after_a_quiet_spell_is_not_late() -> None:
+    """A screen share quiet for 3 s sends one large frame whose packets are paced over
+    1.5 s, then frames in real time: nothing of it is late (a frame is judged by its
+    first packet, which was on time)."""
+    filt = frames.LateFilter(90000)
+    for i in range(30):
+        assert not filt.late(i * TICKS, 10.0 + i / FPS)
+    big, at = 120 * TICKS, 10.0 + 120 / FPS  # sent on time after 3 s of nothing
+    verdicts = [filt.late(big, at + k * 0.015) for k in range(100)]  # paced over 1.5 s
+    verdicts += [filt.late((121 + i) * TICKS, at + 1.5 + i / FPS) for i in range(30)]
+    assert not any(verdicts) and filt.late_packets == 0
+
+
+def test_steady_late_arrival_without_a_silence_is_never_dropped() -> None:
+    """Packets drifting 2 s later over 10 s (a queue filling on a slow path): no
+    silence, so nothing is judged late."""
+    filt = frames.LateFilter(90000)
+    verdicts = [filt.late(i * TICKS, 10.0 + i / FPS + i * 0.2 / FPS) for i in range(300)]
+    assert not any(verdicts)
+
+
+def test_one_quiet_stream_among_busy_ones_is_never_judged_late() -> None:
+    """A static screen share sends nothing for 3 s, then a frame whose timestamp is
+    old (a repeated frame): the camera kept the process busy meanwhile, so the node
+    was not stopped and nothing is dropped. Had every stream been quiet, it would be."""
+    arrivals = frames.Arrivals()
+    screen = frames.LateFilter(90000, arrivals=arrivals)
+    camera = frames.LateFilter(90000, arrivals=arrivals)
+    for i in range(30):
+        assert not screen.late(i * TICKS, 10.0 + i / FPS)
+    for i in range(30, 130):
+        assert not camera.late(i * TICKS, 10.0 + i / FPS)
+    assert not screen.late(31 * TICKS, 10.0 + 130 / FPS)  # 3 s late, after 3 s of quiet
+    alone = frames.LateFilter(90000, arrivals=frames.Arrivals())
+    for i in range(30):
+        alone.late(i * TICKS, 10.0 + i / FPS)
+    assert alone.late(31 * TICKS, 10.0 + 130 / FPS)

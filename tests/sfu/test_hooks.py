@@ -29,6 +29,7 @@ from sfu.hooks import (
     install_assembler,
     redirect_keyframe_requests,
     restrict_host_addresses,
+    send_nack,
     send_pli,
 )
 from sfu.sdp import filter_codecs
@@ -114,6 +115,12 @@ def test_receiver_can_send_a_pli() -> None:
     assert inspect.iscoroutinefunction(RTCRtpReceiver._send_rtcp_pli)
     assert list(inspect.signature(RTCRtpReceiver._send_rtcp_pli).parameters) == [
         "self", "media_ssrc"]
+
+
+def test_receiver_can_send_a_nack() -> None:
+    assert inspect.iscoroutinefunction(RTCRtpReceiver._send_rtcp_nack)
+    assert list(inspect.signature(RTCRtpReceiver._send_rtcp_nack).parameters) == [
+        "self", "media_ssrc", "lost"]
 
 
 def test_sender_packs_anything_that_is_not_a_frame() -> None:
@@ -245,6 +252,13 @@ async def test_packed_frames_reach_the_installed_assembler_and_pli_goes_upstream
         await send_pli(receiver, packets[0].ssrc)
         await asyncio.wait_for(keyframe_requests.wait(), 5)
         assert not getattr(sender, FORCE_KEYFRAME)
+
+        # A NACK for a packet already received brings it once more (the sender's history).
+        again = packets[-1].sequence_number
+        await send_nack(receiver, packets[-1].ssrc, [again])
+        async with asyncio.timeout(5):
+            while sum(p.sequence_number == again for p in recorder.packets) < 2:
+                await asyncio.sleep(0.01)
     finally:
         await subscriber.close()
         await publisher.close()

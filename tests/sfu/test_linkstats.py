@@ -53,6 +53,8 @@ class Source:
         self.own_estimate: int | None = None
         self.closed = False
         self.has_layers = False
+        self.layers: tuple[object, ...] = ()
+        """Simulcast layers (none: one encoding)."""
         self.renditions: RenditionSet | None = None
 
     def add_consumer(self, consumer: Consumer) -> None:
@@ -203,10 +205,10 @@ async def test_a_consumer_held_back_for_bandwidth_stops_the_key_frame_requests()
                         config=SfuConfig(keyframe_interval=0.1), app_data={})
     sent: list[float] = []
 
-    def record(now: float) -> None:
+    def record(key: int | None, now: float) -> None:
         sent.append(now)
-        producer._last_pli = now
-        producer._pli_wanted = False
+        producer._last_pli[key] = now
+        producer._pli_wanted.discard(key)
 
     producer._send_pli = record  # type: ignore[method-assign]
     try:
@@ -413,3 +415,43 @@ def test_a_congested_publisher_uplink_lowers_the_target_below_its_subscribers() 
     assert allocate_publisher(source, CFG, 1.0) == 400_000  # type: ignore[arg-type]
     source.bytes_in += 40_000  # 320 kbit/s arrives: the estimate only tracks the input
     assert allocate_publisher(source, CFG, 1.0) == 900_000  # type: ignore[arg-type]
+
+
+def test_loss_comes_from_the_reports_counters_not_the_worst_short_report() -> None:
+    """A browser sends a receiver report with every NACK, each covering a few packets:
+    with 2 % loss some say 33 % or 50 %. The cumulative counters over the interval give
+    2 %, which holds the estimate instead of cutting it."""
+    link = SubscriberLink.create(CFG)
+    lost, highest = 0, 1000
+    link.on_report(0.0, 0, 0.02, (7, lost, highest))
+    for n in range(50):  # 50 reports of 4 packets each: 200 packets, 4 lost
+        highest += 4
+        if n % 12 == 5:
+            lost += 1
+        link.on_report(1 / 4 if n % 12 == 5 else 0.0, 0, 0.02, (7, lost, highest))
+    assert link.take_loss() == pytest.approx(4 / 200)
+    assert link.take_loss() is None  # nothing reported since
+    for step in range(1, 11):
+        for _ in range(10):
+            highest += 10
+            lost += 1 if highest % 50 == 0 else 0
+            link.on_report(0.5 if highest % 50 == 0 else 0.0, 0, 0.02, (7, lost, highest))
+        estimate = link.estimator.estimate
+        update_subscriber(link, SubscriberSample(
+            bytes_sent=step * 100_000, remb=None, audio_streams=0, video_streams=1,
+            consuming=True), CFG, float(step), 1.0)
+        assert link.estimator.estimate >= estimate, "2 % random loss is not congestion"
+    assert link.max_layer == 2
+
+
+def test_counters_of_each_ssrc_are_followed_apart_and_duplicates_lower_the_loss() -> None:
+    link = SubscriberLink.create(CFG)
+    link.on_report(0.0, 0, None, (1, 10, 500))
+    link.on_report(0.0, 0, None, (2, 0, 9000))
+    link.on_report(0.1, 0, None, (1, 15, 600))  # 5 of 100
+    link.on_report(0.0, 0, None, (2, 0, 9100))  # 0 of 100
+    link.on_report(0.0, 0, None, (1, 14, 650))  # 0 of 50, and a duplicate: one fewer
+    link.on_report(0.9, 0, None, (1, 99, 550))  # an old report, out of order: ignored
+    assert link.take_loss() == pytest.approx(4 / 250)
+    link.on_report(0.02, 0, None)  # a report without counters: the fraction is used
+    assert link.take_loss() == pytest.approx(0.02)

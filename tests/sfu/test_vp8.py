@@ -112,3 +112,13 @@ def test_keyframe_is_p_bit_clear() -> None:
 
 def test_empty_frame_is_not_a_keyframe() -> None:
     assert not is_keyframe(b"")
+
+
+def test_a_key_frame_header_gives_the_frame_size() -> None:
+    from sfu.vp8 import keyframe_size
+
+    header = bytes([0x50, 0x01, 0x00, 0x9D, 0x01, 0x2A]) + (960).to_bytes(2, "little") \
+        + (540 | 0x4000).to_bytes(2, "little")  # (scaling bits are not part of the size)
+    assert keyframe_size(header) == (960, 540)
+    assert keyframe_size(bytes([0x51]) + header[1:]) is None  # an inter frame
+    assert keyframe_size(header[:9]) is None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import aiohttp
+import pytest
 
 from signaling.app import create_app
 from signaling.appkeys import NODE
@@ -141,3 +143,24 @@ def test_join_limits_forget_refilled_addresses_and_stay_bounded() -> None:
     now[0] += 3.0  # every bucket has refilled
     assert limits.take("b")
     assert len(limits) == 1
+
+
+async def test_an_overlong_request_line_is_refused_with_one_warning_and_no_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with guarded() as (node, serving):
+        loop = asyncio.get_running_loop()
+        sock = await open_socket(HOST, serving.port)
+        try:
+            secret = b"x" * 9000
+            await loop.sock_sendall(sock, b"GET /" + secret + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+            answer = await asyncio.wait_for(loop.sock_recv(sock, 64), 5.0)
+        finally:
+            sock.close()
+        assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400")
+        assert await healthz(serving.port) == 200
+        records = [r for r in caplog.records if r.name == "aiohttp.server"]
+        assert records, "aiohttp logged nothing for the bad request"
+        for record in records:
+            assert record.exc_info is None and record.levelno == logging.WARNING
+            assert "xxxx" not in record.getMessage()
+        assert refused(node, "malformed_http") == 1

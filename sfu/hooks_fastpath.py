@@ -1,0 +1,215 @@
+"""aiortc internals the forwarding fast path (sfu/fastpath.py) relies on, in one module.
+
+aiortc is pinned (pyproject.toml); tests/sfu/test_hooks_fastpath.py checks each
+hook point so that an upgrade which moves one fails loudly.
+
+- Sender take-over: ``RTCRtpSender.send(parameters)`` is replaced on an SFU
+  sender by a version that registers the sender with its DTLS transport's RTP
+  router (so the subscriber's RTCP still reaches it by SSRC) and hands the
+  negotiated parameters to the fast path, but starts neither of aiortc's
+  sender tasks: no ``_run_rtp`` reading the track, no ``_run_rtcp`` sending
+  sender reports with counts the fast path does not feed. ``stop()``
+  unregisters it, and ``_handle_rtcp_packet`` goes to the fast path.
+  The SSRCs are aiortc's (``_ssrc``, ``_rtx_ssrc``): they are in the offer.
+- Wire: a started DTLS transport's state (``_state``, an
+  ``aiortc.rtcdtlstransport.State``; the public ``state`` property formats a
+  string each call), its SRTP session (``_tx_srtp``) and its ICE
+  connection's selected pair (``RTCIceTransport._connection._nominated[1]``,
+  an aioice ``CandidatePair`` whose ``protocol.transport`` is the datagram
+  transport, a socket of aioice or the node's shared UDP port).
+- GSO: a frame's packets to one subscriber leave in one ``sendmsg`` with
+  ``UDP_SEGMENT`` on the pair's socket (asyncio's ``_SelectorDatagramTransport._sock``),
+  only while the transport has nothing queued; otherwise, on the node's shared
+  port, or where the kernel refuses, one ``sendto`` per packet through the transport.
+- Header extension ids come from the negotiated ``RTCRtpSendParameters``
+  (public), by URI, as aiortc's ``HeaderExtensionsMap`` reads them.
+"""
+
+from __future__ import annotations
+
+import asyncio.selector_events
+import socket
+import struct
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCRtpSender
+from aiortc.codecs import is_rtx
+from aiortc.rtcdtlstransport import State
+
+from sfu.hooks import HookError, guard_remb_parsing
+
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendParameters:
+    """What a subscriber negotiated for one sending m-line, read once when it starts."""
+
+    ssrc: int
+    rtx_ssrc: int
+    payload_type: int
+    rtx_payload_type: int | None
+    """None: RTX not negotiated; NACKed packets are resent as they were."""
+    mid: str
+    mid_id: int | None
+    """One-byte header extension id of ``sdes:mid``; None when not negotiated."""
+    abs_send_time_id: int | None
+    cname: str
+
+
+def check_sender_hook_points(sender: RTCRtpSender) -> None:
+    """Raise HookError unless ``sender`` still has what :func:`take_over_sender` replaces."""
+    for name in ("send", "stop", "_handle_rtcp_packet"):
+        if not callable(getattr(sender, name, None)):
+            raise HookError(f"RTCRtpSender.{name} is gone")
+    for name in ("_ssrc", "_rtx_ssrc", "_enabled"):
+        if not hasattr(sender, name):
+            raise HookError(f"RTCRtpSender has no {name}")
+    for name in ("_register_rtp_sender", "_unregister_rtp_sender"):
+        if not callable(getattr(sender.transport, name, None)):
+            raise HookError(f"RTCDtlsTransport.{name} is gone")
+
+
+def read_parameters(sender: RTCRtpSender, parameters: Any) -> SendParameters:
+    codec = parameters.codecs[0]
+    rtx = next((c.payloadType for c in parameters.codecs
+                if is_rtx(c) and c.parameters.get("apt") == codec.payloadType), None)
+    ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
+    return SendParameters(ssrc=sender._ssrc, rtx_ssrc=sender._rtx_ssrc,
+                          payload_type=codec.payloadType, rtx_payload_type=rtx,
+                          mid=parameters.muxId or "", mid_id=ids.get(MID_URI),
+                          abs_send_time_id=ids.get(ABS_SEND_TIME_URI),
+                          cname=parameters.rtcp.cname or "")
+
+
+def take_over_sender(sender: RTCRtpSender, *, on_start: Callable[[SendParameters], None],
+                     on_rtcp: Callable[[Any], None], on_stop: Callable[[], None]) -> None:
+    """Make ``sender`` a shell the fast path sends through (call before it starts).
+
+    ``on_start`` gets the negotiated parameters once; ``on_rtcp`` every RTCP packet
+    routed to the sender (reports, NACK, PLI/FIR, REMB); ``on_stop`` is called once
+    when aiortc stops the sender (transceiver stopped, connection closed).
+    """
+    check_sender_hook_points(sender)
+    guard_remb_parsing()
+    state = {"started": False, "stopped": False}
+
+    async def send(parameters: Any) -> None:
+        if state["started"] or state["stopped"]:
+            return
+        state["started"] = True
+        sender.transport._register_rtp_sender(sender, parameters)
+        on_start(read_parameters(sender, parameters))
+
+    async def stop() -> None:
+        if state["stopped"]:
+            return
+        state["stopped"] = True
+        if state["started"]:
+            sender.transport._unregister_rtp_sender(sender)
+        on_stop()
+
+    async def handle_rtcp(packet: Any) -> None:
+        on_rtcp(packet)
+
+    sender.send = send  # type: ignore[method-assign]
+    sender.stop = stop  # type: ignore[method-assign]
+    sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
+
+
+Route = tuple[Callable[[bytes], bytes], Any, socket.socket | None, Any]
+"""(SRTP protect, the pair's datagram transport, its socket when packets may bypass the
+transport (see :func:`send_packets`), remote address) of a connected sender."""
+
+UDP_SEGMENT = 103
+"""Linux ``UDP_SEGMENT`` (``linux/udp.h``; not in Python's socket module)."""
+GSO_MAX_SEGMENTS = 32
+"""Datagrams per ``sendmsg`` (the kernel takes at most 64 and 64 KiB)."""
+_SEGMENT_SIZE = struct.Struct("=H")
+ASYNCIO_DATAGRAM = getattr(asyncio.selector_events, "_SelectorDatagramTransport", None)
+"""The only transport whose socket is used directly (aioice's host sockets; a TURN
+relay's transport or the node's shared port are not)."""
+
+
+class Gso:
+    """UDP generic segmentation offload for the fast path, process-wide: one
+    ``sendmsg`` carries a frame's packets to one subscriber, and the kernel cuts
+    it into datagrams (all but the last the same size, which a frame's packets
+    are). Turned off for good by the first error other than a full buffer."""
+
+    enabled = sys.platform == "linux"
+    batches = 0
+    """``sendmsg`` calls that carried more than one datagram."""
+
+
+def send_packets(packets: list[bytes], transport: Any, sock: socket.socket | None,
+                 addr: Any) -> None:
+    """Send a frame's protected packets to one subscriber, in order."""
+    if sock is None or len(packets) == 1 or not Gso.enabled:
+        for packet in packets:
+            transport.sendto(packet, addr)
+        return
+    for start in range(0, len(packets), GSO_MAX_SEGMENTS):
+        group = packets[start:start + GSO_MAX_SEGMENTS]
+        if len(group) > 1:
+            try:
+                sock.sendmsg(group, [(socket.SOL_UDP, UDP_SEGMENT,
+                                      _SEGMENT_SIZE.pack(len(group[0])))], 0, addr)
+                Gso.batches += 1
+                continue
+            except BlockingIOError:
+                pass  # the socket's buffer is full: asyncio's transport queues them
+            except OSError:
+                Gso.enabled = False  # no GSO on this kernel or route
+        for packet in group:
+            transport.sendto(packet, addr)
+
+
+class Wire:
+    """Where a taken-over sender's packets go: its DTLS transport's SRTP session and
+    the selected ICE pair, looked up afresh for each frame (the transport is set by
+    bundling, and connects after the sender is created).
+
+    The pair's socket is handed out (for :func:`send_packets`) only when the pair's
+    transport is asyncio's own (aioice's socket, not the node's shared port) and has
+    nothing queued, so packets sent past it cannot overtake queued ones.
+    """
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self._sender = sender
+
+    def route(self) -> Route | None:
+        """None while the connection is not up (or the m-line is inactive)."""
+        sender = self._sender
+        dtls = sender.transport
+        if not sender._enabled or dtls._state is not State.CONNECTED:
+            return None
+        srtp = dtls._tx_srtp
+        pair = dtls.transport._connection._nominated.get(1)
+        if srtp is None or pair is None or pair.protocol.transport is None:
+            return None
+        transport: Any = pair.protocol.transport
+        sock = None
+        if type(transport) is ASYNCIO_DATAGRAM and not transport.get_write_buffer_size():
+            sock = transport._sock
+        return srtp.protect, transport, sock, pair.remote_addr
+
+    @property
+    def closed(self) -> bool:
+        """The DTLS transport is closed or failed: nothing will be sent on it again."""
+        return self._sender.transport._state in (State.CLOSED, State.FAILED)
+
+    def rtcp_route(self) -> Route | None:
+        """As :meth:`route`, with SRTCP protection (reports go out on inactive m-lines too)."""
+        dtls = self._sender.transport
+        if dtls._state is not State.CONNECTED:
+            return None
+        srtp = dtls._tx_srtp
+        pair = dtls.transport._connection._nominated.get(1)
+        if srtp is None or pair is None or pair.protocol.transport is None:
+            return None
+        return srtp.protect_rtcp, pair.protocol.transport, None, pair.remote_addr

@@ -1,0 +1,138 @@
+"""Choosing one simulcast layer for each of a subscriber's video tracks. Pure: numbers in,
+numbers out; sfu/allocation.py feeds it from consumers and producers.
+
+Each video the subscriber receives from a simulcast publisher is a :class:`Demand`:
+its layers (lowest first: what each costs, how wide it is, whether the publisher
+sends it now), the width of the tile it is shown in, and whether it is a screen
+share or an active speaker. :func:`choose_layers` shares the subscriber's capacity
+for these videos out:
+
+1. every video gets its lowest layer the publisher sends, screen shares first,
+   then active speakers, then the others; a video whose lowest layer no longer
+   fits is paused (only then);
+2. then, class by class in the same order, each video moves up one layer at a
+   time (round robin within the class) while the step fits, never beyond the
+   layer its tile needs: the smallest layer at least as wide as the tile (within
+   :data:`FIT`), the top one when the tile's size is unknown, the lowest when the
+   tile is not shown.
+
+A tile 160 pixels wide gets the lowest layer even on a fast link; a fast link with a
+large tile gets the top layer; a slow link gets what fits, screen shares and speakers
+first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+FIT = 0.9
+"""A layer at least this share of the tile's width is sharp enough for it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerCost:
+    """One layer of a simulcast track, as the allocator sees it."""
+
+    bitrate: float
+    """Bits per second it costs (measured, with some headroom)."""
+    width: int | None = None
+    """Frame width, when a key frame told (None: unknown)."""
+    active: bool = True
+    """The publisher sends it now."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Demand:
+    """One video track a subscriber receives from a simulcast publisher."""
+
+    key: str
+    layers: tuple[LayerCost, ...]
+    """Lowest first."""
+    tile_width: int | None = None
+    """Width it is shown at, device pixels (None: unknown; 0: not shown)."""
+    screen: bool = False
+    speaker: bool = False
+
+    @property
+    def priority(self) -> int:
+        return 0 if self.screen else 1 if self.speaker else 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerChoice:
+    """What :func:`choose_layers` decided."""
+
+    layers: dict[str, int | None]
+    """Layer of each demand by key; None: paused (not even its lowest layer fits)."""
+    bitrate: float
+    """What the chosen layers cost together."""
+    wanted_more: float
+    """Extra bits per second the first step refused for lack of capacity would have
+    needed (a paused video: its lowest layer); 0 when every video has what its tile
+    needs. A probe of the link can aim at this."""
+
+
+def _sent(demand: Demand) -> list[int]:
+    """Indexes of the layers the publisher sends (every layer when it seems to send
+    none: just started, or stalled)."""
+    sent = [i for i, layer in enumerate(demand.layers) if layer.active]
+    return sent or list(range(len(demand.layers)))
+
+
+def needed_layer(demand: Demand) -> int:
+    """The lowest sent layer wide enough for the tile (module docstring)."""
+    sent = _sent(demand)
+    if demand.tile_width is None:
+        return sent[-1]
+    if demand.tile_width == 0:
+        return sent[0]
+    for i in sent:
+        width = demand.layers[i].width
+        if width is None or width >= FIT * demand.tile_width:
+            return i
+    return sent[-1]
+
+
+def choose_layers(capacity: float, demands: Sequence[Demand]) -> LayerChoice:
+    """One layer (or a pause) per demand within ``capacity`` bits per second."""
+    order = sorted(demands, key=lambda d: d.priority)
+    chosen: dict[str, int | None] = {}
+    used = 0.0
+    wanted_more = 0.0
+    for demand in order:
+        low = _sent(demand)[0]
+        cost = demand.layers[low].bitrate
+        if used + cost <= capacity:
+            chosen[demand.key] = low
+            used += cost
+        else:
+            chosen[demand.key] = None
+            wanted_more = wanted_more or cost
+    for priority in sorted({d.priority for d in order}):
+        group = [d for d in order if d.priority == priority]
+        moved = True
+        while moved:
+            moved = False
+            for demand in group:
+                step = _step_up(demand, chosen[demand.key])
+                if step is None:
+                    continue
+                current = chosen[demand.key]
+                assert current is not None
+                extra = demand.layers[step].bitrate - demand.layers[current].bitrate
+                if used + extra <= capacity:
+                    chosen[demand.key] = step
+                    used += extra
+                    moved = True
+                else:
+                    wanted_more = wanted_more or extra
+    return LayerChoice(layers=chosen, bitrate=used, wanted_more=wanted_more)
+
+
+def _step_up(demand: Demand, current: int | None) -> int | None:
+    """The next sent layer above ``current``, up to the one the tile needs."""
+    if current is None:
+        return None
+    limit = needed_layer(demand)
+    return next((i for i in _sent(demand) if current < i <= limit), None)

@@ -1,0 +1,85 @@
+"""Which simulcast layer's frames a consumer receives, and when it changes.
+
+One :class:`LayerSwitch` per consumer of a simulcast producer. The allocator sets
+its ``target``; every frame of the producer asks :meth:`LayerSwitch.accept`
+whether it goes to this consumer. The switch moves only at a key frame, so the
+subscriber's decoder never gets a frame whose references it lacks:
+
+- a key frame of the target layer switches to it;
+- while the target has not switched in, a key frame of a layer closer to the
+  target than the current one switches there (a target the publisher stopped
+  sending still leaves the consumer on the nearest layer that is sent; a new
+  consumer starts on the first key frame in the target's direction);
+- only frames of the current layer pass.
+
+The send path applies the verdict: :data:`Verdict.SWITCH` means "this key frame
+starts another encoding": the outgoing SSRC, sequence numbers and timestamps must
+continue the subscriber's line, not the new encoding's (sfu/consumer.py re-bases
+the slot's timestamp; an RTP-level path re-bases its header template). It knows
+nothing of consumers or producers: a layer count and a key-frame callback.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+
+class Verdict(enum.Enum):
+    DROP = "drop"
+    FORWARD = "forward"
+    SWITCH = "switch"
+    """Forward, and this frame starts a different layer than the previous one."""
+
+
+class LayerSwitch:
+    def __init__(self, *, layers: int, request_keyframe: Callable[[int | None], None],
+                 target: int | None = None) -> None:
+        if layers < 1:
+            raise ValueError("a layer switch needs at least one layer")
+        self.layers = layers
+        self._request_keyframe = request_keyframe
+        self.target = layers - 1 if target is None else self._clamp(target)
+        """The layer the allocator wants this consumer on."""
+        self.current: int | None = None
+        """The layer being forwarded (None: none yet)."""
+        self.switches = 0
+
+    def _clamp(self, layer: int) -> int:
+        return max(0, min(layer, self.layers - 1))
+
+    @property
+    def pending(self) -> bool:
+        """A switch waits for a key frame."""
+        return self.current != self.target
+
+    def set_target(self, layer: int) -> None:
+        """Move to ``layer`` at its next key frame (asked for at once)."""
+        layer = self._clamp(layer)
+        if layer == self.target:
+            return
+        self.target = layer
+        if self.pending:
+            self._request_keyframe(layer)
+
+    def wanted_keyframe(self) -> int:
+        """The layer whose key frame this consumer needs next."""
+        return self.target if self.pending or self.current is None else self.current
+
+    def request_keyframe(self) -> None:
+        """The consumer needs a key frame (loss, a subscriber's PLI): of the layer it is
+        moving to, else of the one it is on."""
+        self._request_keyframe(self.wanted_keyframe())
+
+    def accept(self, layer: int, keyframe: bool) -> Verdict:
+        """Whether a frame of ``layer`` goes to this consumer."""
+        if keyframe and layer != self.current and self._closer(layer):
+            self.current = layer
+            self.switches += 1
+            return Verdict.SWITCH
+        return Verdict.FORWARD if layer == self.current else Verdict.DROP
+
+    def _closer(self, layer: int) -> bool:
+        if self.current is None:
+            return abs(layer - self.target) < self.layers
+        return abs(layer - self.target) < abs(self.current - self.target)

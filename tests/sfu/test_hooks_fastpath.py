@@ -1,0 +1,96 @@
+"""The aiortc internals sfu/hooks_fastpath.py relies on are still where it expects them."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiortc
+import pytest
+from aiortc import RTCPeerConnection
+from aiortc.rtcdtlstransport import State
+
+from sfu.hooks import HookError
+from sfu.hooks_fastpath import (
+    ABS_SEND_TIME_URI,
+    ASYNCIO_DATAGRAM,
+    MID_URI,
+    Wire,
+    check_sender_hook_points,
+    take_over_sender,
+)
+
+RTP_TASK = "_RTCRtpSender__rtp_task"
+RTCP_TASK = "_RTCRtpSender__rtcp_task"
+
+
+def test_aiortc_version_is_the_pinned_one() -> None:
+    assert aiortc.__version__ == "1.16.0", (
+        "aiortc changed: re-verify RTCRtpSender.send/stop/_handle_rtcp_packet, _ssrc, "
+        "_rtx_ssrc, _enabled, RTCDtlsTransport._tx_srtp/_register_rtp_sender and aioice "
+        "Connection._nominated, then update the pin and this test")
+
+
+def test_the_header_extension_uris_are_the_ones_aiortc_offers() -> None:
+    uris = {e.uri for e in aiortc.RTCRtpSender.getCapabilities("video").headerExtensions}
+    assert {MID_URI, ABS_SEND_TIME_URI} <= uris
+
+
+async def test_a_taken_over_sender_starts_no_aiortc_task_and_stops_once(
+        loopback_ice: None) -> None:
+    sfu, client = RTCPeerConnection(), RTCPeerConnection()
+    started, stopped, rtcp = [], [], []
+    try:
+        sender = sfu.addTransceiver("video", direction="sendonly").sender
+        take_over_sender(sender, on_start=started.append, on_rtcp=rtcp.append,
+                         on_stop=lambda: stopped.append(1))
+        await sfu.setLocalDescription(await sfu.createOffer())
+        await client.setRemoteDescription(sfu.localDescription)
+        await client.setLocalDescription(await client.createAnswer())
+        await sfu.setRemoteDescription(client.localDescription)
+        for _ in range(200):
+            if started and Wire(sender).route() is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert len(started) == 1
+        params = started[0]
+        assert params.ssrc == sender._ssrc and params.rtx_ssrc == sender._rtx_ssrc
+        assert params.rtx_payload_type is not None and params.mid_id is not None
+        assert params.abs_send_time_id is not None and params.cname
+        assert getattr(sender, RTP_TASK) is None and getattr(sender, RTCP_TASK) is None
+        router = sender.transport._rtp_router
+        assert router.senders.get(sender._ssrc) is sender  # RTCP still reaches it
+        route = Wire(sender).route()
+        assert route is not None
+        _, transport, sock, _ = route
+        assert type(transport) is ASYNCIO_DATAGRAM and isinstance(sock, socket.socket)
+        assert sock is transport.get_extra_info("socket")._sock  # the transport's own
+        await sender.stop()
+        await sender.stop()
+        assert stopped == [1]
+        assert sender._ssrc not in router.senders
+    finally:
+        await client.close()
+        await sfu.close()
+
+
+async def test_take_over_fails_loudly_when_a_hook_point_is_gone() -> None:
+    pc = RTCPeerConnection()
+    try:
+        sender = pc.addTransceiver("video").sender
+        check_sender_hook_points(sender)
+        del sender._rtx_ssrc
+        with pytest.raises(HookError, match="_rtx_ssrc"):
+            take_over_sender(sender, on_start=print, on_rtcp=print, on_stop=print)
+    finally:
+        await pc.close()
+
+
+async def test_the_dtls_transport_state_is_the_enum_the_wire_reads() -> None:
+    pc = RTCPeerConnection()
+    try:
+        dtls = pc.addTransceiver("video").sender.transport
+        assert dtls._state is State.NEW and dtls.state == "new"
+        assert State.CONNECTED.name == "CONNECTED"
+    finally:
+        await pc.close()

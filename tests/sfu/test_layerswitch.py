@@ -1,0 +1,49 @@
+"""Which simulcast layer a consumer receives, switched only at key frames."""
+
+from __future__ import annotations
+
+from sfu.layerswitch import LayerSwitch, Verdict
+
+D, F, S = Verdict.DROP, Verdict.FORWARD, Verdict.SWITCH
+
+
+def make(target: int | None = None) -> tuple[LayerSwitch, list[int | None]]:
+    asked: list[int | None] = []
+    return LayerSwitch(layers=3, request_keyframe=asked.append, target=target), asked
+
+
+def test_a_new_consumer_starts_at_the_first_key_frame_and_climbs_to_its_target() -> None:
+    switch, _ = make()
+    assert switch.target == 2 and switch.pending
+    assert switch.accept(0, keyframe=False) is D  # nothing before a key frame
+    assert switch.accept(0, keyframe=True) is S
+    assert switch.accept(0, keyframe=False) is F
+    assert switch.accept(2, keyframe=False) is D  # the target, but not at a key frame
+    assert switch.accept(1, keyframe=True) is S  # closer to the target
+    assert switch.accept(0, keyframe=True) is D  # further away: stays
+    assert switch.accept(2, keyframe=True) is S
+    assert not switch.pending and switch.switches == 3
+    assert switch.accept(1, keyframe=True) is D and switch.accept(2, keyframe=False) is F
+
+
+def test_going_down_waits_for_the_lower_layers_key_frame_and_asks_for_it() -> None:
+    switch, asked = make(target=2)
+    switch.accept(2, keyframe=True)
+    switch.set_target(0)
+    assert asked == [0]
+    assert switch.accept(2, keyframe=False) is F  # until the switch, the old layer flows
+    assert switch.accept(0, keyframe=False) is D
+    assert switch.accept(0, keyframe=True) is S
+    assert switch.accept(2, keyframe=False) is D
+    switch.set_target(0)
+    assert asked == [0]  # unchanged target: no request
+
+
+def test_a_key_frame_request_names_the_layer_the_consumer_needs() -> None:
+    switch, asked = make(target=1)
+    switch.request_keyframe()
+    switch.accept(1, keyframe=True)
+    switch.request_keyframe()
+    switch.set_target(5)  # clamped to the top layer
+    switch.request_keyframe()
+    assert asked == [1, 1, 2, 2]
