@@ -1,4 +1,7 @@
-"""Run benchmark suites: ``python -m bench.run [suite ...] [--quick]`` (default: all).
+"""Run benchmark suites: ``python -m bench.run [suite ...] [--quick] [--minutes M]``.
+
+With no suite named, every suite runs except the long ones (``soak``), which run
+only when named; ``--minutes`` sets how long a long suite runs.
 
 Each suite is a module with ``run(*, quick: bool) -> SuiteResult``. The
 driver prints one markdown table on stdout and writes every raw figure, the
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import platform
@@ -31,14 +35,24 @@ SUITES: dict[str, str] = {
     "udpmux": "bench.udpmux_bench",
     "cluster": "bench.cluster_bench",
     "peers": "bench.peers_bench",
+    "soak": "bench.soak_bench",
 }
 """Suite name → module."""
+LONG = frozenset({"soak"})
+"""Suites that run only when named."""
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 class Suite(Protocol):
     def run(self, *, quick: bool = False) -> SuiteResult: ...
+
+
+def _options(suite: Suite, minutes: float | None) -> dict[str, Any]:
+    """``minutes`` for the suites that take it."""
+    if minutes is not None and "minutes" in inspect.signature(suite.run).parameters:
+        return {"minutes": minutes}
+    return {}
 
 
 def machine() -> dict[str, Any]:
@@ -61,9 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suites", nargs="*", metavar="SUITE",
-                        help=f"suites to run, default all: {', '.join(SUITES)}")
+                        help=f"suites to run: {', '.join(SUITES)}; default all but "
+                             f"{', '.join(sorted(LONG))}")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and short phases: checks the harness, not the node")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="how long a long suite runs (soak: default 60)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS,
                         help="where the JSON result goes (default bench/results)")
     return parser
@@ -78,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM and SIGINT unwind like Ctrl-C, so each phase's ``finally`` kills its processes.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    names: list[str] = args.suites or list(SUITES)
+    names: list[str] = args.suites or [n for n in SUITES if n not in LONG]
     unknown = [n for n in names if n not in SUITES]
     if unknown:
         print(f"unknown suite(s): {', '.join(unknown)}; known: {', '.join(SUITES)}",
@@ -96,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         begun = time.monotonic()
         load = os.getloadavg()[0]
         try:
-            results.append(suite.run(quick=args.quick))
+            results.append(suite.run(quick=args.quick, **_options(suite, args.minutes)))
         except KeyboardInterrupt:
             print(f"{name} interrupted; its processes were stopped", file=sys.stderr)
             return 130

@@ -254,9 +254,14 @@ class RoomMedia:
             member.subscriber.check_failed()  # one that ended unnoticed is replaced first
         if member.subscriber is None or tid in member.consumers:
             return
-        consumer = member.subscriber.consume(producer, {
-            "track": tid, "participant": producer.app_data.get("participant"),
-            "kind": producer.kind})
+        try:
+            consumer = member.subscriber.consume(producer, {
+                "track": tid, "participant": producer.app_data.get("participant"),
+                "kind": producer.kind})
+        except SfuError as err:  # its connection is gone: the others still get the track
+            if err.code is not SfuCode.CLOSED:
+                raise
+            return  # noticing the end replaced the connection (see _failed), track included
         member.consumers[tid] = consumer
         previous = consumer.on_close
 

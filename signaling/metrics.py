@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 
 class SignalingMetrics:
@@ -71,6 +76,39 @@ class SignalingMetrics:
         if child is None:
             child = self._sent[mtype] = self.messages_out.labels(type=mtype)
         child.inc()
+
+
+class RuntimeCollector(Collector):
+    """``parley_node_*``: what a long-running node could leak, read at scrape time.
+
+    Together with the standard ``process_*`` metrics (RSS, open fds, CPU seconds) that
+    ``register_runtime_metrics`` adds, these show a node that drifts over hours.
+    """
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return self._families(tasks=0, threads=0)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped outside the node's loop
+            tasks = 0
+        return self._families(tasks=tasks, threads=threading.active_count())
+
+    @staticmethod
+    def _families(*, tasks: int, threads: int) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("parley_node_asyncio_tasks",
+                                "asyncio tasks not yet done on the node's event loop",
+                                value=tasks)
+        yield GaugeMetricFamily("parley_node_threads", "Live threads of the node process",
+                                value=threads)
+
+
+def register_runtime_metrics(registry: CollectorRegistry) -> None:
+    """The node's asyncio tasks and threads, and the process's RSS, open fds and CPU time
+    (``process_*``, read from ``/proc`` where there is one)."""
+    registry.register(RuntimeCollector())
+    ProcessCollector(registry=registry)
 
 
 RELAY_DIRECTIONS = ("in", "out")

@@ -17,7 +17,7 @@ from conference.metrics import ConferenceMetrics
 from conference.registry import InMemoryRoomRegistry, RoomRegistry
 from signaling.auth import TokenVerifier
 from signaling.config import NodeConfig
-from signaling.metrics import SignalingMetrics
+from signaling.metrics import SignalingMetrics, register_runtime_metrics
 from signaling.ratelimit import KeyedRate
 from signaling.resume import ResumeTokens
 
@@ -71,6 +71,7 @@ class Node:
         self.metrics_registry = CollectorRegistry(auto_describe=True)
         self.conference_metrics = ConferenceMetrics(self.metrics_registry)
         self.metrics = SignalingMetrics(self.metrics_registry)
+        register_runtime_metrics(self.metrics_registry)
         self.cluster: Cluster | None = None
         self.room_state: RoomStateStore = InMemoryRoomStateStore(config.room_state_ttl)
         if config.redis.enabled:

@@ -14,6 +14,7 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from sfu.config import SfuConfig
+from sfu.errors import SfuCode, SfuError
 from sfu.producer import Producer
 from sfu.router import Router
 from sfu.stats import RouterCounts
@@ -120,3 +121,31 @@ async def test_periodic_loops_run_only_while_the_router_has_transports(
     finally:
         await router.close()
     assert router.idle and router_tasks() == set()
+
+
+
+async def test_a_connection_aiortc_closes_by_itself_is_reported_and_closes_cleanly(
+        router: Router) -> None:
+    """aiortc closes a peer connection by itself once its DTLS transports are closed (the
+    client went away). The transport reports it like a failure, refuses new consumers, and
+    its close still closes the consumers it had (or a publisher would feed a dead
+    connection for as long as it stays)."""
+    (video, audio), client = await publish(router, ("video", "audio"))
+    try:
+        subscriber = router.create_subscribe_transport({"participant": "b"},
+                                                       on_offer=lambda sdp, t: None)
+        lost: list[str] = []
+        subscriber.on_failed = lambda: lost.append(subscriber.connection_state)
+        subscriber.consume(video, {})
+        await subscriber.pc.close()  # what aiortc does when the remote DTLS closes
+        assert lost == ["closed"]
+        with pytest.raises(SfuError) as refused:
+            subscriber.consume(audio, {})
+        assert refused.value.code is SfuCode.CLOSED
+        await asyncio.sleep(0.05)  # the negotiation loop meets the closed connection
+        await router.close_transport(subscriber)
+        assert video.consumers == set() and audio.consumers == set()
+        assert router.counts() == RouterCounts(producers=2, consumers=0, peer_connections=1)
+        assert lost == ["closed"]  # once, and not for our own close
+    finally:
+        await client.close()

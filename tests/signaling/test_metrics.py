@@ -104,3 +104,25 @@ async def test_metrics_carry_no_room_or_participant_labels(node: NodeHarness) ->
         text = await resp.text()
     assert "secret-room" not in text and "secret-identity" not in text
     assert "PA_" not in text
+
+
+async def test_runtime_gauges_follow_the_nodes_tasks_and_sockets(node: NodeHarness) -> None:
+    before = await scrape(node)
+    assert value(before, "parley_node_threads") >= 1
+    assert value(before, "process_resident_memory_bytes") > 0
+    clients = [await node.joined("runtime", f"p{i}") for i in range(3)]
+    during = await scrape(node)
+    # Each connection runs a writer and a ticker beside aiohttp's handler task.
+    assert (value(during, "parley_node_asyncio_tasks")
+            >= value(before, "parley_node_asyncio_tasks") + 3 * 3)
+    assert value(during, "process_open_fds") >= value(before, "process_open_fds") + 3
+    for client in clients:
+        await client.ws.close()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while node.node.connections:
+        assert loop.time() < deadline, node.node.connections
+        await asyncio.sleep(0.01)
+    after = await scrape(node)
+    assert (value(after, "parley_node_asyncio_tasks")
+            <= value(before, "parley_node_asyncio_tasks"))
