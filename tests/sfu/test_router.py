@@ -135,7 +135,7 @@ async def test_a_connection_aiortc_closes_by_itself_is_reported_and_closes_clean
         subscriber = router.create_subscribe_transport({"participant": "b"},
                                                        on_offer=lambda sdp, t: None)
         lost: list[str] = []
-        subscriber.on_failed = lambda: lost.append(subscriber.connection_state)
+        subscriber.on_failed = lambda failure: lost.append(failure.value)
         subscriber.consume(video, {})
         await subscriber.pc.close()  # what aiortc does when the remote DTLS closes
         assert lost == ["closed"]
