@@ -37,6 +37,20 @@ CHROMIUM_ARGS = (
     "--allow-loopback-in-peer-connection",
     "--disable-features=WebRtcHideLocalIpsWithMdns",
 )
+
+# Chromium's peer connections, recorded before the page's own scripts run.
+RECORD_PCS = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = function (...args) {
+    const pc = new Native(...args);
+    window.__pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+})();
+"""
 STEP = 15.0
 """Upper bound, in seconds, of any single wait in a browser test."""
 

@@ -15,21 +15,13 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from tests.conftest import token
-from tests.e2e.browser import STEP, MeetingPage
+from tests.e2e.browser import RECORD_PCS, STEP, MeetingPage
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
 
-WATCH = """
+WATCH = RECORD_PCS + """
 (() => {
-  const Native = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = function (...args) {
-    const pc = new Native(...args);
-    window.__pcs.push(pc);
-    return pc;
-  };
-  window.RTCPeerConnection.prototype = Native.prototype;
   window.__frames = {};
   const watched = new WeakSet();
   const watch = (video) => {

@@ -21,23 +21,10 @@ from client.client import ParleyClient
 from sfu.config import SfuConfig
 from sfu.hooks import restrict_host_addresses
 from tests.conftest import StartNode, make_config, token
-from tests.e2e.browser import STEP, MeetingPage, launch_chromium, wait_until
+from tests.e2e.browser import RECORD_PCS, STEP, MeetingPage, launch_chromium, wait_until
 from tests.media_helpers import Peer
 from tests.signaling.test_cli import KEYS, PARLEY, clean_env, free_port, running
 
-# Chromium's peer connections, recorded before the page's own scripts run.
-RECORD_PCS = """
-(() => {
-  const Native = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = function (...args) {
-    const pc = new Native(...args);
-    window.__pcs.push(pc);
-    return pc;
-  };
-  window.RTCPeerConnection.prototype = Native.prototype;
-})();
-"""
 # The remote (node's) end of each connected peer connection's selected candidate pair.
 SELECTED_REMOTES = """
 async () => {
