@@ -67,6 +67,10 @@ HISTORY = 256
 of 2.5 Mbit/s). Each entry holds the packet's 12-byte header and references to the
 extension block and the frame's chunk, which every subscriber shares: no copy of
 the payload is kept per subscriber."""
+RESEND_GAP = 0.05
+"""Seconds a packet is not resent again after a retransmission, at least (the subscriber's
+RTT when known): a NACK repeated before the first resend could arrive asks for nothing new.
+Under jitter browsers NACK each reordered packet several times."""
 NTP_EPOCH_OFFSET = 2208988800
 """Seconds from 1900 (NTP) to 1970 (Unix)."""
 REPORT_INTERVAL = (0.5, 1.5)
@@ -171,6 +175,8 @@ class Outbound:
         self.on_keyframe_request = on_keyframe_request
         self.on_report = on_report
         self._history: list[tuple[bytes, bytes, bytes] | None] = [None] * HISTORY
+        self._resent: list[tuple[int, float]] = [(-1, 0.0)] * HISTORY
+        """Per history slot: the sequence number last resent from it, and when."""
         self._ext = b""
         self._ext_head = b""
         self._ext_tail = b""
@@ -285,9 +291,14 @@ class Outbound:
     def retransmit(self, seq: int) -> bool:
         """Resend packet ``seq`` if still in history (as RTX when negotiated)."""
         params = self.params
-        entry = self._history[seq & (HISTORY - 1)]
+        slot = seq & (HISTORY - 1)
+        entry = self._history[slot]
         if params is None or entry is None or _SEQ.unpack_from(entry[0], 2)[0] != seq:
             return False
+        now = time.monotonic()
+        resent_seq, resent_at = self._resent[slot]
+        if resent_seq == seq and now - resent_at < max(self.rtt or 0.0, RESEND_GAP):
+            return False  # already on its way
         route = self._wire.route()
         if route is None:
             return False
@@ -302,6 +313,7 @@ class Outbound:
             packet = b"".join((rtx, prefix[:split], _SEQ.pack(seq), prefix[split:], chunk))
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
         transport.sendto(protect(packet), addr)
+        self._resent[slot] = (seq, now)
         self.retransmitted += 1
         self._stats.packets_retransmitted += 1
         return True

@@ -15,7 +15,7 @@ from aiortc.codecs.vpx import vp8_depayload
 from aiortc.rtp import RtcpSrPacket, RtpPacket
 
 from sfu.encoded import EncodedFrame
-from sfu.fastpath import HISTORY, PACKET_MAX, HeaderState, Outbound, ntp_of, packets_of
+from sfu.fastpath import HISTORY, PACKET_MAX, RESEND_GAP, HeaderState, Outbound, ntp_of, packets_of
 from sfu.hooks import depayloaded, install_assembler, send_pli, send_remb
 from sfu.hooks_fastpath import Gso
 from sfu.stats import ForwardingStats
@@ -184,6 +184,17 @@ async def test_a_nacked_packet_comes_back_as_rtx_and_is_unwrapped_by_the_receive
         for i in range(2, 2 + HISTORY // 3 + 1):  # history is a ring of HISTORY packets
             ln.outbound.send_frame(frame(i))
         assert not ln.outbound.retransmit(lost.sequence_number)
+
+
+async def test_a_packet_nacked_again_within_the_round_trip_is_resent_once() -> None:
+    async with link() as ln:
+        ln.outbound.send_frame(frame(1))
+        lost = (await ln.recorder.wait_for(3))[1]
+        assert ln.outbound.retransmit(lost.sequence_number)
+        assert not ln.outbound.retransmit(lost.sequence_number)  # a repeated NACK
+        await asyncio.sleep(RESEND_GAP + 0.02)
+        assert ln.outbound.retransmit(lost.sequence_number)  # the resend was lost too
+        assert ln.stats.packets_retransmitted == 2
 
 
 async def test_sender_reports_count_packets_and_octets_and_map_ntp_to_rtp() -> None:
