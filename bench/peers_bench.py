@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from bench.janus_client import create_room, publish
 from bench.peers_report import rows
 from bench.procs import BenchError, ServerProcess, cpu_seconds, free_port, parley_script
 from bench.report import SuiteResult
-from bench.sfu_bench import machine_busy_seconds
+from bench.sfu_bench import histogram_quantile, machine_busy_seconds
 from client.client import ParleyClient
 from client.hooks import redirect_keyframe_requests
 from client.light import SendLog
@@ -114,6 +114,8 @@ async def _wait_receiving(pool: SubscriberPool, timeout: float) -> Snapshot:
         await asyncio.sleep(0.5)
 
 
+NODE_LATENCY = "parley_sfu_forward_latency_seconds"
+"""The node's own latency: a frame's last packet in → its last packet out to a subscriber."""
 Counters = Callable[[], Awaitable[dict[str, float]]]
 """The server's own forwarding counters, where it has them (Parley's ``/metrics``)."""
 
@@ -158,7 +160,9 @@ def _node_figures(a: dict[str, float], b: dict[str, float], seconds: float) -> d
     if not b:
         return {}
     frames = b["frames"] - a["frames"]
-    return {"node_frames_out_per_s": frames / seconds,
+    return {"node_latency_p50_s": histogram_quantile(a, b, NODE_LATENCY, 0.5),
+            "node_latency_p99_s": histogram_quantile(a, b, NODE_LATENCY, 0.99),
+            "node_frames_out_per_s": frames / seconds,
             "node_packets_per_frame": (b["packets"] - a["packets"]) / frames if frames else None,
             "node_bytes_per_frame": (b["bytes"] - a["bytes"]) / frames if frames else None}
 
@@ -170,9 +174,13 @@ async def _parley_counters(url: str) -> dict[str, float]:
     values = {}
     for line in text.splitlines():
         name, _, value = line.rpartition(" ")
-        values[name] = value
-    return {short: float(values.get(f"parley_sfu_forwarded_{short}_total", "nan"))
-            for short in ("frames", "packets", "bytes")}
+        if name and not line.startswith("#"):
+            values[name] = value
+    counters = {name: float(value) for name, value in values.items()
+                if name.startswith(NODE_LATENCY)}
+    counters.update({short: float(values.get(f"parley_sfu_forwarded_{short}_total", "nan"))
+                     for short in ("frames", "packets", "bytes")})
+    return counters
 
 
 def _processes(plan: Plan, fanout: int) -> int:
@@ -297,6 +305,8 @@ def inner(argv: list[str]) -> int:
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--parley-config", default="{}",
                         help="JSON object merged over the suite's node config")
+    parser.add_argument("--fanouts", default="",
+                        help="comma-separated fan-outs instead of the plan's (e.g. 250)")
     parser.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args.in_namespace:
@@ -304,13 +314,16 @@ def inner(argv: list[str]) -> int:
         return subprocess.run(netns.unshare_argv(command), check=False).returncode
     netns.set_up()
     plan = SMOKE if args.smoke else QUICK if args.quick else FULL
+    if args.fanouts:
+        plan = replace(plan, fanouts=tuple(int(v) for v in args.fanouts.split(",")))
     config = merge(BASE_PARLEY_CONFIG, json.loads(args.parley_config))
     figures = asyncio.run(_measure(plan, config))
     print(json.dumps(figures))
     return 0
 
 
-def run(*, quick: bool = False, parley_config: dict[str, Any] | None = None) -> SuiteResult:
+def run(*, quick: bool = False, parley_config: dict[str, Any] | None = None,
+        fanouts: tuple[int, ...] | None = None) -> SuiteResult:
     """The suite as ``bench/run.py`` calls it: measured in a child in its own namespace."""
     started = time.monotonic()
     if not netns.available():
@@ -321,6 +334,8 @@ def run(*, quick: bool = False, parley_config: dict[str, Any] | None = None) -> 
         print(f"peers: {INSTALL_HINT}; only Parley is measured", file=sys.stderr, flush=True)
     argv = [sys.executable, "-m", "bench.peers_bench", "--in-namespace",
             "--parley-config", json.dumps(parley_config or {})] + (["--quick"] if quick else [])
+    if fanouts:
+        argv += ["--fanouts", ",".join(str(n) for n in fanouts)]
     done = subprocess.run(netns.unshare_argv(argv), stdout=subprocess.PIPE, text=True,
                           check=False, timeout=1800)
     if done.returncode != 0 or not done.stdout.strip():

@@ -41,7 +41,11 @@ def _run_rows(run: dict[str, Any]) -> list[Row]:
             note=f"publisher hands a frame to its sender → a subscriber has all of it; "
                  f"{run['latency_samples']} frames, max {_ms(run['latency_max_s'])}"
                  + (f"; {run['latency_unpaired']} frames later than 1.5 s, left out"
-                    if run["latency_unpaired"] else "")),
+                    if run["latency_unpaired"] else "")
+                 + (f"; inside the node (last packet in → last packet out to each "
+                    f"subscriber) p50 {_ms(run['node_latency_p50_s'])}, p99 "
+                    f"{_ms(run['node_latency_p99_s'])}"
+                    if run.get("node_latency_p99_s") is not None else "")),
         Row(figure=f"streams verified ({tag})",
             value=f"{run['streams_verified']} / {run['streams']}",
             note=f"≥ 99 % of the frames their RTP timestamps span; least "

@@ -48,11 +48,26 @@ class Suite(Protocol):
     def run(self, *, quick: bool = False) -> SuiteResult: ...
 
 
-def _options(suite: Suite, minutes: float | None) -> dict[str, Any]:
-    """``minutes`` for the suites that take it."""
-    if minutes is not None and "minutes" in inspect.signature(suite.run).parameters:
-        return {"minutes": minutes}
-    return {}
+def _options(suite: Suite, minutes: float | None,
+             fanouts: tuple[int, ...] | None) -> dict[str, Any]:
+    """``minutes`` and ``fanouts`` for the suites that take them."""
+    takes = inspect.signature(suite.run).parameters
+    options: dict[str, Any] = {}
+    if minutes is not None and "minutes" in takes:
+        options["minutes"] = minutes
+    if fanouts is not None and "fanouts" in takes:
+        options["fanouts"] = fanouts
+    return options
+
+
+def _fanouts(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"fan-outs must be positive: {text!r}")
+    return values
 
 
 def machine() -> dict[str, Any]:
@@ -81,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="small sizes and short phases: checks the harness, not the node")
     parser.add_argument("--minutes", type=float, default=None,
                         help="how long a long suite runs (soak: default 60)")
+    parser.add_argument("--fanouts", type=_fanouts, default=None, metavar="N,N",
+                        help="subscribers per publisher the peers suite measures "
+                             "(default 40,150)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS,
                         help="where the JSON result goes (default bench/results)")
     return parser
@@ -113,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         begun = time.monotonic()
         load = os.getloadavg()[0]
         try:
-            results.append(suite.run(quick=args.quick, **_options(suite, args.minutes)))
+            options = _options(suite, args.minutes, args.fanouts)
+            results.append(suite.run(quick=args.quick, **options))
         except KeyboardInterrupt:
             print(f"{name} interrupted; its processes were stopped", file=sys.stderr)
             return 130

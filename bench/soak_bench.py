@@ -100,8 +100,10 @@ class SoakPlan:
     bitrate: int = 100_000
 
 
-async def scrape(http: aiohttp.ClientSession, port: int) -> dict[str, float]:
-    """The node's figures the soak follows, by short name."""
+async def scrape(http: aiohttp.ClientSession, port: int,
+                 tasks: dict[str, float] | None = None) -> dict[str, float]:
+    """The node's figures the soak follows, by short name; ``tasks``, when given, is filled
+    with the node's asyncio tasks by coroutine."""
     async with http.get(f"http://127.0.0.1:{port}/metrics",
                         timeout=aiohttp.ClientTimeout(total=10)) as resp:
         text = await resp.text()
@@ -111,7 +113,15 @@ async def scrape(http: aiohttp.ClientSession, port: int) -> dict[str, float]:
             key = _METRICS.get(sample.name)
             if key is not None and not sample.labels:
                 out[key] = sample.value
+            elif sample.name == "parley_node_asyncio_tasks_by_coroutine" and tasks is not None:
+                tasks[sample.labels["coroutine"]] = sample.value
     return out
+
+
+def tasks_left(baseline: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Coroutines with more tasks after than at the baseline, and how many more."""
+    return {name: n - baseline.get(name, 0.0) for name, n in sorted(after.items())
+            if n > baseline.get(name, 0.0)}
 
 
 def _server(config_path: str) -> ServerProcess:
@@ -143,13 +153,16 @@ class Sampler:
         self._every = every
         self._origin = origin
         self.rows: list[dict[str, float]] = []
+        self.tasks: dict[str, float] = {}
+        """The node's tasks by coroutine at the last sample."""
         self.meeting: Meeting | None = None
         self.phase = "idle"
         self.progress = False
         """Print a line on stderr every minute (the bench; the test stays quiet)."""
 
     async def sample(self) -> dict[str, float]:
-        row = await scrape(self._http, self._server.port)
+        self.tasks = {}
+        row = await scrape(self._http, self._server.port, self.tasks)
         row["t"] = time.monotonic() - self._origin
         row["rss_mib"] = row.pop("rss", 0.0) / 2**20
         row["client_cpu"] = cpu_seconds(os.getpid())
@@ -203,6 +216,7 @@ async def soak(plan: SoakPlan, *, progress: bool = False) -> dict[str, Any]:
         sampler.progress = progress
         await asyncio.sleep(1.0)
         baseline = await sampler.sample()
+        baseline_tasks = sampler.tasks
         meeting = Meeting(url=f"http://127.0.0.1:{server.port}/", clip=clip,
                           publishers=plan.publishers, subscribers=plan.subscribers,
                           steady=plan.steady)
@@ -229,6 +243,7 @@ async def soak(plan: SoakPlan, *, progress: bool = False) -> dict[str, Any]:
     result = analyse(plan, sampler.rows, baseline, after, settled,
                      failures=meeting.failures, done=meeting.done, began=began - origin)
     result["media_lost"] = meeting.media_lost
+    result["tasks_left"] = tasks_left(baseline_tasks, sampler.tasks)
     result["node_log_tail"] = node_log
     return result
 

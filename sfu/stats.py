@@ -6,7 +6,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015,
+                   0.02, 0.05, 0.1, 0.25)
 """Upper bounds (seconds) of the in → out latency histogram."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -86,22 +87,40 @@ class RuntimeCollector(Collector):
     """
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
-        return self._families(tasks=0, threads=0)
+        return self._families(tasks=[], threads=0)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
-            tasks = len(asyncio.all_tasks())
+            tasks = list(asyncio.all_tasks())
         except RuntimeError:  # scraped outside the node's loop
-            tasks = 0
+            tasks = []
         return self._families(tasks=tasks, threads=threading.active_count())
 
     @staticmethod
-    def _families(*, tasks: int, threads: int) -> Iterator[GaugeMetricFamily]:
+    def _families(*, tasks: list[asyncio.Task[Any]],
+                  threads: int) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily("parley_node_asyncio_tasks",
                                 "asyncio tasks not yet done on the node's event loop",
-                                value=tasks)
+                                value=len(tasks))
+        by_coroutine = GaugeMetricFamily(
+            "parley_node_asyncio_tasks_by_coroutine",
+            "The same tasks by the qualified name of the coroutine each runs "
+            "(a bounded set: names come from the code, not from clients)",
+            labels=["coroutine"])
+        for name, count in sorted(collections.Counter(coroutine_name(t) for t in tasks).items()):
+            by_coroutine.add_metric([name], count)
+        yield by_coroutine
         yield GaugeMetricFamily("parley_node_threads", "Live threads of the node process",
                                 value=threads)
+
+
+def coroutine_name(task: asyncio.Task[Any]) -> str:
+    """``module.qualname`` of the coroutine a task runs (its type's name if it has none)."""
+    coro = task.get_coro()
+    module = getattr(coro, "cr_frame", None)
+    where = module.f_globals.get("__name__", "") if module is not None else ""
+    name = getattr(coro, "__qualname__", type(coro).__name__)
+    return f"{where}.{name}" if where else name
 
 
 def register_runtime_metrics(registry: CollectorRegistry) -> None:

@@ -31,9 +31,9 @@ def test_a_least_squares_slope_is_exact_on_a_line() -> None:
 async def test_three_minutes_of_churn_leave_the_node_as_it_was() -> None:
     f = await soak(PLAN)
     base, after = f["baseline"], f["after"]
-    assert f["settled_seconds"] is not None, (base, after)
+    assert f["settled_seconds"] is not None, (base, after, f["tasks_left"])
     for count in BACK_TO_BASELINE:
-        assert after[count] <= base[count], (count, base, after)
+        assert after[count] <= base[count], (count, base, after, f["tasks_left"])
     assert after["rooms"] == after["participants"] == after["connections"] == 0
     kinds = {"subscriber", "mute", "stage", "renegotiate", "publisher", "signalling"}
     assert set(f["actions"]) == kinds and min(f["actions"].values()) >= 3, f["actions"]

@@ -115,6 +115,10 @@ async def test_runtime_gauges_follow_the_nodes_tasks_and_sockets(node: NodeHarne
     # Each connection runs a writer and a ticker beside aiohttp's handler task.
     assert (value(during, "parley_node_asyncio_tasks")
             >= value(before, "parley_node_asyncio_tasks") + 3 * 3)
+    by_coroutine = {dict(labels)["coroutine"]: n for (name, labels), n in during.items()
+                    if name == "parley_node_asyncio_tasks_by_coroutine"}
+    assert sum(by_coroutine.values()) == value(during, "parley_node_asyncio_tasks")
+    assert sum(n for name, n in by_coroutine.items() if name.startswith("signaling.")) >= 3 * 2
     assert value(during, "process_open_fds") >= value(before, "process_open_fds") + 3
     for client in clients:
         await client.ws.close()
