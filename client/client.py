@@ -46,7 +46,11 @@ from aiortc import (
 )
 
 from client.counting import AudioFrameCounter, VideoFrameCounter
-from client.hooks import redirect_keyframe_requests, replace_jitter_buffer
+from client.hooks import (
+    close_late_candidates,
+    redirect_keyframe_requests,
+    replace_jitter_buffer,
+)
 from client.light import LightReceiver
 from client.reconnect import (
     FINAL_CLOSE_CODES,
@@ -90,6 +94,7 @@ class ParleyClient:
         ``reconnect=False``: a lost socket ends the client. ``light``: every RTP packet
         the subscribe connection receives goes to it (client/light.py) instead of
         aiortc's receivers; no track delivers anything."""
+        close_late_candidates()  # a connection closed while gathering leaves no socket
         self._nodes = Nodes([url] if isinstance(url, str) else list(url))
         self._token = token
         self._auto = reconnect

@@ -27,14 +27,23 @@ point so that an upgrade which moves one fails loudly.
   ``datagram_received`` that hands RTP and RTCP (first byte 128-191, never STUN,
   RFC 7983) straight to the connection instead of first trying to parse them as
   STUN, which costs a raised ``ValueError`` per packet.
+- ICE gathering: aioice 0.13's ``Connection.close()`` closes the protocols listed in
+  ``Connection._protocols``, but ``get_component_candidates`` lists the sockets it
+  binds only once all are bound; a close in between (a client that leaves or gives
+  up a connection while it is still answering an offer) leaves them open.
+  :func:`close_late_candidates` wraps ``Connection.gather_candidates`` to close
+  what a closed connection gathered (the node installs the same fix, marked the
+  same way, so either one suffices in a process that runs both).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
 
+import aioice.ice
 import pylibsrtp
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtp import is_rtcp
@@ -128,3 +137,28 @@ def _skip_stun_parsing(protocol: Any) -> None:
 
     datagram_received.stun_skipped = True  # type: ignore[attr-defined]
     protocol.datagram_received = datagram_received
+
+
+LATE_CANDIDATES_MARK = "closes_late_candidates"
+
+
+def close_late_candidates() -> None:
+    """Install the gathering fix above (idempotent)."""
+    current = aioice.ice.Connection.gather_candidates
+    if getattr(current, LATE_CANDIDATES_MARK, False):
+        return
+    if not inspect.iscoroutinefunction(current):
+        raise HookError("aioice.ice.Connection.gather_candidates is gone")
+
+    @functools.wraps(current)
+    async def gather_candidates(self: Any) -> None:
+        try:
+            await current(self)
+        finally:
+            if getattr(self, "_closing", False):
+                late, self._protocols = list(getattr(self, _ICE_PROTOCOLS)), []
+                for protocol in late:
+                    await protocol.close()
+
+    setattr(gather_candidates, LATE_CANDIDATES_MARK, True)
+    aioice.ice.Connection.gather_candidates = gather_candidates  # type: ignore[method-assign]

@@ -52,6 +52,7 @@ from sfu.hooks import (
     redirect_keyframe_requests,
     tap_sender_rtcp,
 )
+from sfu.hooks_ice import close_late_candidates
 from sfu.hooks_simulcast import accept_rid_extensions
 from sfu.layerswitch import LayerSwitch
 from sfu.linkstats import SubscriberLink
@@ -93,6 +94,7 @@ def _new_pc(config: SfuConfig | None = None) -> RTCPeerConnection:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
                                             bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
     use_node_media(pc)  # the node's one UDP port and announced address, when set
+    close_late_candidates()  # a close while it gathers leaves no socket open
     # Retransmitted consent checks, lost after sfu.consent_timeout (RFC 7675).
     keep_consent_fresh(pc, ConsentPolicy.for_window((config or SfuConfig()).consent_timeout))
     return pc
