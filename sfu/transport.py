@@ -294,6 +294,8 @@ class PublishTransport(_Transport):
         except Exception as exc:  # aiortc raises Value/Type errors, InvalidState/AccessError
             await self._restart()
             raise SfuError(SfuCode.INVALID_SDP, f"offer rejected: {exc}") from exc
+        if self.closed:  # while the answer gathered: no producer may outlive close()
+            raise SfuError(SfuCode.CLOSED, "connection closed while its offer was answered")
         sending_mids = {s.mid for s in sending}
         for mid, producer in list(self.producers.items()):
             if mid not in sending_mids:

@@ -217,3 +217,25 @@ async def test_consent_expires_at_the_window_not_when_a_check_gives_up() -> None
     finally:
         await asyncio.gather(node.close(), client.close())
 
+
+
+async def test_a_close_while_the_offer_is_answered_leaves_no_producer(router: Router) -> None:
+    client = RTCPeerConnection()
+    client.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    await client.setLocalDescription(await client.createOffer())
+    produced: list[Producer] = []
+    transport = router.create_publish_transport({"participant": "a"}, produced.append,
+                                                may_publish=True)
+    answering = asyncio.ensure_future(transport.handle_offer(client.localDescription.sdp, {}))
+    for _ in range(1000):
+        if transport.pc.iceGatheringState == "gathering":
+            break
+        await asyncio.sleep(0)
+    assert transport.pc.iceGatheringState == "gathering"
+    await transport.close()
+    with pytest.raises(SfuError) as refused:
+        await answering
+    assert refused.value.code is SfuCode.CLOSED
+    assert produced == [] and transport.producers == {}
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("producer-")]
+    await client.close()
