@@ -46,6 +46,7 @@ from sfu.hooks import (
     ConsentPolicy,
     ForwardPacker,
     consent_lost,
+    drop_bitrate_estimator,
     install_packer,
     keep_consent_fresh,
     mark_sctp_bundled,
@@ -448,6 +449,7 @@ class SubscribeTransport(_Transport):
     def _new_slot(self, kind: str) -> _Slot:
         track = SlotTrack(kind, self.config.consumer_queue, self._stats)
         transceiver = self.pc.addTransceiver(track, direction="sendonly")
+        drop_bitrate_estimator(transceiver.receiver)
         caps = RTCRtpSender.getCapabilities(kind)
         wanted = [c for c in caps.codecs
                   if c.mimeType.split("/")[1].lower() in (*FORWARDED[kind], "rtx")]

@@ -38,6 +38,7 @@ JITTER = "_RTCRtpReceiver__jitter_buffer"
 DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 ENCODER = "_RTCRtpSender__encoder"
 FORCE_KEYFRAME = "_RTCRtpSender__force_keyframe"
+ESTIMATOR = "_RTCRtpReceiver__remote_bitrate_estimator"
 
 
 def test_aiortc_version_is_the_pinned_one() -> None:
@@ -262,3 +263,17 @@ async def test_packed_frames_reach_the_installed_assembler_and_pli_goes_upstream
     finally:
         await subscriber.close()
         await publisher.close()
+
+
+async def test_a_video_receiver_has_a_bitrate_estimator_to_drop() -> None:
+    pc = RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("video").receiver
+        assert getattr(receiver, ESTIMATOR) is not None
+        hooks.drop_bitrate_estimator(receiver)
+        assert getattr(receiver, ESTIMATOR) is None
+        delattr(receiver, ESTIMATOR)
+        with pytest.raises(HookError):
+            hooks.drop_bitrate_estimator(receiver)
+    finally:
+        await pc.close()

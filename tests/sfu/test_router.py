@@ -7,6 +7,7 @@ from the offers alone, ICE on loopback only).
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -147,5 +148,29 @@ async def test_a_connection_aiortc_closes_by_itself_is_reported_and_closes_clean
         assert video.consumers == set() and audio.consumers == set()
         assert router.counts() == RouterCounts(producers=2, consumers=0, peer_connections=1)
         assert lost == ["closed"]  # once, and not for our own close
+    finally:
+        await client.close()
+
+
+def _rate_buckets() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o).__name__ == "RateBucket")
+
+
+async def test_subscribe_m_lines_carry_no_receive_bandwidth_estimator(router: Router) -> None:
+    """aiortc gives each video receiver a 1000-object rate counter; a subscribe m-line
+    never receives, so the node's garbage collector must not walk one per subscriber."""
+    (video,), client = await publish(router, ("video",))
+    try:
+        before = _rate_buckets()
+        subscribers = [router.create_subscribe_transport({"participant": f"s{i}"},
+                                                         on_offer=lambda sdp, tracks: None)
+                       for i in range(5)]
+        for subscriber in subscribers:
+            subscriber.consume(video, {})
+        assert _rate_buckets() == before
+        receivers = [t.receiver for s in subscribers for t in s.pc.getTransceivers()]
+        assert receivers and all(
+            r._RTCRtpReceiver__remote_bitrate_estimator is None for r in receivers)
     finally:
         await client.close()
