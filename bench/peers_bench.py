@@ -116,6 +116,8 @@ async def _wait_receiving(pool: SubscriberPool, timeout: float) -> Snapshot:
 
 NODE_LATENCY = "parley_sfu_forward_latency_seconds"
 """The node's own latency: a frame's last packet in → its last packet out to a subscriber."""
+NODE_GC = "parley_node_gc_pause_seconds"
+"""The node's garbage collections and their pauses."""
 Counters = Callable[[], Awaitable[dict[str, float]]]
 """The server's own forwarding counters, where it has them (Parley's ``/metrics``)."""
 
@@ -160,7 +162,10 @@ def _node_figures(a: dict[str, float], b: dict[str, float], seconds: float) -> d
     if not b:
         return {}
     frames = b["frames"] - a["frames"]
-    return {"node_latency_p50_s": histogram_quantile(a, b, NODE_LATENCY, 0.5),
+    full = (f'{NODE_GC}_count{{generation="2"}}', f'{NODE_GC}_sum{{generation="2"}}')
+    return {"node_full_collections": b.get(full[0], 0.0) - a.get(full[0], 0.0),
+            "node_full_collection_s": b.get(full[1], 0.0) - a.get(full[1], 0.0),
+            "node_latency_p50_s": histogram_quantile(a, b, NODE_LATENCY, 0.5),
             "node_latency_p99_s": histogram_quantile(a, b, NODE_LATENCY, 0.99),
             "node_frames_out_per_s": frames / seconds,
             "node_packets_per_frame": (b["packets"] - a["packets"]) / frames if frames else None,
@@ -177,7 +182,7 @@ async def _parley_counters(url: str) -> dict[str, float]:
         if name and not line.startswith("#"):
             values[name] = value
     counters = {name: float(value) for name, value in values.items()
-                if name.startswith(NODE_LATENCY)}
+                if name.startswith((NODE_LATENCY, NODE_GC))}
     counters.update({short: float(values.get(f"parley_sfu_forwarded_{short}_total", "nan"))
                      for short in ("frames", "packets", "bytes")})
     return counters

@@ -44,7 +44,8 @@ def _run_rows(run: dict[str, Any]) -> list[Row]:
                     if run["latency_unpaired"] else "")
                  + (f"; inside the node (last packet in → last packet out to each "
                     f"subscriber) p50 {_ms(run['node_latency_p50_s'])}, p99 "
-                    f"{_ms(run['node_latency_p99_s'])}"
+                    f"{_ms(run['node_latency_p99_s'])}; {run['node_full_collections']:.0f} "
+                    f"full garbage collections, {_ms(run['node_full_collection_s'])} in all"
                     if run.get("node_latency_p99_s") is not None else "")),
         Row(figure=f"streams verified ({tag})",
             value=f"{run['streams_verified']} / {run['streams']}",

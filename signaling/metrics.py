@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
+import gc
+import math
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 
@@ -86,10 +90,10 @@ class RuntimeCollector(Collector):
     ``register_runtime_metrics`` adds, these show a node that drifts over hours.
     """
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
+    def describe(self) -> Iterator[Metric]:
         return self._families(tasks=[], threads=0)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         try:
             tasks = list(asyncio.all_tasks())
         except RuntimeError:  # scraped outside the node's loop
@@ -98,7 +102,7 @@ class RuntimeCollector(Collector):
 
     @staticmethod
     def _families(*, tasks: list[asyncio.Task[Any]],
-                  threads: int) -> Iterator[GaugeMetricFamily]:
+                  threads: int) -> Iterator[Metric]:
         yield GaugeMetricFamily("parley_node_asyncio_tasks",
                                 "asyncio tasks not yet done on the node's event loop",
                                 value=len(tasks))
@@ -112,6 +116,10 @@ class RuntimeCollector(Collector):
         yield by_coroutine
         yield GaugeMetricFamily("parley_node_threads", "Live threads of the node process",
                                 value=threads)
+        yield GcPauses.family()
+        yield GaugeMetricFamily("parley_node_gc_frozen_objects",
+                                "Objects the node set aside from garbage collection once it "
+                                "listened (gc.freeze)", value=gc.get_freeze_count())
 
 
 def coroutine_name(task: asyncio.Task[Any]) -> str:
@@ -123,9 +131,54 @@ def coroutine_name(task: asyncio.Task[Any]) -> str:
     return f"{where}.{name}" if where else name
 
 
+GC_PAUSE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class GcPauses:
+    """How long each garbage collection stopped the process, by generation (process-wide:
+    one ``gc.callbacks`` entry, installed by the first node's metrics)."""
+
+    counts = [[0] * (len(GC_PAUSE_BUCKETS) + 1) for _ in range(3)]
+    sums = [0.0, 0.0, 0.0]
+    _started = 0.0
+    installed = False
+
+    @classmethod
+    def install(cls) -> None:
+        if not cls.installed:
+            cls.installed = True
+            gc.callbacks.append(cls._callback)
+
+    @classmethod
+    def _callback(cls, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            cls._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - cls._started
+        generation = min(info.get("generation", 2), 2)
+        cls.counts[generation][bisect.bisect_left(GC_PAUSE_BUCKETS, pause)] += 1
+        cls.sums[generation] += pause
+
+    @classmethod
+    def family(cls) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(
+            "parley_node_gc_pause_seconds",
+            "Garbage collections of the node process and how long each paused it, by "
+            "generation (2: full collections)", labels=["generation"])
+        for generation, counts in enumerate(cls.counts):
+            cumulative, buckets = 0, []
+            for bound, count in zip((*GC_PAUSE_BUCKETS, math.inf), counts, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == math.inf else str(bound), cumulative))
+            family.add_metric([str(generation)], buckets, sum_value=cls.sums[generation])
+        return family
+
+
 def register_runtime_metrics(registry: CollectorRegistry) -> None:
-    """The node's asyncio tasks and threads, and the process's RSS, open fds and CPU time
-    (``process_*``, read from ``/proc`` where there is one)."""
+    """The node's asyncio tasks and threads, its garbage collections' pauses, and the
+    process's RSS, open fds and CPU time (``process_*``, read from ``/proc`` where there
+    is one)."""
+    GcPauses.install()
     registry.register(RuntimeCollector())
     ProcessCollector(registry=registry)
 

@@ -189,6 +189,18 @@ async def test_serve_accepts_cli_token_and_sigterm_disconnects_clients(tmp_path:
         assert code == 0, server.output()
 
 
+async def test_serve_sets_its_startup_objects_aside_from_garbage_collection(
+        tmp_path: Path) -> None:
+    port = free_port()
+    argv = [PARLEY, "serve", "--port", str(port), "--keys", KEYS]
+    async with running(tmp_path, argv, port) as server, aiohttp.ClientSession() as http:
+        async with http.get(server.url("/metrics")) as resp:
+            text = await resp.text()
+    frozen = next(float(line.split()[-1]) for line in text.splitlines()
+                  if line.startswith("parley_node_gc_frozen_objects "))
+    assert frozen > 10_000  # modules, the app, its routes: never walked by a full collection
+
+
 async def test_serve_without_keys_warns_and_prints_a_working_join_link(tmp_path: Path) -> None:
     port = free_port()
     async with running(tmp_path, [PARLEY, "serve", "--port", str(port)], port) as server:

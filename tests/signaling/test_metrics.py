@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -115,6 +116,10 @@ async def test_runtime_gauges_follow_the_nodes_tasks_and_sockets(node: NodeHarne
     # Each connection runs a writer and a ticker beside aiohttp's handler task.
     assert (value(during, "parley_node_asyncio_tasks")
             >= value(before, "parley_node_asyncio_tasks") + 3 * 3)
+    gc.collect()
+    collected = await scrape(node)
+    full = "parley_node_gc_pause_seconds_count"
+    assert value(collected, full, generation="2") >= value(during, full, generation="2") + 1
     by_coroutine = {dict(labels)["coroutine"]: n for (name, labels), n in during.items()
                     if name == "parley_node_asyncio_tasks_by_coroutine"}
     assert sum(by_coroutine.values()) == value(during, "parley_node_asyncio_tasks")
