@@ -274,6 +274,9 @@ class StreamStateChanged:
     """active | paused_bandwidth"""
     layer: int | None
     """Temporal layer cap (2 full, 1 half, 0 quarter frame rate), None when paused."""
+    encoding: str | None = None
+    """The simulcast encoding (its RID) being forwarded; None for a single-encoding track,
+    while paused, or before the first key frame."""
 
 
 RoomEvent = (

@@ -57,7 +57,7 @@ class ParticipantMedia:
     consumers: dict[TrackId, Consumer] = field(default_factory=dict)
     producers: dict[TrackId, Producer] = field(default_factory=dict)
     quality: str | None = None
-    stream_states: dict[TrackId, tuple[str, int | None]] = field(default_factory=dict)
+    stream_states: dict[TrackId, tuple[str, int | None, str | None]] = field(default_factory=dict)
     track_sizes: dict[TrackId, tuple[int, int]] = field(default_factory=dict)
     """Size each received video is shown at (``track-size``), while it is received."""
 
@@ -376,12 +376,13 @@ class RoomMedia:
             for tid, consumer in member.consumers.items():
                 if consumer.kind != "video":
                     continue
-                state = ("paused_bandwidth", None) if consumer.bandwidth_paused \
-                    else ("active", consumer.target_layer)
+                state = ("paused_bandwidth", None, None) if consumer.bandwidth_paused \
+                    else ("active", consumer.target_layer, self._encoding(consumer))
                 if member.stream_states.get(tid) != state:
                     member.stream_states[tid] = state
                     member.participant.deliver(StreamStateChanged(
-                        room=self.room.name, track=tid, state=state[0], layer=state[1]))
+                        room=self.room.name, track=tid, state=state[0], layer=state[1],
+                        encoding=state[2]))
         if self._metrics is not None:
             for producer in self.router.producers.values():
                 if producer.kind == "video":
@@ -390,6 +391,14 @@ class RoomMedia:
             event = ConnectionQualityChanged(room=self.room.name, updates=tuple(changed))
             for p in self.room.participants:
                 p.deliver(event)
+
+    def _encoding(self, consumer: Consumer) -> str | None:
+        """The RID of the simulcast encoding ``consumer`` is on, if it is on one."""
+        current = consumer.switch.current if consumer.switch is not None else None
+        producer = self.router.producers.get(consumer.producer_id)
+        if current is None or producer is None or current >= len(producer.layers):
+            return None
+        return producer.layers[current].rid
 
     def _observe(self, link: SubscriberLink) -> None:
         if self._metrics is None:

@@ -232,8 +232,9 @@ def event_message(event: RoomEvent) -> dict[str, Any]:
         case ConnectionQualityChanged(updates=updates):
             return {"type": "connection-quality",
                     "updates": [{"participant": p, "quality": q} for p, q in updates]}
-        case StreamStateChanged(track=track, state=state, layer=layer):
-            return {"type": "stream-state", "track": track, "state": state, "layer": layer}
+        case StreamStateChanged(track=track, state=state, layer=layer, encoding=encoding):
+            return {"type": "stream-state", "track": track, "state": state, "layer": layer,
+                    "encoding": encoding}
         case Removed(by=by, reason=reason):
             return {"type": "removed", "by": by, "reason": reason}
     raise TypeError(f"unknown event {event!r}")

@@ -94,6 +94,8 @@ Object.assign(parley, {
     return Object.fromEntries([...meeting.sub.bindings].map(([mid, b]) =>
       [mid, { participant: b.participant, track: b.track, kind: b.kind }]));
   },
+  /** track id -> {state, layer, encoding}: the last stream-state of each received video. */
+  streams() { return Object.fromEntries(meeting.streams); },
   /** track id -> {width, height}: the tile sizes last reported to the node (track-size). */
   tileSizes() { return view.grid.sizes.reported(); },
   /** What each tile shows: [{participant, source, name, video, micMuted, cameraOff, …}]. */
@@ -393,7 +395,9 @@ const handlers = {
   "track-muted": mutedByModerator,
   "active-speakers": (m) => { meeting.speaking = new Set(m.speakers.map((s) => s.participant)); },
   "connection-quality": (m) => { for (const u of m.updates) meeting.quality.set(u.participant, u.quality); },
-  "stream-state": (m) => { meeting.streams.set(m.track, m.state); },
+  "stream-state": (m) => {
+    meeting.streams.set(m.track, { state: m.state, layer: m.layer, encoding: m.encoding ?? null });
+  },
   "connection-failed": (m) => {
     if (m.target === "subscriber") subscriberFailed(meeting.gen);
     else publisherFailed(meeting.gen);

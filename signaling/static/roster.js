@@ -55,7 +55,7 @@ function remoteModel(pid, p) {
     key: pid, participant: pid, source: "camera", name: p ? (p.name || p.identity) : "Guest",
     micMuted: !mic || mic.muted, cameraOff: !!(cam && cam.muted),
     speaking: meeting.speaking.has(pid), quality: meeting.quality.get(pid),
-    paused: !!cam && meeting.streams.get(cam.id) === "paused_bandwidth", stalled: !!(cam && cam.stalled),
+    paused: !!cam && meeting.streams.get(cam.id)?.state === "paused_bandwidth", stalled: !!(cam && cam.stalled),
     menu: p ? menuFor(p) : null,
   };
 }
@@ -90,7 +90,7 @@ function models() {
     if (t.source !== "screen" || isMine(t)) continue;
     screens.push({ key: keyFor(t.participant, "screen"), participant: t.participant, source: "screen",
                    name: nameOf(t.participant) || "Guest", stalled: t.stalled,
-                   paused: meeting.streams.get(t.id) === "paused_bandwidth" });
+                   paused: meeting.streams.get(t.id)?.state === "paused_bandwidth" });
   }
   return [...screens, ...people];
 }

@@ -41,7 +41,7 @@ export const meeting = {
   soon: false, // the node asked for a reconnection (`reconnect`, close 4010): no back-off
   tracks: new Map(), // track id -> Track (others' tracks)
   quality: new Map(), // participant id -> connection quality
-  streams: new Map(), // track id -> stream-state
+  streams: new Map(), // track id -> {state, layer, encoding} of its last stream-state
   speaking: new Set(),
   departed: new Set(),
   bound: new Map(), // mid -> {key, participant, kind, track, source}

@@ -160,9 +160,17 @@ async def test_a_small_tile_receives_the_lowest_layer_on_a_fast_link_and_a_large
         consumer = next(iter(producer.consumers))
         assert consumer.render_size is not None and consumer.render_size[0] < 240
         assert consumer.switch is not None and consumer.switch.current == 0
+
+        async def told(encoding: str) -> Any:
+            state = (await ben.page.evaluate("parley.streams()")).get(track)
+            return state if state and state["encoding"] == encoding else None
+
+        await wait_until(lambda: told("q"), "a stream-state naming the lowest encoding")
         await ben.page.set_viewport_size({"width": 1600, "height": 900})
         await wait_until(lambda: receiving(widths[2]), "the top layer", timeout=20)
         assert consumer.switch.current == 2
+        top = await wait_until(lambda: told("f"), "a stream-state naming the top encoding")
+        assert top["state"] == "active"
         room = loopback.node.rooms.get(RoomName(ROOM))
         assert room is not None
         stats = room.media.stats(ParticipantId(ben.participant_id))
