@@ -149,6 +149,12 @@ class Gso:
 def send_packets(packets: list[bytes], transport: Any, sock: socket.socket | None,
                  addr: Any) -> None:
     """Send a frame's protected packets to one subscriber, in order."""
+    if sock is not None and len(packets) == 1:  # audio, small video frames: no GSO needed
+        try:
+            sock.sendto(packets[0], addr)
+            return
+        except OSError:
+            pass  # full buffer or an error: asyncio's transport queues or reports it
     if sock is None or len(packets) == 1 or not Gso.enabled:
         for packet in packets:
             transport.sendto(packet, addr)

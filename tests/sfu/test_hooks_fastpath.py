@@ -17,6 +17,7 @@ from sfu.hooks_fastpath import (
     MID_URI,
     Wire,
     check_sender_hook_points,
+    send_packets,
     take_over_sender,
 )
 
@@ -94,3 +95,28 @@ async def test_the_dtls_transport_state_is_the_enum_the_wire_reads() -> None:
         assert State.CONNECTED.name == "CONNECTED"
     finally:
         await pc.close()
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes, addr: object) -> None:
+        self.sent.append(data)
+
+
+def test_one_packet_goes_straight_to_the_socket_and_a_full_socket_to_the_transport() -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(2)
+        transport = _Transport()
+        send_packets([b"\x80audio"], transport, sender, receiver.getsockname())
+        assert receiver.recv(100) == b"\x80audio" and transport.sent == []
+        sender.close()  # any error on the socket: the transport takes the packet
+        send_packets([b"\x80late"], transport, sender, receiver.getsockname())
+        assert transport.sent == [b"\x80late"]
+    finally:
+        receiver.close()
+        sender.close()
