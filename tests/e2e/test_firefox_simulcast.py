@@ -79,6 +79,9 @@ async def test_the_sfu_receives_and_assembles_three_encodings_of_a_firefox_camer
     assert widths[2] >= 2 * widths[1] - 16 and widths[1] >= 2 * widths[0] - 16, info
     assert len({layer.ssrc for layer in producer.layers}) == 3
     assert producer.decoder_queue.frames_offered == 0  # nothing mixed into one stream
+    # Firefox ignores scalabilityMode (L1T3) but still numbers temporal layers (two) in
+    # its VP8 descriptors: the SFU can lower a subscriber's frame rate within a layer
+    assert producer.has_layers
 
     sent = {e["rid"]: e for e in await firefox.outbound() if e["source"] == "camera"}
     assert set(sent) == {"q", "h", "f"}, sent
@@ -111,6 +114,13 @@ async def test_firefox_plays_a_chromium_camera_sent_as_simulcast(
         assert got["participant"] == ana.participant_id
         assert got["width"] in {layer.width for layer in producer.layers}, (
             got, producer.layer_info())
+        # the page reports the tile's size, and the SFU's consumer has it
+        size = await wait_until(
+            lambda: firefox.evaluate(f"parley.tileSizes()[{track!r}]"), "ana's tile size")
+        assert size["width"] > 100 and size["height"] > 50, size
+        consumer = next(iter(producer.consumers))
+        await wait_until(lambda: _value(consumer.render_size == (size["width"], size["height"])),
+                         "the tile's size on the SFU's consumer")
         # Chromium decodes Firefox's camera too: both directions in one room
         await ana.wait_decoding([firefox.participant_id])
         assert ana.errors == [] and await ana.js_errors() == []
