@@ -139,7 +139,11 @@ class Producer:
         return self._remb.estimate if self._remb is not None else None
 
     def send_remb(self, bitrate: int) -> None:
-        ssrc = self.assembler.ssrc
+        # A simulcast publisher's estimate covers all its encodings, and any of their SSRCs
+        # names it: the top one may not have started yet (Firefox sends it only once told
+        # it has the bandwidth, so waiting for it would never tell it).
+        ssrc = next((layer.ssrc for layer in reversed(self.layers) if layer.ssrc is not None),
+                    self.assembler.ssrc)
         if ssrc is None or self.closed:
             return
         self._rtcp.spawn(send_remb(self._receiver, ssrc, bitrate))

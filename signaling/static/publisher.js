@@ -2,7 +2,8 @@
 // (docs/protocol.md, "Publishing: the publish offer"). One sendonly m-line per
 // track; a renegotiation adds or stops m-lines. Video is sent as VP8 with three
 // temporal layers (scalabilityMode L1T3) so the SFU can lower a subscriber's
-// frame rate without asking this page to re-encode. The camera is sent as
+// frame rate without asking this page to re-encode (Firefox ignores
+// scalabilityMode and sends two temporal layers of its own). The camera is sent as
 // simulcast: three encodings (rid q, h, f: a quarter, half and full size, lowest
 // first), of which the SFU forwards to each subscriber the one that fits its link
 // and the size of its tile. A screen share is one full-resolution encoding.

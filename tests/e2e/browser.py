@@ -55,7 +55,8 @@ STEP = 15.0
 """Upper bound, in seconds, of any single wait in a browser test."""
 
 
-def _unavailable(reason: str) -> NoReturn:
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test locally; fail it in CI, which never skips."""
     if os.environ.get("PARLEY_CI") == "1":
         pytest.fail(f"{reason}: browser tests must run in CI (PARLEY_CI=1)")
     pytest.skip(reason)
@@ -65,11 +66,11 @@ def _unavailable(reason: str) -> NoReturn:
 async def launch_chromium() -> AsyncIterator[Browser]:
     executable = shutil.which("chromium")
     if executable is None:
-        _unavailable("chromium is not installed")
+        unavailable("chromium is not installed")
     try:
         from playwright.async_api import async_playwright
     except ImportError:
-        _unavailable("playwright is not installed")
+        unavailable("playwright is not installed")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=executable,
                                                    args=list(CHROMIUM_ARGS))
@@ -98,7 +99,57 @@ async def wait_until(probe: Callable[[], Awaitable[Any]], what: str,
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
-class MeetingPage:
+READY = ("window.parley && (parley.ready"
+         " || ['failed', 'removed', 'ended'].includes(parley.state))")
+"""True once the page joined (and publishes, if allowed to) or gave up."""
+
+
+class ParleyPage:
+    """The meeting page's test API (``window.parley``), whatever drives the browser:
+    a subclass provides ``evaluate``."""
+
+    identity: str
+    participant_id: str
+
+    async def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript expression in the page (promises awaited)."""
+        raise NotImplementedError
+
+    async def wait_ready(self) -> None:
+        """Joined, and publishing when allowed to."""
+        await wait_until(lambda: self.evaluate(READY), f"{self.identity} to join")
+        assert await self.evaluate("parley.state") == "joined", await self.js_errors()
+
+    async def frames(self) -> dict[str, int]:
+        """framesDecoded of the video received from each remote participant."""
+        result: dict[str, int] = await self.evaluate("parley.stats()")
+        return result
+
+    async def received(self) -> dict[str, dict[str, Any]]:
+        """track id -> {participant, frames, width, height} of each received video."""
+        result: dict[str, dict[str, Any]] = await self.evaluate("parley.received()")
+        return result
+
+    async def js_errors(self) -> list[str]:
+        """Errors the page recorded itself (uncaught, server errors)."""
+        result: list[str] = await self.evaluate("parley.errors")
+        return result
+
+    async def wait_decoding(self, participants: list[str]) -> None:
+        """Video from each participant is being decoded: frames > 0, then more ~2 s later."""
+        async def all_started() -> dict[str, int] | None:
+            frames = await self.frames()
+            return frames if all(frames.get(p, 0) > 0 for p in participants) else None
+
+        first = await wait_until(all_started, f"{self.identity} to decode {participants}")
+        await asyncio.sleep(2.0)
+        second = await self.frames()
+        for p in participants:
+            assert second.get(p, 0) > first[p], (
+                f"{self.identity}: video from {p} stopped at {first[p]} frames ({second})")
+
+
+class MeetingPage(ParleyPage):
     """One tab on the meeting page, with every page error and console error it reported."""
 
     def __init__(self, page: Page, identity: str) -> None:
@@ -109,6 +160,9 @@ class MeetingPage:
         self.participant_id = ""
         page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
         page.on("console", self._console)
+
+    async def evaluate(self, expression: str) -> Any:
+        return await self.page.evaluate(expression)
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
@@ -141,10 +195,7 @@ class MeetingPage:
 
     async def wait_ready(self) -> None:
         """Joined, and publishing when allowed to."""
-        await self.page.wait_for_function(
-            "window.parley && (parley.ready"
-            " || ['failed', 'removed', 'ended'].includes(parley.state))",
-            timeout=STEP * 1000)
+        await self.page.wait_for_function(READY, timeout=STEP * 1000)
         assert await self.page.evaluate("parley.state") == "joined", await self.js_errors()
 
     async def tiles(self) -> list[dict[str, Any]]:
@@ -163,33 +214,10 @@ class MeetingPage:
     async def close(self) -> None:
         await self.context.close()
 
-    async def frames(self) -> dict[str, int]:
-        """framesDecoded of the video received from each remote participant."""
-        result: dict[str, int] = await self.page.evaluate("parley.stats()")
-        return result
-
-    async def js_errors(self) -> list[str]:
-        """Errors the page recorded itself (uncaught, server errors)."""
-        result: list[str] = await self.page.evaluate("parley.errors")
-        return result
-
     async def showing(self, participant: str) -> bool:
         """Whether the participant has a tile on the page."""
         count = await self.page.locator(f'.tile[data-participant="{participant}"]').count()
         return count > 0
-
-    async def wait_decoding(self, participants: list[str]) -> None:
-        """Video from each participant is being decoded: frames > 0, then more ~2 s later."""
-        async def all_started() -> dict[str, int] | None:
-            frames = await self.frames()
-            return frames if all(frames.get(p, 0) > 0 for p in participants) else None
-
-        first = await wait_until(all_started, f"{self.identity} to decode {participants}")
-        await asyncio.sleep(2.0)
-        second = await self.frames()
-        for p in participants:
-            assert second.get(p, 0) > first[p], (
-                f"{self.identity}: video from {p} stopped at {first[p]} frames ({second})")
 
     async def leave(self) -> None:
         """Leave with the keyboard (Leave button), then close the tab."""

@@ -1,6 +1,7 @@
 """One squeezed subscriber moves down a simulcast layer; the others keep their quality.
 
-The meeting page publishes its camera as three encodings. Two aiortc subscribers receive
+The meeting page publishes its camera as three encodings, in Chromium and in Firefox ESR
+(tests/e2e/firefox.py). Two aiortc subscribers receive
 it through UDP relays (tests/netimpair.py): one clean, one whose downlink is limited to
 300 kbit/s by a token bucket (no other loss than the bucket's overflow). The squeezed
 one must drop to a lower layer within seconds and come back up once the squeeze ends;
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -23,21 +24,35 @@ from sfu.bandwidth import BandwidthConfig
 from sfu.config import SfuConfig
 from sfu.producer import Producer
 from tests.conftest import NodeHarness, StartNode, make_config, token
-from tests.e2e.browser import MeetingPage, launch_chromium, wait_until
+from tests.e2e.browser import MeetingPage, ParleyPage, launch_chromium, wait_until
+from tests.e2e.firefox import FirefoxPage
 from tests.netimpair import Impairment, RelayedClient
-
-if TYPE_CHECKING:
-    from playwright.async_api import Browser
 
 ROOM = "squeeze-simulcast"
 SQUEEZE = Impairment(rate_bps=300_000)
 """At most: 60 % of what the clean subscriber receives when that is less."""
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+@pytest.fixture(params=["chromium", "firefox"])
+async def publisher(request: pytest.FixtureRequest,
+                    start_node: StartNode) -> AsyncIterator[tuple[NodeHarness, ParleyPage]]:
+    """A node, and the meeting page publishing its camera in Chromium or in Firefox."""
+    node = await start_node(make_config(sfu=SfuConfig(ice_addresses=("127.0.0.1",)),
+                                        bandwidth=BandwidthConfig(max_renditions=0)))
+    if request.param == "firefox":
+        firefox = await FirefoxPage.join(node, ROOM, "camera")
+        try:
+            yield node, firefox
+        finally:
+            await firefox.close()
+        return
     async with launch_chromium() as chromium:
-        yield chromium
+        page = await MeetingPage.join(chromium, node, ROOM, "camera")
+        try:
+            yield node, page
+            assert page.errors == []
+        finally:
+            await page.close()
 
 
 def camera(node: NodeHarness) -> Producer | None:
@@ -57,7 +72,7 @@ async def received_bps(client: RelayedClient, seconds: float) -> float:
 
 
 async def steady_bps(client: RelayedClient) -> float:
-    """What the client receives once Chromium's encoders have ramped up: two 3-second
+    """What the client receives once the browser's encoders have ramped up: two 3-second
     measurements in a row within 5 % of each other (at most 40 s)."""
     last = await received_bps(client, 3.0)
     deadline = time.monotonic() + 40
@@ -96,10 +111,8 @@ async def _value(value: Any) -> Any:
 
 @pytest.mark.timeout(240)
 async def test_a_squeezed_subscriber_drops_a_layer_and_a_clean_one_keeps_its_bitrate(
-        browser: Browser, start_node: StartNode) -> None:
-    node = await start_node(make_config(sfu=SfuConfig(ice_addresses=("127.0.0.1",)),
-                                        bandwidth=BandwidthConfig(max_renditions=0)))
-    page = await MeetingPage.join(browser, node, ROOM, "camera")
+        publisher: tuple[NodeHarness, ParleyPage]) -> None:
+    node, page = publisher
     clean = RelayedClient(node.url("/"), token(ROOM, "clean", role="listener"), decode=False)
     squeezed = RelayedClient(node.url("/"), token(ROOM, "squeezed", role="listener"),
                              decode=False)
@@ -116,7 +129,7 @@ async def test_a_squeezed_subscriber_drops_a_layer_and_a_clean_one_keeps_its_bit
         clean_consumer = consumer_of(node, clean, producer)
         squeezed_consumer = consumer_of(node, squeezed, producer)
         baseline = await steady_bps(clean)
-        # (a busy machine's Chromium encodes less: the squeeze stays under what the top
+        # (a busy machine's browser encodes less: the squeeze stays under what the top
         # layer needs, so the squeezed subscriber must move down)
         assert baseline > 250_000, baseline
         squeeze = Impairment(rate_bps=min(SQUEEZE.rate_bps or 0, 0.6 * baseline))
@@ -128,7 +141,7 @@ async def test_a_squeezed_subscriber_drops_a_layer_and_a_clean_one_keeps_its_bit
         moved_after = time.monotonic() - started
         during = await received_bps(clean, 4.0)
         assert clean_consumer.switch.current == 2
-        # (no fall; Chromium's encoders may still be ramping up, so it may rise)
+        # (no fall; the browser's encoders may still be ramping up, so it may rise)
         assert during >= 0.9 * baseline, (baseline, during)
         assert producer.link.target == BandwidthConfig().max_bitrate  # the publisher: not capped
         # (it may be paused for a few seconds meanwhile: the loss of the squeeze's first
@@ -142,8 +155,7 @@ async def test_a_squeezed_subscriber_drops_a_layer_and_a_clean_one_keeps_its_bit
                          "the squeezed subscriber to come back to the top layer", timeout=60)
         print(f"moved down after {moved_after:.1f} s; longest gap between the squeezed "
               f"subscriber's frames {longest:.2f} s; clean {baseline:.0f} -> {during:.0f} bit/s")
-        assert page.errors == []
+        assert await page.js_errors() == []
     finally:
         await clean.close()
         await squeezed.close()
-        await page.close()
