@@ -24,7 +24,7 @@ from sfu.config import SfuConfig
 from sfu.producer import Producer
 from tests.conftest import NodeHarness, StartNode, make_config, token
 from tests.e2e.browser import MeetingPage, launch_chromium, wait_until
-from tests.netimpair import Impairment, RelayedClient
+from tests.netimpair import Impairment, RelayedClient, received_bps, steady_bps
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -46,27 +46,6 @@ def camera(node: NodeHarness) -> Producer | None:
         return None
     router: Any = room.media.router
     return next((p for p in router.producers.values() if p.kind == "video"), None)
-
-
-async def received_bps(client: RelayedClient, seconds: float) -> float:
-    before = sum(r.bytes_to_client for r in client.relays.values())
-    started = time.monotonic()
-    await asyncio.sleep(seconds)
-    after = sum(r.bytes_to_client for r in client.relays.values())
-    return (after - before) * 8 / (time.monotonic() - started)
-
-
-async def steady_bps(client: RelayedClient) -> float:
-    """What the client receives once Chromium's encoders have ramped up: two 3-second
-    measurements in a row within 5 % of each other (at most 40 s)."""
-    last = await received_bps(client, 3.0)
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        rate = await received_bps(client, 3.0)
-        if abs(rate - last) <= 0.05 * last:
-            return (rate + last) / 2
-        last = rate
-    raise AssertionError(f"the received bitrate never settled (last {last:.0f} bit/s)")
 
 
 def consumer_of(node: NodeHarness, client: RelayedClient, producer: Producer) -> Any:
