@@ -394,7 +394,7 @@ def plot(result: dict[str, Any], path: Path, compared: dict[str, Any] | None = N
     rates.text((squeeze + lift) / 2, rates.get_ylim()[1] * 0.97, "impaired", ha="center",
                va="top", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 

@@ -249,12 +249,12 @@ def plot(result: dict[str, Any], bitrate: Any, fps: Any) -> None:
     for case, traced in result.items():
         samples = traced["samples"]
         t = [s["t"] for s in samples]
-        bitrate.plot(t, [s["clean_bps"] / 1000 for s in samples], label=LABELS[case])
-        fps.plot(t, [s["squeezed_fps"] for s in samples], label=LABELS[case])
+        bitrate.plot(t, _smooth([s["clean_bps"] / 1000 for s in samples]), label=LABELS[case])
+        fps.plot(t, _smooth([s["squeezed_fps"] for s in samples]), label=LABELS[case])
     squeezed = [s["t"] for s in next(iter(result.values()))["samples"]
                 if s["phase"] == "squeezed"]
-    for axis, title, unit in ((bitrate, "clean listener: received", "kbit/s"),
-                              (fps, "squeezed listener: video received", "frames/s")):
+    for axis, title, unit in ((bitrate, "clean listener: received (2 s mean)", "kbit/s"),
+                              (fps, "squeezed listener: video (2 s mean)", "frames/s")):
         if squeezed:
             axis.axvspan(squeezed[0], squeezed[-1], color="orange", alpha=0.12)
         axis.set_title(title, fontsize=9)
@@ -264,3 +264,9 @@ def plot(result: dict[str, Any], bitrate: Any, fps: Any) -> None:
         axis.legend(loc="lower left", fontsize=7)
     bitrate.set_ylim(bottom=0)
     fps.set_ylim(bottom=0)
+
+
+def _smooth(values: list[float], width: int = 4) -> list[float]:
+    """Mean of each value and the ``width - 1`` before it (a sample is half a second)."""
+    return [sum(values[max(0, i - width + 1):i + 1]) / len(values[max(0, i - width + 1):i + 1])
+            for i in range(len(values))]
