@@ -14,7 +14,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from client.client import ParleyClient
 from client.media import EncodedTrack, encode_audio, encode_video
-from client.media import _pattern as test_pattern
+from client.media import _pattern as pattern_picture
 from conference.ids import RoomName
 from sfu.bandwidth import BandwidthConfig
 from tests.conftest import StartNode, token
@@ -92,7 +92,8 @@ async def test_a_constrained_subscriber_loses_video_not_audio_and_recovers(
         assert await _rate(poor, "video", 1.5) < 3  # video held back…
         assert await _rate(poor, "audio", 1.5) > 30  # …audio keeps flowing (50 packets/s)
         assert await _rate(good, "video", 1.5) > 20  # the other subscriber keeps full video
-        assert min(rembs[-4:]) <= FAST.floor_bitrate  # publisher told to slow down to the floor
+        # (the paused subscriber is an outlier: the publisher keeps what the other one takes)
+        assert min(rembs[-4:]) > 2 * FAST.floor_bitrate, rembs[-4:]
 
         poor.impair(Impairment())
         recovered = False
@@ -163,7 +164,7 @@ class MovingPattern(VideoStreamTrack):
 
     def __init__(self) -> None:
         super().__init__()
-        self._pictures = [test_pattern(640, 480, i) for i in range(30)]
+        self._pictures = [pattern_picture(640, 480, i) for i in range(30)]
         self._count = 0
 
     async def recv(self) -> av.VideoFrame:
@@ -210,12 +211,18 @@ async def test_a_squeezed_subscriber_does_not_lower_a_clean_ones_bitrate(
         assert await _until(lambda: links["squeezed"].share
                             < 0.5 * links["clean"].share, 15)  # it is an outlier now
         await asyncio.sleep(3.0)  # (the estimate passes through non-outlier values first)
+        first = len(rembs)
         during = await received_bps(clean, 6.0)
         squeezed_during = await received_bps(squeezed, 2.0)
-        assert squeezed_during < 350_000  # the squeeze holds…
-        assert during >= 0.9 * baseline, (baseline, during)  # …and the clean one keeps its rate
-        print(f"clean {baseline:.0f} -> {during:.0f} bit/s, REMB {remb_before} -> {rembs[-6:]}")
-        assert min(rembs[-6:]) >= 0.9 * min(remb_before, baseline), (remb_before, rembs[-6:])
+        targets = rembs[first:]
+        squeezed.impair(Impairment())
+        await asyncio.sleep(2.0)
+        after = await received_bps(clean, 6.0)  # (the encoder's output drifts on a busy machine)
+        print(f"clean {baseline:.0f} -> {during:.0f} -> {after:.0f} bit/s, REMB {remb_before}"
+              f" -> {targets}")
+        assert squeezed_during < 350_000  # the squeeze held…
+        assert targets and min(targets) >= 0.9 * remb_before  # …the publisher was not capped…
+        assert during >= 0.9 * min(baseline, after), (baseline, during, after)  # …nor the clean one
     finally:
         for client in clients:
             await client.close()
