@@ -21,7 +21,9 @@ sfu/linkstats.py compute on the numbers, and apply its decisions:
      (sfu/bandwidth.py's ``publisher_target``): a subscriber far below the others is
      served from a rendition, a lower temporal layer or a pause, and does not drag
      the publisher (and so everyone else) down to its rate; subscribers served from a
-     rendition, or who paused the track, do not count at all;
+     rendition, or who paused the track, do not count at all; a link whose estimate a
+     probe lifted in the last 10 s counts towards the median but does not set the
+     target (unless no other link is left);
    - simulcast: what the layers its subscribers' tiles want cost (sfu/layeralloc.py's
      ``publisher_cap``): the ceiling while anyone wants the top layer, so a poor link
      moves its subscriber down a layer and never caps the publisher; otherwise the
@@ -123,6 +125,7 @@ def allocate_publisher(producer: Producer, config: BandwidthConfig, dt: float) -
     watching = [c for c in producer.consumers if not c.paused]
     layers_cap = None
     shares: tuple[float, ...] = ()
+    tentative: tuple[float, ...] = ()
     if producer.layers:
         now = time.perf_counter()
         costs = [layer.cost(now) for layer in producer.layers]
@@ -130,9 +133,14 @@ def allocate_publisher(producer: Producer, config: BandwidthConfig, dt: float) -
             costs, (wanted_layer(costs, None if c.render_size is None else c.render_size[0])
                     for c in watching), float(config.max_bitrate))
     else:
-        shares = tuple(c.link.share for c in watching
-                       if c.link is not None and c.rendition is None)
+        links = [c.link for c in watching if c.link is not None and c.rendition is None]
+        # A probe lifts a held-back link's estimate before the link has shown it can
+        # carry it: until the probe settles, such a link helps find the outliers but does
+        # not set the target itself, unless it is the only one.
+        shares = tuple(link.share for link in links if link.probed_at is None)
+        tentative = tuple(link.share for link in links if link.probed_at is not None)
     sample = PublisherSample(
         bytes_in=producer.bytes_in, shares=shares, own_estimate=producer.publisher_estimate(),
-        loss=counter.interval_loss() if counter is not None else None, layers_cap=layers_cap)
+        loss=counter.interval_loss() if counter is not None else None, layers_cap=layers_cap,
+        tentative=tentative)
     return update_publisher(producer.link, sample, config, dt)

@@ -178,7 +178,8 @@ class VideoGate:
         return 2
 
 
-def publisher_target(shares: Sequence[float], config: BandwidthConfig) -> int:
+def publisher_target(shares: Sequence[float], config: BandwidthConfig,
+                     tentative: Sequence[float] = ()) -> int:
     """The REMB for one video publisher that does not simulcast, from the video share of
     each subscriber link that limits it.
 
@@ -188,13 +189,16 @@ def publisher_target(shares: Sequence[float], config: BandwidthConfig) -> int:
     link therefore cannot drag the publisher, and so everyone else, down to its rate: it
     takes a rendition, a lower temporal layer or a pause, while the publisher keeps
     sending what the rest can all carry. When most subscribers are slow, the median is
-    slow too and the target follows the majority. Never below the floor, never above the
-    ceiling."""
-    if not shares:
+    slow too and the target follows the majority.
+
+    ``tentative`` shares (links whose estimate a probe has just lifted, untried) count
+    towards the median but set the target only when no other share is left.
+    Never below the floor, never above the ceiling."""
+    every = sorted([*shares, *tentative])
+    if not every:
         return config.max_bitrate
-    ordered = sorted(shares)
-    median = ordered[len(ordered) // 2]
-    target = next(s for s in ordered if s >= config.outlier_ratio * median)
+    least = config.outlier_ratio * every[len(every) // 2]
+    target = min([s for s in shares if s >= least] or [s for s in tentative if s >= least])
     return int(max(config.floor_bitrate, min(target, config.max_bitrate)))
 
 

@@ -244,6 +244,8 @@ class PublisherSample:
     """Loss on the publisher's leg since the last update (None: not measured)."""
     shares: tuple[float, ...]
     """The ``share`` of each subscriber link that limits this publisher."""
+    tentative: tuple[float, ...] = ()
+    """… and of each link whose estimate a probe lifted and has not settled yet."""
     own_estimate: int | None
     """The receiver's delay-based estimate of the publisher's own link, if any."""
     layers_cap: float | None = None
@@ -260,7 +262,7 @@ def update_publisher(link: PublisherLink, sample: PublisherSample, config: Bandw
         link.loss += config.smoothing * (sample.loss - link.loss)
     link.quality = quality_of(link.loss, None, None, config)
     if sample.layers_cap is None:
-        target = publisher_target(sample.shares, config)
+        target = publisher_target(sample.shares, config, sample.tentative)
     else:
         target = int(max(config.floor_bitrate, min(sample.layers_cap, config.max_bitrate)))
     own = sample.own_estimate

@@ -303,6 +303,12 @@ def test_an_outlier_far_below_the_median_does_not_set_the_publisher_target(
     assert publisher_target(list(reversed(shares)), CFG) == target  # order does not matter
 
 
+def test_a_tentative_share_marks_outliers_but_sets_the_target_only_alone() -> None:
+    assert publisher_target([1_600_000], CFG, [1_270_000]) == 1_600_000
+    assert publisher_target([200_000], CFG, [650_000]) == 650_000  # 200k is an outlier
+    assert publisher_target([], CFG, [700_000, 900_000]) == 700_000
+
+
 def test_the_outlier_ratio_is_configurable() -> None:
     strict = BandwidthConfig(outlier_ratio=0.0)  # nobody is an outlier: the smallest share
     assert publisher_target([1_000_000, 600_000, 290_000], strict) == 290_000

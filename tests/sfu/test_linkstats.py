@@ -409,6 +409,24 @@ def test_one_subscriber_far_below_the_others_does_not_drag_the_publisher_down() 
     assert allocate_publisher(pair, CFG, 1.0) == 1_200_000  # type: ignore[arg-type]
 
 
+def test_a_link_lifted_by_a_probe_does_not_pull_the_publisher_down_until_it_settles() -> None:
+    source = _publisher_with([1_600_000, 1_270_000])
+    probing = min(source.consumers, key=lambda c: c.link.share if c.link else 0)
+    assert probing.link is not None
+    probing.link.probed_at = 20.0  # its estimate was just lifted to what it has not carried
+    assert allocate_publisher(source, CFG, 1.0) == 1_600_000  # type: ignore[arg-type]
+    probing.link.probed_at = None  # the probe settled: it counts again
+    assert allocate_publisher(source, CFG, 1.0) == 1_270_000  # type: ignore[arg-type]
+    outlier = _publisher_with([650_000, 200_000])  # the probed link still marks the outlier
+    lifted = max(outlier.consumers, key=lambda c: c.link.share if c.link else 0).link
+    assert lifted is not None
+    lifted.probed_at = 20.0
+    assert allocate_publisher(outlier, CFG, 1.0) == 650_000  # type: ignore[arg-type]
+    alone = _publisher_with([700_000])
+    next(iter(alone.consumers)).link.probed_at = 20.0  # type: ignore[union-attr]
+    assert allocate_publisher(alone, CFG, 1.0) == 700_000  # type: ignore[arg-type]
+
+
 class _Layer:
     """Stands in for a ProducerLayer: what it costs and whether it is sent."""
 
