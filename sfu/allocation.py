@@ -26,7 +26,8 @@ sfu/linkstats.py compute on the numbers, and apply its decisions:
      target (unless no other link is left);
    - simulcast: what the layers its subscribers' tiles want cost (sfu/layeralloc.py's
      ``publisher_cap``): the ceiling while anyone wants the top layer, so a poor link
-     moves its subscriber down a layer and never caps the publisher; otherwise the
+     moves its subscriber down a layer and never caps the publisher, and while nobody
+     watches; otherwise the
      layers up to the highest wanted one, which lets the publisher stop sending the
      layers above (a page whose tiles are all small costs its publishers less uplink).
 """

@@ -172,12 +172,12 @@ def publisher_cap(layers: Sequence[LayerCost], wanted: Iterable[int],
     leaves no room for). So: ``ceiling`` while anyone wants the top layer (it is never
     capped while someone may consume it, however poor that subscriber's own link: that
     subscriber moves down a layer instead) or while a wanted layer is not sent now (it
-    must be able to come back); else what the layers up to the highest wanted one cost,
-    that one counted at :data:`RAMP` times its cost; the lowest layer alone when nobody
-    wants any."""
-    if not layers:
+    must be able to come back) or while nobody watches (a subscriber who comes gets the
+    layer it needs at once); else what the layers up to the highest wanted one cost,
+    that one counted at :data:`RAMP` times its cost."""
+    highest = max(wanted, default=None)
+    if not layers or highest is None:
         return ceiling
-    highest = max(wanted, default=0)
     if highest >= len(layers) - 1 or not all(layer.active for layer in layers[:highest + 1]):
         return ceiling
     below = sum(layer.bitrate for layer in layers[:highest])

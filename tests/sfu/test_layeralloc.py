@@ -81,7 +81,7 @@ def test_the_publisher_cap_is_the_ceiling_while_anyone_wants_the_top_layer() -> 
 def test_the_publisher_cap_covers_the_layers_up_to_the_highest_wanted() -> None:
     assert publisher_cap(CAMERA, [0, 1, 0], 2_500_000) == 150_000 + RAMP * 500_000
     assert publisher_cap(CAMERA, [0], 2_500_000) == RAMP * 150_000
-    assert publisher_cap(CAMERA, [], 2_500_000) == RAMP * 150_000  # nobody watches
+    assert publisher_cap(CAMERA, [], 2_500_000) == 2_500_000  # nobody watches: no cap
     assert publisher_cap(CAMERA, [1], 400_000) == 400_000  # never above the ceiling
 
 

@@ -459,8 +459,8 @@ def test_a_simulcast_publisher_is_told_what_the_wanted_layers_cost() -> None:
         == 150_000 + RAMP * 500_000  # type: ignore[arg-type]
     small = _simulcast_with([200, 300])
     assert allocate_publisher(small, CFG, 1.0) == RAMP * 150_000  # type: ignore[arg-type]
-    nobody = _simulcast_with([])
-    assert allocate_publisher(nobody, CFG, 1.0) == RAMP * 150_000  # type: ignore[arg-type]
+    nobody = _simulcast_with([])  # nobody watches: every layer stays, for who comes
+    assert allocate_publisher(nobody, CFG, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
     hidden = _simulcast_with([0, 0])  # tiles not shown
     assert allocate_publisher(hidden, CFG, 1.0) == RAMP * 150_000  # type: ignore[arg-type]
 
