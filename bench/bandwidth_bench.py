@@ -15,6 +15,10 @@ Phases (the node runs in this process, so its Router can be timed directly):
    The REMB target sent to the publisher, the constrained link's estimate,
    its video layer or pause and the frames it receives are sampled; the raw
    trace goes to ``bench/results/`` and a plot to ``docs/bandwidth-trace.png``.
+3. **compare** (bench/bandwidth_compare.py): a Chromium publisher, one clean and one
+   squeezed listener, with and without simulcast (and with the old smallest-share
+   REMB): the clean listener's bitrate and the squeezed one's frame rate; drawn in
+   the bottom row of the same plot.
 
 See docs/BENCHMARKS.md ("Bandwidth adaptation").
 """
@@ -22,36 +26,36 @@ See docs/BENCHMARKS.md ("Bandwidth adaptation").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from bench.procs import REPO, BenchError, LoadGenerator, free_port
+from bench import bandwidth_compare
+from bench.bandwidth_node import (
+    KEY,
+    SECRET,
+    local_node,
+    node_config,
+    room_member,
+    room_router,
+    until,
+)
+from bench.procs import REPO, BenchError, LoadGenerator
 from bench.report import Row, SuiteResult, percentile
 from client.client import ParleyClient
 from client.media import EncodedTrack, encode_audio, encode_video
-from conference.ids import RoomName
 from sfu.bandwidth import BandwidthConfig
-from sfu.config import SfuConfig
 from sfu.hooks import send_remb
 from sfu.router import Router
-from signaling.app import create_app
-from signaling.appkeys import NODE
 from signaling.auth import mint_token
-from signaling.config import AuthConfig, NodeConfig
 from signaling.node import Node
 from tests.netimpair import Impairment, RelayedClient
 
 NAME = "bandwidth"
-KEY = "bandwidth-bench"
-SECRET = "bandwidth-bench-secret-0123456789abcdef"
 RESULTS = REPO / "bench" / "results"
 PLOT = REPO / "docs" / "bandwidth-trace.png"
 SQUEEZE = Impairment(rate_bps=300_000, loss=0.05)
@@ -77,44 +81,13 @@ class Plan:
     lifted: float = 20.0
     sample_every: float = 0.25
     plot: bool = True
+    compare: bool = True
+    """Run the simulcast comparison (needs Chromium and Playwright)."""
 
 
 FULL = Plan()
 QUICK = Plan(subscribers=2, warm=1.0, window=3.0, calls=200, clean=3.0, impaired=8.0,
              lifted=6.0, plot=False)
-
-
-def node_config(bandwidth: BandwidthConfig | None = None) -> NodeConfig:
-    return NodeConfig(auth=AuthConfig(keys={KEY: SECRET}),
-                      sfu=SfuConfig(ice_addresses=("127.0.0.1",)),
-                      bandwidth=bandwidth or BandwidthConfig())
-
-
-@contextlib.asynccontextmanager
-async def local_node(config: NodeConfig) -> AsyncIterator[tuple[str, Node]]:
-    """A node served from this process on 127.0.0.1; yields its URL and the Node."""
-    app = create_app(config)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        yield f"http://127.0.0.1:{port}", app[NODE]
-    finally:
-        await runner.cleanup()
-
-
-def _router(node: Node, room: str) -> Router | None:
-    found = node.rooms.get(RoomName(room))
-    return found.media.router if found is not None and found.media is not None else None
-
-
-async def _until(probe: Callable[[], bool], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 # -- phase 1: cost -------------------------------------------------------------
@@ -179,9 +152,9 @@ async def cost(plan: Plan) -> dict[str, Any]:
         duration = plan.warm + plan.window + 15.0
         async with LoadGenerator(url=url, keys=f"{KEY}:{SECRET}", subscribers=plan.subscribers,
                                  duration=duration, prefix="bwcost", bitrate=900_000) as load:
-            await _until(lambda: (r := _router(node, room)) is not None
+            await until(lambda: (r := room_router(node, room)) is not None
                          and _forwarding(r, plan.subscribers), "the load to join", 40.0)
-            router = _router(node, room)
+            router = room_router(node, room)
             assert router is not None
             loop_calls: list[float] = []
             untime = _time_calls(router, loop_calls)
@@ -231,14 +204,6 @@ def _frames(client: ParleyClient, kind: str) -> int:
                if (remote := client.remote.get(mid)) is not None and remote.kind == kind)
 
 
-def _member(node: Node, room: str, identity: str) -> Any:
-    found = node.rooms.get(RoomName(room))
-    if found is None or found.media is None:
-        return None
-    return next((m for m in found.media.members.values()
-                 if m.participant.identity == identity), None)
-
-
 def _video_state(member: Any) -> tuple[str, int | None]:
     """('layer', n) / ('rendition', None) / ('paused', None) of a member's video consumer."""
     consumer = next((c for c in member.consumers.values() if c.kind == "video"), None)
@@ -282,7 +247,7 @@ async def trace(plan: Plan) -> dict[str, Any]:
                 await client.connect()
             await publisher.publish(EncodedTrack(encode_video(seconds=2.0, bitrate=900_000)),
                                     EncodedTrack(encode_audio(seconds=1.0)))
-            await _until(lambda: _frames(poor, "video") > 30 and _frames(good, "video") > 30,
+            await until(lambda: _frames(poor, "video") > 30 and _frames(good, "video") > 30,
                          "video at both subscribers", 20.0)
             if not poor.relays:
                 raise BenchError("the constrained subscriber's media bypassed the relay")
@@ -294,8 +259,8 @@ async def trace(plan: Plan) -> dict[str, Any]:
 
 async def _sample(plan: Plan, node: Node, room: str, poor: RelayedClient, good: ParleyClient,
                   bandwidth: BandwidthConfig) -> dict[str, Any]:
-    router = _router(node, room)
-    member, good_member = _member(node, room, "poor"), _member(node, room, "good")
+    router = room_router(node, room)
+    member, good_member = room_member(node, room, "poor"), room_member(node, room, "good")
     if router is None or member is None or good_member is None or member.subscriber is None:
         raise BenchError("trace room is not set up")
     producer = next(p for p in router.producers.values() if p.kind == "video")
@@ -374,7 +339,7 @@ def trace_figures(result: dict[str, Any], bandwidth: BandwidthConfig) -> dict[st
     }
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
+def plot(result: dict[str, Any], path: Path, compared: dict[str, Any] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -383,8 +348,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
     samples = result["samples"]
     t = [s["t"] for s in samples]
     squeeze, lift = result["phases"]["impaired"], result["phases"]["lifted"]
-    fig, (rates, layers, fps) = plt.subplots(3, 1, sharex=True, figsize=(10, 8.5),
-                                             height_ratios=(3, 1.3, 1.6))
+    fig = plt.figure(figsize=(10, 11.5 if compared else 8.5))
+    grid = fig.add_gridspec(4 if compared else 3, 2,
+                            height_ratios=(3, 1.3, 1.6, 2.4) if compared else (3, 1.3, 1.6))
+    rates = fig.add_subplot(grid[0, :])
+    layers = fig.add_subplot(grid[1, :], sharex=rates)
+    fps = fig.add_subplot(grid[2, :], sharex=rates)
+    if compared:
+        bandwidth_compare.plot(compared, fig.add_subplot(grid[3, 0]),
+                               fig.add_subplot(grid[3, 1]))
     kbps = [(s["remb_target"] or 0) / 1000 for s in samples]
     rates.step(t, kbps, where="post", label="REMB target to publisher", linewidth=2)
     rates.plot(t, [s["estimate"] / 1000 for s in samples],
@@ -422,7 +394,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     rates.text((squeeze + lift) / 2, rates.get_ylim()[1] * 0.97, "impaired", ha="center",
                va="top", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
@@ -473,23 +445,34 @@ def _rows(c: dict[str, Any], f: dict[str, Any]) -> list[Row]:
     ]
 
 
-async def _measure(plan: Plan) -> tuple[dict[str, Any], dict[str, Any]]:
-    return await cost(plan), await trace(plan)
+async def _measure(plan: Plan, compare_plan: bandwidth_compare.ComparePlan,
+                   ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    costs, traced = await cost(plan), await trace(plan)
+    compared = await bandwidth_compare.compare(compare_plan) if plan.compare else None
+    return costs, traced, compared
 
 
 def run(*, quick: bool = False) -> SuiteResult:
     plan = QUICK if quick else FULL
+    compare_plan = bandwidth_compare.QUICK if quick else bandwidth_compare.FULL
     started = time.monotonic()
-    costs, traced = asyncio.run(_measure(plan))
+    costs, traced, compared = asyncio.run(_measure(plan, compare_plan))
     figures = trace_figures(traced, BandwidthConfig())
+    rows = _rows(costs, figures)
+    compare_figures = None
+    if compared is not None:
+        compare_figures = bandwidth_compare.figures(compared, compare_plan)
+        rows += bandwidth_compare.rows(compare_figures)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     raw = RESULTS / f"bandwidth-trace-{stamp}.json"
-    raw.write_text(json.dumps({"plan": asdict(plan), **traced}, indent=1) + "\n")
+    raw.write_text(json.dumps({"plan": asdict(plan), **traced, "compare": compared},
+                              indent=1) + "\n")
     if plan.plot:
-        plot(traced, PLOT)
-    return SuiteResult(name=NAME, rows=_rows(costs, figures),
-                       figures={"cost": costs, "trace": figures, "trace_file": str(raw),
+        plot(traced, PLOT, compared)
+    return SuiteResult(name=NAME, rows=rows,
+                       figures={"cost": costs, "trace": figures, "compare": compare_figures,
+                                "trace_file": str(raw),
                                 "plot": str(PLOT) if plan.plot else None},
                        seconds=time.monotonic() - started)
 

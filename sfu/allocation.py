@@ -14,17 +14,32 @@ sfu/linkstats.py compute on the numbers, and apply its decisions:
    sfu/layeralloc.py: one layer each (``describe``, from the router, says what
    each costs, how wide each is and what the tile needs), paused only when even
    the lowest layer does not fit;
-3. every video publisher gets a REMB target that its subscribers can take,
-   within [floor, max], and never above what its own link carried.
+3. every video publisher gets a REMB target within [floor, max], lowered further
+   when its own uplink is congested:
+
+   - one encoding: the smallest share among its subscribers that are not outliers
+     (sfu/bandwidth.py's ``publisher_target``): a subscriber far below the others is
+     served from a rendition, a lower temporal layer or a pause, and does not drag
+     the publisher (and so everyone else) down to its rate; subscribers served from a
+     rendition, or who paused the track, do not count at all; a link whose estimate a
+     probe lifted in the last 10 s counts towards the median but does not set the
+     target (unless no other link is left);
+   - simulcast: what the layers its subscribers' tiles want cost (sfu/layeralloc.py's
+     ``publisher_cap``): the ceiling while anyone wants the top layer, so a poor link
+     moves its subscriber down a layer and never caps the publisher, and while nobody
+     watches; otherwise the
+     layers up to the highest wanted one, which lets the publisher stop sending the
+     layers above (a page whose tiles are all small costs its publishers less uplink).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 
 from sfu.bandwidth import BandwidthConfig
 from sfu.consumer import Consumer
-from sfu.layeralloc import Demand, choose_layers
+from sfu.layeralloc import Demand, choose_layers, publisher_cap, wanted_layer
 from sfu.linkstats import (
     PublisherSample,
     SubscriberLink,
@@ -105,14 +120,28 @@ def _choose_layers(link: SubscriberLink, layered: list[tuple[Consumer, Demand]])
 
 
 def allocate_publisher(producer: Producer, config: BandwidthConfig, dt: float) -> int:
-    """The REMB target for one video producer."""
+    """The REMB target for one video producer (module docstring, step 3)."""
     counter = getattr(producer.assembler, "counter", None)
     # (consumers paused by their subscriber do not count; paused for bandwidth do)
-    # (a simulcast publisher is not capped by its subscribers: each takes the layer it can)
-    shares = () if producer.layers else tuple(
-        c.link.share for c in producer.consumers
-        if c.link is not None and not c.paused and c.rendition is None)
+    watching = [c for c in producer.consumers if not c.paused]
+    layers_cap = None
+    shares: tuple[float, ...] = ()
+    tentative: tuple[float, ...] = ()
+    if producer.layers:
+        now = time.perf_counter()
+        costs = [layer.cost(now) for layer in producer.layers]
+        layers_cap = publisher_cap(
+            costs, (wanted_layer(costs, None if c.render_size is None else c.render_size[0])
+                    for c in watching), float(config.max_bitrate))
+    else:
+        links = [c.link for c in watching if c.link is not None and c.rendition is None]
+        # A probe lifts a held-back link's estimate before the link has shown it can
+        # carry it: until the probe settles, such a link helps find the outliers but does
+        # not set the target itself, unless it is the only one.
+        shares = tuple(link.share for link in links if link.probed_at is None)
+        tentative = tuple(link.share for link in links if link.probed_at is not None)
     sample = PublisherSample(
         bytes_in=producer.bytes_in, shares=shares, own_estimate=producer.publisher_estimate(),
-        loss=counter.interval_loss() if counter is not None else None)
+        loss=counter.interval_loss() if counter is not None else None, layers_cap=layers_cap,
+        tentative=tentative)
     return update_publisher(producer.link, sample, config, dt)

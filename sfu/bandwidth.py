@@ -61,6 +61,11 @@ class BandwidthConfig:
     max_renditions: int = 2
     """Node-wide budget of shared low-bitrate renditions (decode once, encode per tier)
     served to subscribers that would otherwise be paused; 0 turns them off."""
+    outlier_ratio: float = 0.5
+    """A subscriber whose video share is below this fraction of the median share among
+    a non-simulcast publisher's subscribers is an outlier: it does not lower the REMB
+    sent to that publisher (it is served from a rendition, a lower temporal layer, or
+    paused instead)."""
 
 
 class Quality(StrEnum):
@@ -173,11 +178,27 @@ class VideoGate:
         return 2
 
 
-def publisher_target(estimates: Sequence[float], config: BandwidthConfig) -> int:
-    """The REMB for one video publisher: the smallest share among its subscribers,
-    never below the floor (a poor link is served by layers or a pause instead of
-    starving the room) and never above the ceiling."""
-    target = min(estimates) if estimates else float(config.max_bitrate)
+def publisher_target(shares: Sequence[float], config: BandwidthConfig,
+                     tentative: Sequence[float] = ()) -> int:
+    """The REMB for one video publisher that does not simulcast, from the video share of
+    each subscriber link that limits it.
+
+    The target is the smallest share among the subscribers that are not outliers: an
+    outlier's share is below ``outlier_ratio`` times the median share (the upper median,
+    so with two subscribers the better one is the reference). One subscriber on a bad
+    link therefore cannot drag the publisher, and so everyone else, down to its rate: it
+    takes a rendition, a lower temporal layer or a pause, while the publisher keeps
+    sending what the rest can all carry. When most subscribers are slow, the median is
+    slow too and the target follows the majority.
+
+    ``tentative`` shares (links whose estimate a probe has just lifted, untried) count
+    towards the median but set the target only when no other share is left.
+    Never below the floor, never above the ceiling."""
+    every = sorted([*shares, *tentative])
+    if not every:
+        return config.max_bitrate
+    least = config.outlier_ratio * every[len(every) // 2]
+    target = min([s for s in shares if s >= least] or [s for s in tentative if s >= least])
     return int(max(config.floor_bitrate, min(target, config.max_bitrate)))
 
 

@@ -19,11 +19,14 @@ for these videos out:
 A tile 160 pixels wide gets the lowest layer even on a fast link; a fast link with a
 large tile gets the top layer; a slow link gets what fits, screen shares and speakers
 first.
+
+:func:`publisher_cap` turns what the subscribers' tiles want of one simulcast publisher
+into the REMB sent to it (module docstring of sfu/allocation.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 FIT = 0.9
@@ -136,3 +139,46 @@ def _step_up(demand: Demand, current: int | None) -> int | None:
         return None
     limit = needed_layer(demand)
     return next((i for i in _sent(demand) if current < i <= limit), None)
+
+
+RAMP = 1.3
+"""The highest wanted layer is counted at this much more than it costs now, so that a
+layer the publisher is still ramping up can grow by a third each interval."""
+
+
+def wanted_layer(layers: Sequence[LayerCost], tile_width: int | None) -> int:
+    """The layer a tile asks for, whether or not the publisher sends it now: the lowest
+    layer known to be at least :data:`FIT` of the tile's width (a layer of unknown width
+    might not be), the top one when the tile's size is unknown, the lowest when the tile
+    is not shown. Capacity plays no part: a subscriber on a poor link still wants the
+    layer its tile needs, and takes it again once its link recovers."""
+    top = len(layers) - 1
+    if tile_width is None:
+        return top
+    if tile_width == 0:
+        return 0
+    return next((i for i, layer in enumerate(layers)
+                 if layer.width is not None and layer.width >= FIT * tile_width), top)
+
+
+def publisher_cap(layers: Sequence[LayerCost], wanted: Iterable[int],
+                  ceiling: float) -> float:
+    """The REMB for a simulcast publisher whose subscribers want ``wanted`` (one layer
+    each, :func:`wanted_layer`).
+
+    A publisher spends its bitrate on its layers lowest first, so a target covering the
+    layers up to the highest one anyone wants, and no more, lets it stop sending the
+    layers above (Chromium's simulcast allocator switches off the encodings the target
+    leaves no room for). So: ``ceiling`` while anyone wants the top layer (it is never
+    capped while someone may consume it, however poor that subscriber's own link: that
+    subscriber moves down a layer instead) or while a wanted layer is not sent now (it
+    must be able to come back) or while nobody watches (a subscriber who comes gets the
+    layer it needs at once); else what the layers up to the highest wanted one cost,
+    that one counted at :data:`RAMP` times its cost."""
+    highest = max(wanted, default=None)
+    if not layers or highest is None:
+        return ceiling
+    if highest >= len(layers) - 1 or not all(layer.active for layer in layers[:highest + 1]):
+        return ceiling
+    below = sum(layer.bitrate for layer in layers[:highest])
+    return min(ceiling, below + RAMP * layers[highest].bitrate)

@@ -8,8 +8,9 @@ every leg carried off the SFU's objects into a small sample and calls:
    stream gets (audio is reserved first: audio always flows) and the
    temporal-layer cap or pause that share allows;
 2. :func:`update_publisher`: a REMB target for a video publisher that its
-   subscribers can take, within [floor, max], and never above what its own
-   link carried.
+   subscribers (all but outliers, sfu/bandwidth.py) can take, or for a simulcast
+   publisher what the layers its subscribers want cost, within [floor, max], and
+   never above what its own link carried.
 
 Nothing here knows consumers, producers or transports.
 """
@@ -243,8 +244,13 @@ class PublisherSample:
     """Loss on the publisher's leg since the last update (None: not measured)."""
     shares: tuple[float, ...]
     """The ``share`` of each subscriber link that limits this publisher."""
+    tentative: tuple[float, ...] = ()
+    """… and of each link whose estimate a probe lifted and has not settled yet."""
     own_estimate: int | None
     """The receiver's delay-based estimate of the publisher's own link, if any."""
+    layers_cap: float | None = None
+    """A simulcast publisher: the target its layers' consumers call for (sfu/layeralloc.py's
+    ``publisher_cap``), used instead of ``shares``. None: one encoding."""
 
 
 def update_publisher(link: PublisherLink, sample: PublisherSample, config: BandwidthConfig,
@@ -255,7 +261,10 @@ def update_publisher(link: PublisherLink, sample: PublisherSample, config: Bandw
     if sample.loss is not None:
         link.loss += config.smoothing * (sample.loss - link.loss)
     link.quality = quality_of(link.loss, None, None, config)
-    target = publisher_target(sample.shares, config)
+    if sample.layers_cap is None:
+        target = publisher_target(sample.shares, config, sample.tentative)
+    else:
+        target = int(max(config.floor_bitrate, min(sample.layers_cap, config.max_bitrate)))
     own = sample.own_estimate
     if own is not None and own < 0.85 * link.bitrate:
         # The publisher's own link is congested (its delay-based estimate is below

@@ -245,3 +245,25 @@ class RelayedClient(ParleyClient):
         await super().close()
         for relay in [*self.relays.values(), *self.publish_relays.values()]:
             relay.close()
+
+
+async def received_bps(client: RelayedClient, seconds: float) -> float:
+    """Bits per second the client's subscribe relays delivered to it over ``seconds``."""
+    before = sum(r.bytes_to_client for r in client.relays.values())
+    started = time.monotonic()
+    await asyncio.sleep(seconds)
+    after = sum(r.bytes_to_client for r in client.relays.values())
+    return (after - before) * 8 / (time.monotonic() - started)
+
+
+async def steady_bps(client: RelayedClient, timeout: float = 40.0) -> float:
+    """What the client receives once the publisher's encoder has ramped up: two 3-second
+    measurements in a row within 5 % of each other (at most ``timeout`` seconds)."""
+    last = await received_bps(client, 3.0)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rate = await received_bps(client, 3.0)
+        if abs(rate - last) <= 0.05 * last:
+            return (rate + last) / 2
+        last = rate
+    raise AssertionError(f"the received bitrate never settled (last {last:.0f} bit/s)")

@@ -282,10 +282,36 @@ def test_a_gate_resumes_at_the_layer_the_estimate_allows() -> None:
 
 # -- publisher target, quality ----------------------------------------------------------
 def test_the_publisher_target_is_the_smallest_share_within_floor_and_ceiling() -> None:
-    assert publisher_target([900_000, 400_000, 1_200_000], CFG) == 400_000
-    assert publisher_target([900_000, 20_000], CFG) == CFG.floor_bitrate
+    assert publisher_target([900_000, 500_000, 1_200_000], CFG) == 500_000
+    assert publisher_target([100_000, 20_000, 60_000], CFG) == CFG.floor_bitrate
     assert publisher_target([9_000_000], CFG) == CFG.max_bitrate
+    assert publisher_target([20_000], CFG) == CFG.floor_bitrate  # alone: not an outlier
     assert publisher_target([], CFG) == CFG.max_bitrate  # nobody to limit it
+
+
+@pytest.mark.parametrize(("shares", "target"), [
+    ([900_000, 20_000], 900_000),  # two: the better one is the reference
+    ([1_000_000, 1_100_000, 950_000, 200_000], 950_000),  # one far below: left out
+    ([1_000_000, 1_100_000, 150_000, 200_000], 1_000_000),  # two of four far below
+    ([1_000_000, 150_000, 200_000], 150_000),  # most are slow: the target follows them
+    ([1_000_000, 600_000, 450_000], 450_000),  # not far below (≥ half the median): kept
+    ([1_000_000, 600_000, 290_000], 600_000),  # under half the median: an outlier
+])
+def test_an_outlier_far_below_the_median_does_not_set_the_publisher_target(
+        shares: list[int], target: int) -> None:
+    assert publisher_target(shares, CFG) == target
+    assert publisher_target(list(reversed(shares)), CFG) == target  # order does not matter
+
+
+def test_a_tentative_share_marks_outliers_but_sets_the_target_only_alone() -> None:
+    assert publisher_target([1_600_000], CFG, [1_270_000]) == 1_600_000
+    assert publisher_target([200_000], CFG, [650_000]) == 650_000  # 200k is an outlier
+    assert publisher_target([], CFG, [700_000, 900_000]) == 700_000
+
+
+def test_the_outlier_ratio_is_configurable() -> None:
+    strict = BandwidthConfig(outlier_ratio=0.0)  # nobody is an outlier: the smallest share
+    assert publisher_target([1_000_000, 600_000, 290_000], strict) == 290_000
 
 
 @pytest.mark.parametrize(("loss", "rtt", "estimate", "quality"), [

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from sfu.layeralloc import Demand, LayerCost, choose_layers, needed_layer
+from dataclasses import replace
+
+from sfu.layeralloc import (
+    RAMP,
+    Demand,
+    LayerCost,
+    choose_layers,
+    needed_layer,
+    publisher_cap,
+    wanted_layer,
+)
 
 CAMERA = (LayerCost(bitrate=150_000, width=240), LayerCost(bitrate=500_000, width=480),
           LayerCost(bitrate=1_500_000, width=960))
@@ -52,3 +62,30 @@ def test_layers_the_publisher_does_not_send_are_skipped() -> None:
     quiet = Demand(key="q", layers=tuple(LayerCost(bitrate=0, width=w, active=False)
                                          for w in (240, 480, 960)), tile_width=300)
     assert choose_layers(1_000, [quiet]).layers == {"q": 1}  # nothing sent yet: by size
+
+
+# -- the publisher's cap ----------------------------------------------------------------
+def test_a_tile_wants_the_layer_wide_enough_for_it_whether_or_not_it_is_sent() -> None:
+    stopped = (CAMERA[0], replace(CAMERA[1], active=False), replace(CAMERA[2], active=False))
+    assert [wanted_layer(stopped, tile) for tile in (160, 260, 500, 1200, None, 0)] \
+        == [0, 0, 1, 2, 2, 0]
+    unknown = (CAMERA[0], replace(CAMERA[1], width=None), CAMERA[2])
+    assert wanted_layer(unknown, 400) == 2  # (a layer of unknown width might be too small)
+
+
+def test_the_publisher_cap_is_the_ceiling_while_anyone_wants_the_top_layer() -> None:
+    assert publisher_cap(CAMERA, [0, 2, 1], 2_500_000) == 2_500_000
+    assert publisher_cap((), [], 2_500_000) == 2_500_000  # no layers: nothing to cap by
+
+
+def test_the_publisher_cap_covers_the_layers_up_to_the_highest_wanted() -> None:
+    assert publisher_cap(CAMERA, [0, 1, 0], 2_500_000) == 150_000 + RAMP * 500_000
+    assert publisher_cap(CAMERA, [0], 2_500_000) == RAMP * 150_000
+    assert publisher_cap(CAMERA, [], 2_500_000) == 2_500_000  # nobody watches: no cap
+    assert publisher_cap(CAMERA, [1], 400_000) == 400_000  # never above the ceiling
+
+
+def test_a_wanted_layer_that_is_not_sent_lifts_the_cap_to_the_ceiling() -> None:
+    stopped = (CAMERA[0], replace(CAMERA[1], active=False), replace(CAMERA[2], active=False))
+    assert publisher_cap(stopped, [1], 2_500_000) == 2_500_000  # it must be able to return
+    assert publisher_cap(stopped, [0], 2_500_000) == RAMP * 150_000

@@ -20,6 +20,7 @@ from sfu.bandwidth import BandwidthConfig
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer, SlotTrack
 from sfu.encoded import EncodedFrame
+from sfu.layeralloc import RAMP, LayerCost
 from sfu.linkstats import (
     AUDIO_RESERVE,
     PublisherLink,
@@ -397,8 +398,76 @@ def test_a_publisher_is_told_its_smallest_subscriber_share_within_the_floor() ->
     source = _publisher_with([900_000, 450_000, 1_400_000])
     assert allocate_publisher(source, CFG, 1.0) == 450_000  # type: ignore[arg-type]
     assert source.link.target == 450_000
-    poor = _publisher_with([900_000, 20_000])
+    poor = _publisher_with([120_000, 140_000, 20_000])  # everyone is slow: the floor
     assert allocate_publisher(poor, CFG, 1.0) == CFG.floor_bitrate  # type: ignore[arg-type]
+
+
+def test_one_subscriber_far_below_the_others_does_not_drag_the_publisher_down() -> None:
+    source = _publisher_with([900_000, 1_100_000, 20_000])
+    assert allocate_publisher(source, CFG, 1.0) == 900_000  # type: ignore[arg-type]
+    pair = _publisher_with([1_200_000, 250_000])  # two: the better one is the reference
+    assert allocate_publisher(pair, CFG, 1.0) == 1_200_000  # type: ignore[arg-type]
+
+
+def test_a_link_lifted_by_a_probe_does_not_pull_the_publisher_down_until_it_settles() -> None:
+    source = _publisher_with([1_600_000, 1_270_000])
+    probing = min(source.consumers, key=lambda c: c.link.share if c.link else 0)
+    assert probing.link is not None
+    probing.link.probed_at = 20.0  # its estimate was just lifted to what it has not carried
+    assert allocate_publisher(source, CFG, 1.0) == 1_600_000  # type: ignore[arg-type]
+    probing.link.probed_at = None  # the probe settled: it counts again
+    assert allocate_publisher(source, CFG, 1.0) == 1_270_000  # type: ignore[arg-type]
+    outlier = _publisher_with([650_000, 200_000])  # the probed link still marks the outlier
+    lifted = max(outlier.consumers, key=lambda c: c.link.share if c.link else 0).link
+    assert lifted is not None
+    lifted.probed_at = 20.0
+    assert allocate_publisher(outlier, CFG, 1.0) == 650_000  # type: ignore[arg-type]
+    alone = _publisher_with([700_000])
+    next(iter(alone.consumers)).link.probed_at = 20.0  # type: ignore[union-attr]
+    assert allocate_publisher(alone, CFG, 1.0) == 700_000  # type: ignore[arg-type]
+
+
+class _Layer:
+    """Stands in for a ProducerLayer: what it costs and whether it is sent."""
+
+    def __init__(self, bitrate: float, width: int, active: bool = True) -> None:
+        self.value = LayerCost(bitrate=bitrate, width=width, active=active)
+
+    def cost(self, now: float) -> LayerCost:
+        return self.value
+
+
+def _simulcast_with(tiles: list[int | None], active: bool = True) -> Source:
+    source = _publisher_with([100_000] * len(tiles))  # every link poor: it must not matter
+    source.layers = (_Layer(150_000, 320), _Layer(500_000, 640, active),
+                     _Layer(1_200_000, 1280))
+    for consumer, tile in zip(source.consumers, tiles, strict=True):
+        consumer.render_size = None if tile is None else (tile, tile * 9 // 16)
+    return source
+
+
+def test_a_simulcast_publisher_is_not_capped_while_anyone_wants_its_top_layer() -> None:
+    source = _simulcast_with([160, None])  # a small tile, and one of unknown size
+    assert allocate_publisher(source, CFG, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
+    big = _simulcast_with([1280, 320])
+    assert allocate_publisher(big, CFG, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
+
+
+def test_a_simulcast_publisher_is_told_what_the_wanted_layers_cost() -> None:
+    middle = _simulcast_with([160, 640])  # layer 1 at most: the top one may stop
+    assert allocate_publisher(middle, CFG, 1.0) \
+        == 150_000 + RAMP * 500_000  # type: ignore[arg-type]
+    small = _simulcast_with([200, 300])
+    assert allocate_publisher(small, CFG, 1.0) == RAMP * 150_000  # type: ignore[arg-type]
+    nobody = _simulcast_with([])  # nobody watches: every layer stays, for who comes
+    assert allocate_publisher(nobody, CFG, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
+    hidden = _simulcast_with([0, 0])  # tiles not shown
+    assert allocate_publisher(hidden, CFG, 1.0) == RAMP * 150_000  # type: ignore[arg-type]
+
+
+def test_a_wanted_simulcast_layer_the_publisher_stopped_is_asked_back() -> None:
+    source = _simulcast_with([640], active=False)  # layer 1 wanted, not sent now
+    assert allocate_publisher(source, CFG, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
 
 
 def test_a_subscriber_who_paused_the_track_does_not_limit_the_publisher() -> None:
