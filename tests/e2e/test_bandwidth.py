@@ -92,8 +92,9 @@ async def test_a_constrained_subscriber_loses_video_not_audio_and_recovers(
         assert await _rate(poor, "video", 1.5) < 3  # video held back…
         assert await _rate(poor, "audio", 1.5) > 30  # …audio keeps flowing (50 packets/s)
         assert await _rate(good, "video", 1.5) > 20  # the other subscriber keeps full video
-        # (the paused subscriber is an outlier: the publisher keeps what the other one takes)
-        assert min(rembs[-4:]) > 2 * FAST.floor_bitrate, rembs[-4:]
+        # (the paused subscriber is an outlier: the publisher keeps what the other one takes;
+        # with the smallest share deciding, the REMB sat at the floor)
+        assert min(rembs[-4:]) > 1.5 * FAST.floor_bitrate, rembs[-4:]
 
         poor.impair(Impairment())
         recovered = False
