@@ -1,0 +1,216 @@
+"""A squeezed Chromium viewer changes simulcast layer without a visible freeze.
+
+The meeting page publishes its camera as three encodings. A Chromium viewer receives
+it through a UDP relay (tests/netimpair.py; the node listens on one UDP port and an
+init script points the viewer at the relay, as in tests/e2e/test_browser_loss.py);
+an aiortc subscriber receives it on a clean relay. The viewer's downlink is then
+limited by a token bucket for a while and released.
+
+What the viewer's ``<video>`` presents is recorded in the page
+(``requestVideoFrameCallback``: time and width of every frame, tests/e2e/playback.py),
+so a layer switch shows as a change of width. Asserted:
+
+- the viewer moves down a layer within seconds of the squeeze, and back to the top
+  layer once it ends;
+- at each switch the page pauses less than :data:`MAX_SWITCH_FREEZE`: from the last
+  frame of the old layer to the first of the new, and in the second after that (a
+  timestamp line that jumps or stalls shows there, as the receiver's playout catches up);
+- the clean subscriber's received bitrate stays within 10 % of what it was before.
+
+Set ``PARLEY_SWITCH_REPORT`` to a file name to get the numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from sfu.bandwidth import BandwidthConfig
+from sfu.config import SfuConfig
+from tests.conftest import StartNode, make_config, token
+from tests.e2e.browser import MeetingPage, launch_chromium, wait_until
+from tests.e2e.playback import (
+    KEYFRAME_LOG,
+    inbound,
+    open_watched,
+    outbound,
+    sized_frames,
+    steady_from,
+)
+from tests.e2e.test_browser_loss import REDIRECT
+from tests.e2e.test_browser_simulcast_squeeze import (
+    ROOM,
+    SQUEEZE,
+    _value,
+    camera,
+    consumer_of,
+    received_bps,
+    steady_bps,
+)
+from tests.e2e.test_udp_port import free_udp_port
+from tests.netimpair import Impairment, RelayedClient, UdpRelay
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
+MAX_SWITCH_FREEZE = 0.5
+"""Seconds the viewer's video may stand still at a layer switch."""
+AFTER = 1.0
+"""Seconds after a switch's first frame in which a stall still counts as the switch's."""
+SQUEEZED_FOR = 10.0
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with launch_chromium() as chromium:
+        yield chromium
+
+
+@dataclass(frozen=True, kw_only=True)
+class SwitchSeen:
+    """A change of the presented frames' width, as the viewer's page saw it."""
+
+    at: float
+    """Wall-clock time of the first frame of the new width."""
+    widths: tuple[int, int]
+    gap: float
+    """Seconds from the last frame of the old width to the first of the new one."""
+    after: float
+    """Longest pause between frames in the :data:`AFTER` seconds that follow."""
+
+    @property
+    def freeze(self) -> float:
+        return max(self.gap, self.after)
+
+
+def switches_seen(frames: list[tuple[float, int]]) -> list[SwitchSeen]:
+    """Every change of width in (time, width) of presented frames."""
+    seen = []
+    for i, ((before, old), (at, new)) in enumerate(pairwise(frames)):
+        if old == new or not old or not new:
+            continue
+        later = [t for t, _ in frames[i + 1:] if t <= at + AFTER]
+        after = max((b - a for a, b in pairwise(later)), default=0.0)
+        seen.append(SwitchSeen(at=at, widths=(old, new), gap=at - before, after=after))
+    return seen
+
+
+class LayerLog:
+    """The viewer's consumer's simulcast layer, target and pause, polled every 20 ms:
+    (wall-clock time, current, target, paused) at each change."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+        self.rows: list[tuple[float, int | None, int, bool]] = []
+        self._task = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while True:
+            switch = self.consumer.switch
+            row = (switch.current, switch.target, self.consumer.bandwidth_paused)
+            if not self.rows or self.rows[-1][1:] != row:
+                self.rows.append((time.time(), *row))
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+@pytest.mark.timeout(240)
+async def test_a_squeezed_chromium_viewer_switches_layers_without_a_freeze(
+        browser: Browser, start_node: StartNode) -> None:
+    udp_port = free_udp_port()
+    node = await start_node(make_config(
+        sfu=SfuConfig(ice_addresses=("127.0.0.1",), udp_port=udp_port),
+        bandwidth=BandwidthConfig(max_renditions=0)))
+    relay = UdpRelay(("127.0.0.1", udp_port))
+    await relay.start()
+    publisher = await MeetingPage.join(browser, node, ROOM, "camera")
+    init = KEYFRAME_LOG + REDIRECT % {"node": udp_port, "relay": relay.port, "type": "offer"}
+    viewer = await open_watched(browser, node.url("/"), ROOM, "viewer", role="listener",
+                                init=init, viewport=(1280, 720))
+    clean = RelayedClient(node.url("/"), token(ROOM, "clean", role="listener"), decode=False,
+                          strict=True)
+    who = publisher.participant_id
+    log: LayerLog | None = None
+    try:
+        producer = await wait_until(lambda: _value(camera(node)), "the camera's producer")
+        await clean.connect()
+
+        async def both_on_top() -> bool:
+            ready = [c for c in producer.consumers if c.switch is not None]
+            return len(ready) == 2 and all(c.switch.current == 2 for c in ready) \
+                and all(layer.active(time.perf_counter()) for layer in producer.layers)
+
+        await wait_until(both_on_top, "both subscribers on the top layer", timeout=45)
+        assert relay.client_addr is not None  # the viewer's media takes the relay
+        viewed = next(c for c in producer.consumers
+                      if c is not consumer_of(node, clean, producer))
+        clean_consumer = consumer_of(node, clean, producer)
+        baseline = await steady_bps(clean)
+        assert baseline > 250_000, baseline
+        log = LayerLog(viewed)
+        squeezed_at = time.time()
+        relay.impairment = Impairment(rate_bps=min(SQUEEZE.rate_bps or 0, 0.6 * baseline))
+        await wait_until(lambda: _value(viewed.switch.current is not None
+                                        and viewed.switch.current < 2),
+                         "the viewer to move down a layer", timeout=15)
+        moved_down = time.time() - squeezed_at
+        during = await received_bps(clean, 4.0)
+        clean_layer = clean_consumer.switch.current
+        await asyncio.sleep(max(0.0, squeezed_at + SQUEEZED_FOR - time.time()))
+        released_at = time.time()
+        relay.impairment = Impairment()
+        await wait_until(lambda: _value(viewed.switch.current == 2),
+                         "the viewer to come back to the top layer", timeout=60)
+        moved_up = time.time() - released_at
+        await asyncio.sleep(AFTER + 1.0)
+        frames = await sized_frames(viewer, who)
+        seen = switches_seen([f for f in frames if f[0] >= squeezed_at])
+        report = {
+            "baseline_bps": round(baseline), "clean_during_bps": round(during),
+            "publisher": await outbound(publisher),
+            "moved_down_s": round(moved_down, 2), "moved_up_s": round(moved_up, 2),
+            "switches": [{**asdict(s), "at": round(s.at - squeezed_at, 3),
+                          "gap": round(s.gap, 3), "after": round(s.after, 3)} for s in seen],
+            "sfu_layers": [(round(t - squeezed_at, 3), *rest) for t, *rest in log.rows],
+            "longest_pause_while_squeezed": round(max(
+                (b[0] - a[0] for a, b in pairwise(frames)
+                 if squeezed_at <= a[0] <= released_at), default=0.0), 3),
+            "pauses": [(round(a[0] - squeezed_at, 3), round(b[0] - a[0], 3), a[1], b[1])
+                       for a, b in pairwise(frames) if b[0] - a[0] > 0.15 and a[0] >= squeezed_at - 2],
+            "clock_skew": await viewer.page.evaluate(
+                "performance.timeOrigin + performance.now() - Date.now()"),
+            "inbound": await inbound(viewer),
+        }
+        name = os.environ.get("PARLEY_SWITCH_REPORT")
+        if name:
+            Path(name).write_text(json.dumps(report, indent=1))
+        print(json.dumps({k: v for k, v in report.items() if k != "inbound"}))
+        assert clean_layer == 2, report
+        assert during >= 0.9 * baseline, report
+        widths = [s.widths for s in seen]
+        assert any(new < old for old, new in widths), report  # down…
+        assert widths and widths[-1][1] > widths[-1][0], report  # …and back up
+        assert steady_from([t for t, _ in frames], seen[-1].at) is not None, report
+        for switch in seen:
+            assert switch.freeze < MAX_SWITCH_FREEZE, report
+        for page in (publisher, viewer):
+            assert page.errors == [], page.errors
+    finally:
+        if log is not None:
+            await log.stop()
+        await clean.close()
+        await viewer.close()
+        await publisher.close()
+        relay.close()
