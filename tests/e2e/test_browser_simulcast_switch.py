@@ -27,7 +27,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +42,6 @@ from tests.e2e.playback import (
     KEYFRAME_LOG,
     inbound,
     open_watched,
-    outbound,
     sized_frames,
     steady_from,
 )
@@ -126,6 +125,72 @@ class LayerLog:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
+@dataclass(kw_only=True)
+class Run:
+    """What one squeeze did, for the report and the assertions (wall-clock times)."""
+
+    squeezed_at: float
+    released_at: float = 0.0
+    baseline: float = 0.0
+    during: float = 0.0
+    clean_layer: int | None = None
+    moved_down: float = 0.0
+    moved_up: float = 0.0
+    frames: list[tuple[float, int]] = field(default_factory=list)
+    """(time, width) of each frame the viewer presented, on this process's clock."""
+
+    def seen(self) -> list[SwitchSeen]:
+        return switches_seen([f for f in self.frames if f[0] >= self.squeezed_at])
+
+    def report(self, log: LayerLog, inbound: list[dict[str, Any]]) -> dict[str, Any]:
+        t0 = self.squeezed_at
+        pairs = list(pairwise(self.frames))
+        return {
+            "baseline_bps": round(self.baseline), "clean_during_bps": round(self.during),
+            "moved_down_s": round(self.moved_down, 2), "moved_up_s": round(self.moved_up, 2),
+            "switches": [{**asdict(s), "at": round(s.at - t0, 3), "gap": round(s.gap, 3),
+                          "after": round(s.after, 3)} for s in self.seen()],
+            "sfu_layers": [(round(t - t0, 3), *rest) for t, *rest in log.rows],
+            "longest_pause_while_squeezed": round(max(
+                (b[0] - a[0] for a, b in pairs if t0 <= a[0] <= self.released_at),
+                default=0.0), 3),
+            "pauses": [(round(a[0] - t0, 3), round(b[0] - a[0], 3), a[1], b[1])
+                       for a, b in pairs if b[0] - a[0] > 0.15 and a[0] >= t0 - 2],
+            "inbound": inbound,
+        }
+
+
+def _write_report(report: dict[str, Any]) -> None:
+    name = os.environ.get("PARLEY_SWITCH_REPORT")
+    if name:
+        Path(name).write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: v for k, v in report.items() if k != "inbound"}))
+
+
+async def _page_frames(viewer: MeetingPage, who: str) -> list[tuple[float, int]]:
+    """The viewer's presented frames, on this process's wall clock (the page's
+    ``performance`` clock drifts from it by up to a second)."""
+    skew: float = await viewer.page.evaluate(
+        "performance.timeOrigin + performance.now() - Date.now()")
+    return [(t - skew / 1000.0, w) for t, w in await sized_frames(viewer, who)]
+
+
+async def _squeeze(relay: UdpRelay, viewed: Any, clean: RelayedClient, run: Run) -> None:
+    """Squeeze the viewer's link for :data:`SQUEEZED_FOR` seconds; back on the top layer."""
+    relay.impairment = Impairment(rate_bps=min(SQUEEZE.rate_bps or 0, 0.6 * run.baseline))
+    await wait_until(lambda: _value(viewed.switch.current is not None
+                                    and viewed.switch.current < 2),
+                     "the viewer to move down a layer", timeout=15)
+    run.moved_down = time.time() - run.squeezed_at
+    run.during = await received_bps(clean, 4.0)
+    await asyncio.sleep(max(0.0, run.squeezed_at + SQUEEZED_FOR - time.time()))
+    run.released_at = time.time()
+    relay.impairment = Impairment()
+    await wait_until(lambda: _value(viewed.switch.current == 2),
+                     "the viewer to come back to the top layer", timeout=60)
+    run.moved_up = time.time() - run.released_at
+
+
 @pytest.mark.timeout(240)
 async def test_a_squeezed_chromium_viewer_switches_layers_without_a_freeze(
         browser: Browser, start_node: StartNode) -> None:
@@ -141,7 +206,6 @@ async def test_a_squeezed_chromium_viewer_switches_layers_without_a_freeze(
                                 init=init, viewport=(1280, 720))
     clean = RelayedClient(node.url("/"), token(ROOM, "clean", role="listener"), decode=False,
                           strict=True)
-    who = publisher.participant_id
     log: LayerLog | None = None
     try:
         producer = await wait_until(lambda: _value(camera(node)), "the camera's producer")
@@ -154,57 +218,25 @@ async def test_a_squeezed_chromium_viewer_switches_layers_without_a_freeze(
 
         await wait_until(both_on_top, "both subscribers on the top layer", timeout=45)
         assert relay.client_addr is not None  # the viewer's media takes the relay
-        viewed = next(c for c in producer.consumers
-                      if c is not consumer_of(node, clean, producer))
         clean_consumer = consumer_of(node, clean, producer)
+        viewed = next(c for c in producer.consumers if c is not clean_consumer)
         baseline = await steady_bps(clean)
         assert baseline > 250_000, baseline
         log = LayerLog(viewed)
-        squeezed_at = time.time()
-        relay.impairment = Impairment(rate_bps=min(SQUEEZE.rate_bps or 0, 0.6 * baseline))
-        await wait_until(lambda: _value(viewed.switch.current is not None
-                                        and viewed.switch.current < 2),
-                         "the viewer to move down a layer", timeout=15)
-        moved_down = time.time() - squeezed_at
-        during = await received_bps(clean, 4.0)
-        clean_layer = clean_consumer.switch.current
-        await asyncio.sleep(max(0.0, squeezed_at + SQUEEZED_FOR - time.time()))
-        released_at = time.time()
-        relay.impairment = Impairment()
-        await wait_until(lambda: _value(viewed.switch.current == 2),
-                         "the viewer to come back to the top layer", timeout=60)
-        moved_up = time.time() - released_at
+        run = Run(squeezed_at=time.time(), baseline=baseline)
+        await _squeeze(relay, viewed, clean, run)
+        run.clean_layer = clean_consumer.switch.current
         await asyncio.sleep(AFTER + 1.0)
-        frames = await sized_frames(viewer, who)
-        seen = switches_seen([f for f in frames if f[0] >= squeezed_at])
-        report = {
-            "baseline_bps": round(baseline), "clean_during_bps": round(during),
-            "publisher": await outbound(publisher),
-            "moved_down_s": round(moved_down, 2), "moved_up_s": round(moved_up, 2),
-            "switches": [{**asdict(s), "at": round(s.at - squeezed_at, 3),
-                          "gap": round(s.gap, 3), "after": round(s.after, 3)} for s in seen],
-            "sfu_layers": [(round(t - squeezed_at, 3), *rest) for t, *rest in log.rows],
-            "longest_pause_while_squeezed": round(max(
-                (b[0] - a[0] for a, b in pairwise(frames)
-                 if squeezed_at <= a[0] <= released_at), default=0.0), 3),
-            "pauses": [(round(a[0] - squeezed_at, 3), round(b[0] - a[0], 3), a[1], b[1])
-                       for a, b in pairwise(frames) if b[0] - a[0] > 0.15 and a[0] >= squeezed_at - 2],
-            "clock_skew": await viewer.page.evaluate(
-                "performance.timeOrigin + performance.now() - Date.now()"),
-            "inbound": await inbound(viewer),
-        }
-        name = os.environ.get("PARLEY_SWITCH_REPORT")
-        if name:
-            Path(name).write_text(json.dumps(report, indent=1))
-        print(json.dumps({k: v for k, v in report.items() if k != "inbound"}))
-        assert clean_layer == 2, report
-        assert during >= 0.9 * baseline, report
-        widths = [s.widths for s in seen]
+        run.frames = await _page_frames(viewer, publisher.participant_id)
+        report = run.report(log, await inbound(viewer))
+        _write_report(report)
+        assert run.clean_layer == 2, report
+        assert run.during >= 0.9 * baseline, report  # the publisher is not held back
+        widths = [s.widths for s in run.seen()]
         assert any(new < old for old, new in widths), report  # down…
         assert widths and widths[-1][1] > widths[-1][0], report  # …and back up
-        assert steady_from([t for t, _ in frames], seen[-1].at) is not None, report
-        for switch in seen:
-            assert switch.freeze < MAX_SWITCH_FREEZE, report
+        assert steady_from([t for t, _ in run.frames], run.seen()[-1].at) is not None, report
+        assert all(s.freeze < MAX_SWITCH_FREEZE for s in run.seen()), report
         for page in (publisher, viewer):
             assert page.errors == [], page.errors
     finally:
