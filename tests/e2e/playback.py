@@ -86,6 +86,8 @@ async () => {
         pliCount: s.pliCount || 0, nackCount: s.nackCount || 0,
         retransmittedPacketsSent: s.retransmittedPacketsSent || 0,
         targetBitrate: s.targetBitrate || 0, frameWidth: s.frameWidth || 0,
+        rid: s.rid || null, bytesSent: s.bytesSent || 0,
+        qualityLimitationReason: s.qualityLimitationReason || null,
         state: pc.connectionState,
       });
     });

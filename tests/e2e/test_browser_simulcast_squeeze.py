@@ -100,9 +100,12 @@ async def test_a_squeezed_subscriber_drops_a_layer_and_a_clean_one_keeps_its_bit
     node = await start_node(make_config(sfu=SfuConfig(ice_addresses=("127.0.0.1",)),
                                         bandwidth=BandwidthConfig(max_renditions=0)))
     page = await MeetingPage.join(browser, node, ROOM, "camera")
-    clean = RelayedClient(node.url("/"), token(ROOM, "clean", role="listener"), decode=False)
+    # (strict: the node learns no address of theirs but the relay's, so their media
+    # cannot take a direct path around the relay)
+    clean = RelayedClient(node.url("/"), token(ROOM, "clean", role="listener"), decode=False,
+                          strict=True)
     squeezed = RelayedClient(node.url("/"), token(ROOM, "squeezed", role="listener"),
-                             decode=False)
+                             decode=False, strict=True)
     try:
         producer = await wait_until(lambda: _value(camera(node)), "the camera's producer")
         await clean.connect()
