@@ -104,7 +104,7 @@ def switches_seen(frames: list[tuple[float, int]], decided: list[float]) -> list
     """Every change of width in (time, width) of presented frames; ``decided``: when the
     SFU's target layer changed."""
     seen = []
-    for i, ((before, old), (at, new)) in enumerate(pairwise(frames)):
+    for (before, old), (at, new) in pairwise(frames):
         if old == new or not old or not new:
             continue
         chosen = max((t for t in decided if t <= at), default=before)
