@@ -16,6 +16,9 @@ subscriber's decoder never gets a frame whose references it lacks:
 - only frames of the current layer pass; moving down because the link cannot
   carry the current layer (``congested``), not even those: they would only queue
   and be lost ahead of the target's key frame, and the video is damaged anyway.
+  A move down called off after some were held back starts again from a key frame
+  (the subscriber could not tell that frames are missing: the SFU numbers packets
+  and pictures itself).
 
 The send path applies the verdict: :data:`Verdict.SWITCH` means "this key frame
 starts another encoding": the outgoing SSRC, sequence numbers and timestamps must
@@ -57,6 +60,8 @@ class LayerSwitch:
         self.switches = 0
         self.dropping = False
         """Moving down for a congested link: the current layer's frames are dropped."""
+        self._gap = False
+        """Some were: the subscriber's decoder lacks a reference."""
         self._clock = clock
         self._target_at = clock()
 
@@ -76,7 +81,11 @@ class LayerSwitch:
             return
         self.target = layer
         self._target_at = self._clock()
-        self.dropping = congested and self.current is not None and layer < self.current
+        dropping = congested and self.current is not None and layer < self.current
+        if self._gap and not dropping:  # called off after frames were held back:
+            self.current = None  # start again from a key frame, as a new consumer
+        self.dropping = dropping
+        self._gap = self._gap and dropping
         if self.pending:
             self._request_keyframe(layer)
 
@@ -94,9 +103,14 @@ class LayerSwitch:
         if keyframe and layer != self.current and self._closer(layer):
             self.current = layer
             self.switches += 1
-            self.dropping = False
+            self.dropping = self._gap = False
             return Verdict.SWITCH
-        return Verdict.FORWARD if layer == self.current and not self.dropping else Verdict.DROP
+        if layer != self.current:
+            return Verdict.DROP
+        if self.dropping:
+            self._gap = True
+            return Verdict.DROP
+        return Verdict.FORWARD
 
     def _closer(self, layer: int) -> bool:
         current, target = self.current, self.target

@@ -95,3 +95,18 @@ def test_a_new_consumer_on_a_congested_link_takes_the_first_key_frame() -> None:
     switch.set_target(0, congested=True)
     assert not switch.dropping
     assert switch.accept(1, keyframe=True) is S  # nothing shown yet: anything helps
+
+
+def test_a_congested_move_down_called_off_restarts_from_a_key_frame() -> None:
+    switch, asked = make(target=2)
+    switch.accept(2, keyframe=True)
+    switch.set_target(0, congested=True)
+    switch.set_target(2, congested=True)  # called off before anything was held back
+    assert switch.current == 2 and switch.accept(2, keyframe=False) is F
+    switch.set_target(0, congested=True)
+    assert switch.accept(2, keyframe=False) is D  # held back: the subscriber lacks it
+    switch.set_target(2)
+    assert switch.current is None and switch.pending and asked[-1] == 2
+    assert switch.accept(2, keyframe=False) is D  # would reference the missing frame
+    assert switch.accept(2, keyframe=True) is S
+    assert switch.accept(2, keyframe=False) is F
