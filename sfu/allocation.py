@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 
 from sfu.bandwidth import BandwidthConfig
 from sfu.consumer import Consumer
-from sfu.layeralloc import Demand, choose_layers, publisher_cap, wanted_layer
+from sfu.layeralloc import Demand, choose_layers, needed_layer, publisher_cap, wanted_layer
 from sfu.linkstats import (
     PublisherSample,
     SubscriberLink,
@@ -113,7 +113,7 @@ def _choose_layers(link: SubscriberLink, layered: list[tuple[Consumer, Demand]])
             consumer.leave_rendition()
         consumer.set_layer(temporal)
         if temporal is not None and consumer.switch is not None:
-            consumer.switch.set_target(layer)
+            consumer.switch.set_target(layer, congested=layer < needed_layer(demand))
             level += layer + 1
     link.layered_level = level
     link.layered_more = choice.wanted_more

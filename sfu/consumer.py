@@ -13,7 +13,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from sfu.encoded import EncodedFrame, ForwardedFrame
-from sfu.fastpath import Outbound
+from sfu.fastpath import Outbound, TimestampLine
 from sfu.layerswitch import LayerSwitch, Verdict
 from sfu.linkstats import SubscriberLink
 from sfu.rendition import RenditionSet, Tier
@@ -43,8 +43,8 @@ class SlotTrack(MediaStreamTrack):
         self._clock = VIDEO_CLOCK if kind == "video" else AUDIO_CLOCK
         self._time_base = fractions.Fraction(1, self._clock)
         self._queue: asyncio.Queue[tuple[Any, float]] = asyncio.Queue(queue_size)
-        self._offset: int | None = None
-        self._last_pts = 0
+        self._line = TimestampLine(clock=self._clock)
+        """Timestamps of the frames queued for aiortc's sender (the fast path keeps its own)."""
         self.consumer: Consumer | None = None
         self.frames_out = 0
         self.on_keyframe_request: Callable[[], None] = self._keyframe_request
@@ -66,9 +66,7 @@ class SlotTrack(MediaStreamTrack):
 
     def attach(self, consumer: Consumer) -> None:
         self.consumer = consumer
-        self._offset = None
-        if self.outbound is not None:
-            self.outbound.header.rebase()
+        self.rebase()
         self._clear()
 
     def detach(self) -> None:
@@ -76,8 +74,8 @@ class SlotTrack(MediaStreamTrack):
         self._clear()
 
     def rebase(self) -> None:
-        """The next frame comes from another encoding: continue the timestamp line."""
-        self._offset = None
+        """The next frame comes from another source: continue the timestamp line."""
+        self._line.rebase()
         if self.outbound is not None:
             self.outbound.header.rebase()
 
@@ -90,10 +88,7 @@ class SlotTrack(MediaStreamTrack):
         fast path's connection is not up yet."""
         if self.outbound is not None:
             return self._send(self.outbound, frame)
-        if self._offset is None:
-            step = 3000 if self.kind == "video" else 960
-            self._offset = self._last_pts + step - frame.timestamp
-        pts = (frame.timestamp + self._offset) & 0xFFFFFFFF
+        pts = self._line.timestamp(frame.timestamp, frame.received_at or time.perf_counter())
         items: list[Any]
         if frame.decoded:  # transcoding baseline: the sender encodes these
             items = list(frame.decoded)
@@ -108,7 +103,6 @@ class SlotTrack(MediaStreamTrack):
         except asyncio.QueueFull:
             self._clear()
             return False
-        self._last_pts = pts
         self.frames_out += 1
         return True
 

@@ -119,38 +119,78 @@ def ntp_of(wall: float) -> int:
     return int((wall + NTP_EPOCH_OFFSET) * 4294967296) & 0xFFFFFFFFFFFFFFFF
 
 
-class HeaderState:
-    """One subscriber's RTP numbering of one m-line: SSRC, next sequence number,
-    timestamp offset, VP8 picture id, last timestamp sent.
+class TimestampLine:
+    """One subscriber's RTP timestamp line of one m-line, across the sources it carries.
 
-    A new source on the same m-line (another producer in a reused slot; later a
-    simulcast encoding switch) calls :meth:`rebase`: the next frame's timestamp
-    continues one frame step after the last one sent, and sequence numbers and
-    picture ids simply carry on, so the subscriber sees one continuous stream.
+    Within a source, outgoing timestamps keep the source's spacing (a fixed offset).
+    A new source (another producer in a reused slot, another simulcast encoding)
+    calls :meth:`rebase`: the next frame's timestamp advances from the last one sent
+    by the time that really passed between the two frames (their arrival at the
+    SFU), at least one tick. The receiver's playout clock, which maps timestamps to
+    its own clock, then sees no jump: a fixed step would run behind after a wait for
+    a key frame (the frames after it look late, and the receiver's jitter estimate
+    and delay grow) or ahead after a quick one.
     """
 
-    __slots__ = ("last_timestamp", "offset", "picture_id", "seq", "ssrc", "step")
+    __slots__ = ("clock", "last_at", "last_timestamp", "offset")
 
-    def __init__(self, *, ssrc: int, step: int) -> None:
-        self.ssrc = ssrc
-        self.step = step
-        """Timestamp advance assumed across a rebase (one frame)."""
-        self.seq = random.randrange(0x8000)  # lower half: no early wrap (as aiortc)
+    def __init__(self, *, clock: int) -> None:
+        self.clock = clock
         self.last_timestamp = random.randrange(1 << 32)
+        self.last_at: float | None = None
+        """When the last frame arrived (``time.perf_counter()``; None: none sent yet)."""
         self.offset: int | None = None
-        self.picture_id = random.randrange(0x8000)
 
     def rebase(self) -> None:
         """The next frame comes from another source timeline."""
         self.offset = None
 
-    def timestamp(self, source_timestamp: int) -> int:
-        """The outgoing timestamp of a frame stamped ``source_timestamp`` by its source."""
+    def timestamp(self, source_timestamp: int, at: float) -> int:
+        """The outgoing timestamp of a frame stamped ``source_timestamp`` by its source,
+        which arrived at ``at`` (``time.perf_counter()``)."""
         if self.offset is None:
-            self.offset = self.last_timestamp + self.step - source_timestamp
+            self.offset = self.last_timestamp + self.advance(at) - source_timestamp
         ts = (source_timestamp + self.offset) & 0xFFFFFFFF
         self.last_timestamp = ts
+        self.last_at = at
         return ts
+
+    def advance(self, at: float) -> int:
+        """Ticks from the last frame sent to one arriving at ``at`` (at least one)."""
+        if self.last_at is None:
+            return 1
+        return max(1, round((at - self.last_at) * self.clock))
+
+
+class HeaderState(TimestampLine):
+    """One subscriber's RTP numbering of one m-line: SSRC, next sequence number,
+    the timestamp line, VP8 picture id.
+
+    Across a :meth:`rebase` sequence numbers and picture ids simply carry on and
+    the timestamp continues (:class:`TimestampLine`), so the subscriber sees one
+    continuous stream. Packets sent before the last rebase are of a source the
+    subscriber no longer decodes: ``first_seq`` marks where the current one began.
+    """
+
+    __slots__ = ("first_seq", "picture_id", "seq", "ssrc")
+
+    def __init__(self, *, ssrc: int, clock: int) -> None:
+        super().__init__(clock=clock)
+        self.ssrc = ssrc
+        self.seq = random.randrange(0x8000)  # lower half: no early wrap (as aiortc)
+        self.picture_id = random.randrange(0x8000)
+        self.first_seq = self.seq
+        """Sequence number of the first packet of the current source."""
+
+    def timestamp(self, source_timestamp: int, at: float) -> int:
+        if self.offset is None:
+            self.first_seq = self.seq
+        return super().timestamp(source_timestamp, at)
+
+    def before_source(self, seq: int) -> bool:
+        """Packet ``seq`` was sent before the current source began (half the number
+        space back at most): its frame is of a line the subscriber left."""
+        return 0 < (self.first_seq - seq) & 0xFFFF < 0x8000
 
 
 class Outbound:
@@ -170,7 +210,7 @@ class Outbound:
         self._stats = stats
         self._wire = Wire(sender)
         self.clock = 90000 if kind == "video" else 48000
-        self.header = HeaderState(ssrc=sender._ssrc, step=3000 if kind == "video" else 960)
+        self.header = HeaderState(ssrc=sender._ssrc, clock=self.clock)
         self.params: SendParameters | None = None
         self.on_keyframe_request = on_keyframe_request
         self.on_report = on_report
@@ -246,7 +286,7 @@ class Outbound:
         protect, transport, sock, addr = route
         cut = packets_of(frame, self.kind)
         state = self.header
-        ts = state.timestamp(frame.timestamp)
+        ts = state.timestamp(frame.timestamp, frame.received_at or time.perf_counter())
         ext = self._ext_head + cut.abs_send_time + self._ext_tail if self._ext_head \
             else self._ext
         b0 = 0x90 if ext else 0x80
@@ -289,12 +329,17 @@ class Outbound:
         return True
 
     def retransmit(self, seq: int) -> bool:
-        """Resend packet ``seq`` if still in history (as RTX when negotiated)."""
+        """Resend packet ``seq`` if still in history (as RTX when negotiated) and of the
+        current source: after a layer switch the old layer's packets are worth nothing to
+        the subscriber, and on a link too slow for that layer they would delay the new
+        one's key frame."""
         params = self.params
         slot = seq & (HISTORY - 1)
         entry = self._history[slot]
         if params is None or entry is None or _SEQ.unpack_from(entry[0], 2)[0] != seq:
             return False
+        if self.header.before_source(seq):
+            return False  # of the layer (or producer) left: the key frame since replaces it
         now = time.monotonic()
         resent_seq, resent_at = self._resent[slot]
         if resent_seq == seq and now - resent_at < max(self.rtt or 0.0, RESEND_GAP):

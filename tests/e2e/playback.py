@@ -5,7 +5,8 @@ inbound-rtp statistics, for the freeze and loss tests.
 it keeps every RTCPeerConnection the page creates in ``window.__pcs`` and, with
 ``requestVideoFrameCallback``, records the wall-clock time (ms since the epoch,
 comparable with Python's ``time.time()`` on the same machine) of every frame each
-remote ``<video>`` element presents, by participant, in ``window.__frames``.
+remote ``<video>`` element presents, by participant, in ``window.__frames`` (and each
+frame's width, in ``window.__widths``: a simulcast layer switch shows as a change).
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ if TYPE_CHECKING:
 WATCH = RECORD_PCS + """
 (() => {
   window.__frames = {};
+  window.__widths = {};
   const watched = new WeakSet();
   const watch = (video) => {
     watched.add(video);
     const tile = video.closest(".tile");
     const who = tile ? tile.dataset.participant : "?";
     const times = (window.__frames[who] = window.__frames[who] || []);
-    const step = () => {
+    const widths = (window.__widths[who] = window.__widths[who] || []);
+    const step = (_, meta) => {
       if (!video.isConnected) return;
       times.push(performance.timeOrigin + performance.now());
+      widths.push(meta ? meta.width : 0);
       video.requestVideoFrameCallback(step);
     };
     video.requestVideoFrameCallback(step);
@@ -82,6 +86,8 @@ async () => {
         pliCount: s.pliCount || 0, nackCount: s.nackCount || 0,
         retransmittedPacketsSent: s.retransmittedPacketsSent || 0,
         targetBitrate: s.targetBitrate || 0, frameWidth: s.frameWidth || 0,
+        rid: s.rid || null, bytesSent: s.bytesSent || 0,
+        qualityLimitationReason: s.qualityLimitationReason || null,
         state: pc.connectionState,
       });
     });
@@ -114,11 +120,12 @@ KEYFRAME_LOG = """
 
 
 async def open_watched(browser: Browser, url: str, room: str, identity: str, *,
-                       role: str = "speaker", init: str = "") -> MeetingPage:
+                       role: str = "speaker", init: str = "",
+                       viewport: tuple[int, int] = (640, 480)) -> MeetingPage:
     """Like MeetingPage.join, with ``WATCH`` (and ``init``) run before the page's scripts."""
     context = await browser.new_context(
         permissions=["camera", "microphone"] if role != "listener" else [],
-        viewport={"width": 640, "height": 480})
+        viewport={"width": viewport[0], "height": viewport[1]})
     await context.add_init_script(WATCH + init)
     meeting = MeetingPage(await context.new_page(), identity)
     await meeting.page.goto(url.rstrip("/") + "/?token=" + token(room, identity, role=role))
@@ -132,6 +139,14 @@ async def frame_times(page: MeetingPage, participant: str) -> list[float]:
     times: list[float] = await page.page.evaluate(
         "(who) => (window.__frames[who] || []).slice()", participant)
     return [t / 1000.0 for t in times]
+
+
+async def sized_frames(page: MeetingPage, participant: str) -> list[tuple[float, int]]:
+    """(wall-clock seconds, width) of each frame of ``participant``'s video presented."""
+    rows: list[list[float]] = await page.page.evaluate(
+        "(who) => (window.__frames[who] || []).map((t, i) => [t, window.__widths[who][i]])",
+        participant)
+    return [(t / 1000.0, int(w)) for t, w in rows]
 
 
 async def inbound(page: MeetingPage) -> list[dict[str, Any]]:
@@ -188,4 +203,5 @@ def steady_from(times: list[float], after: float, *, run: float = 1.0,
 
 
 __all__ = ["INBOUND", "KEYFRAME_LOG", "OUTBOUND", "STEP", "WATCH", "Gap", "frame_times", "gaps",
-           "inbound", "keyframe_log", "keyframe_wait", "open_watched", "outbound", "steady_from"]
+           "inbound", "keyframe_log", "keyframe_wait", "open_watched", "outbound", "sized_frames",
+           "steady_from"]

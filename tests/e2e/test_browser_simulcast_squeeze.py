@@ -92,9 +92,12 @@ async def _value(value: Any) -> Any:
 async def test_a_squeezed_subscriber_drops_a_layer_and_a_clean_one_keeps_its_bitrate(
         publisher: tuple[NodeHarness, ParleyPage]) -> None:
     node, page = publisher
-    clean = RelayedClient(node.url("/"), token(ROOM, "clean", role="listener"), decode=False)
+    # (strict: the node learns no address of theirs but the relay's, so their media
+    # cannot take a direct path around the relay)
+    clean = RelayedClient(node.url("/"), token(ROOM, "clean", role="listener"), decode=False,
+                          strict=True)
     squeezed = RelayedClient(node.url("/"), token(ROOM, "squeezed", role="listener"),
-                             decode=False)
+                             decode=False, strict=True)
     try:
         producer = await wait_until(lambda: _value(camera(node)), "the camera's producer")
         await clean.connect()

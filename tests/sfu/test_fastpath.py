@@ -15,7 +15,16 @@ from aiortc.codecs.vpx import vp8_depayload
 from aiortc.rtp import RtcpSrPacket, RtpPacket
 
 from sfu.encoded import EncodedFrame
-from sfu.fastpath import HISTORY, PACKET_MAX, RESEND_GAP, HeaderState, Outbound, ntp_of, packets_of
+from sfu.fastpath import (
+    HISTORY,
+    PACKET_MAX,
+    RESEND_GAP,
+    HeaderState,
+    Outbound,
+    TimestampLine,
+    ntp_of,
+    packets_of,
+)
 from sfu.hooks import depayloaded, install_assembler, send_pli, send_remb
 from sfu.hooks_fastpath import Gso
 from sfu.stats import ForwardingStats
@@ -289,13 +298,47 @@ async def test_reports_stop_when_the_connection_closes_under_the_sender() -> Non
         assert ln.outbound._report_timer is None
 
 
-def test_header_state_rebases_onto_a_new_source_without_a_jump() -> None:
-    state = HeaderState(ssrc=1, step=3000)
-    first = state.timestamp(10_000)
-    assert state.timestamp(13_000) == (first + 3000) & 0xFFFFFFFF
-    state.rebase()  # another source with an unrelated clock
-    assert state.timestamp(999_999) == (first + 6000) & 0xFFFFFFFF
-    assert state.timestamp(1_002_999) == (first + 9000) & 0xFFFFFFFF
+def test_a_rebase_advances_the_timestamp_by_the_time_that_passed() -> None:
+    state = HeaderState(ssrc=1, clock=90000)
+    first = state.timestamp(10_000, at=100.0)
+    assert state.timestamp(13_000, at=100.02) == (first + 3000) & 0xFFFFFFFF  # source spacing
+    state.rebase()  # another source with an unrelated clock, whose key frame came late
+    assert state.timestamp(999_999, at=100.52) == (first + 3000 + 45_000) & 0xFFFFFFFF
+    assert state.timestamp(1_002_999, at=100.6) == (first + 51_000) & 0xFFFFFFFF
+    state.rebase()  # a source whose frame arrives at once still moves the line forward
+    assert state.timestamp(5, at=100.6) == (first + 51_001) & 0xFFFFFFFF
+
+
+def test_a_rebase_onto_a_quick_key_frame_keeps_the_line_continuous() -> None:
+    line = TimestampLine(clock=90000)
+    line.last_timestamp = 0xFFFFFF00  # wraps
+    assert line.timestamp(7, at=5.0) == 0xFFFFFF01  # the first frame: one tick on
+    line.rebase()
+    assert line.timestamp(123, at=5.033) == (0xFFFFFF01 + 2970) & 0xFFFFFFFF
+
+
+def test_packets_of_a_source_left_behind_are_told_apart() -> None:
+    state = HeaderState(ssrc=1, clock=90000)
+    state.seq = 0xFFFE
+    state.timestamp(0, at=1.0)
+    old = [0xFFFE, 0xFFFF]
+    state.seq = 1
+    state.rebase()
+    state.timestamp(50, at=1.1)
+    assert all(state.before_source(seq) for seq in old)
+    assert not state.before_source(1) and not state.before_source(2)
+
+
+async def test_packets_sent_before_a_switch_are_not_resent() -> None:
+    async with link() as ln:
+        ln.outbound.send_frame(frame(1))
+        lost = (await ln.recorder.wait_for(3))[1]
+        ln.outbound.header.rebase()  # another layer starts, with its key frame
+        ln.outbound.send_frame(frame(0))
+        after = (await ln.recorder.wait_for(6))[4]
+        assert not ln.outbound.retransmit(lost.sequence_number)
+        assert ln.outbound.retransmit(after.sequence_number)
+        assert ln.stats.packets_retransmitted == 1
 
 
 def test_a_frame_is_cut_once_for_every_subscriber() -> None:
