@@ -46,7 +46,12 @@ from aiortc import (
 )
 
 from client.counting import AudioFrameCounter, VideoFrameCounter
-from client.hooks import redirect_keyframe_requests, replace_jitter_buffer
+from client.hooks import (
+    close_peer_connection,
+    end_consent_of_closed_connections,
+    redirect_keyframe_requests,
+    replace_jitter_buffer,
+)
 from client.light import LightReceiver
 from client.reconnect import (
     FINAL_CLOSE_CODES,
@@ -90,6 +95,7 @@ class ParleyClient:
         ``reconnect=False``: a lost socket ends the client. ``light``: every RTP packet
         the subscribe connection receives goes to it (client/light.py) instead of
         aiortc's receivers; no track delivers anything."""
+        end_consent_of_closed_connections()
         self._nodes = Nodes([url] if isinstance(url, str) else list(url))
         self._token = token
         self._auto = reconnect
@@ -212,7 +218,7 @@ class ParleyClient:
         self.remote.clear()
         for pc in pcs:
             if pc is not None:
-                await pc.close()
+                await close_peer_connection(pc)
 
     async def _publish_again(self) -> None:
         """Publish what was published on a new connection, on the same socket."""
@@ -225,7 +231,7 @@ class ParleyClient:
             except (ClientError, ConnectionError, TimeoutError):
                 pc, self.publisher, self._published = self.publisher, None, []
                 if pc is not None:
-                    await pc.close()
+                    await close_peer_connection(pc)
                 attempt += 1
                 await asyncio.sleep(delay(attempt, soon=False))
                 continue
@@ -304,7 +310,7 @@ class ParleyClient:
         else:
             return
         if pc is not None:
-            self._spawn(pc.close())
+            self._spawn(close_peer_connection(pc))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -463,7 +469,7 @@ class ParleyClient:
                 await self._reconnector
         for pc in (self.publisher, self.subscriber):
             if pc is not None:
-                await pc.close()
+                await close_peer_connection(pc)
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:
