@@ -382,10 +382,12 @@ class PublishTransport(_Transport):
         if self.closed:
             return
         self.closed = True
-        for producer in list(self.producers.values()):
-            await producer.close()
-        self.producers.clear()
-        await close_peer_connection(self.pc)
+        try:
+            for producer in list(self.producers.values()):
+                await producer.close()
+        finally:  # a producer that fails to close must not keep the connection open
+            self.producers.clear()
+            await close_peer_connection(self.pc)
 
 
 class _Slot:
