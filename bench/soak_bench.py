@@ -268,11 +268,11 @@ async def soak(plan: SoakPlan, *, progress: bool = False,
             sampling = asyncio.get_running_loop().create_task(sampler.run())
             try:
                 end = began + plan.minutes * 60
-                warm = began + plan.warmup if heap is not None else end
+                warm: float | None = began + plan.warmup if heap is not None else None
                 while time.monotonic() < end:
                     await meeting.step()
-                    if time.monotonic() >= warm:
-                        warm = end
+                    if warm is not None and time.monotonic() >= warm:
+                        warm = None
                         await heap_report(server, heap)
                     await asyncio.sleep(max(0.0, min(plan.interval, end - time.monotonic())))
                 await heap_report(server, heap)
