@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import csv
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -56,6 +57,8 @@ signaling:
   max_connections_per_ip: 0
   join_rate_per_ip: 0
 """
+TRIM_EVERY_ENV = "SOAK_MALLOC_TRIM_EVERY"
+"""Seconds: set, the node calls ``malloc_trim(0)`` this often (a mitigation, measured)."""
 COUNTS = ("tasks", "fds", "pcs", "producers", "consumers", "connections", "participants",
           "rooms")
 """Sampled counts that must come back to their baseline once the room is empty."""
@@ -124,23 +127,56 @@ def tasks_left(baseline: dict[str, float], after: dict[str, float]) -> dict[str,
             if n > baseline.get(name, 0.0)}
 
 
-def _server(config_path: str) -> ServerProcess:
+def _server(config_path: str, heap: Path | None) -> ServerProcess:
+    """``parley serve``; with ``heap``, under bench/soak_heap.py (the same node, which
+    writes a heap report into ``heap`` on each SIGUSR1)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
-    argv = [parley_script(), "serve", "--port", str(port), "--keys", f"{KEY}:{SECRET}",
-            "--config", config_path, "--log-level", "warning"]
+    flags = ["--port", str(port), "--keys", f"{KEY}:{SECRET}", "--config", config_path,
+             "--log-level", "warning"]
+    if heap is None:
+        return ServerProcess("parley serve", [parley_script(), "serve", *flags], port=port,
+                             env=env)
+    trim = os.environ.get(TRIM_EVERY_ENV)
+    probe = [f"--trim-every={float(trim)}"] if trim else []
+    argv = [sys.executable, "-m", "bench.soak_heap", *probe, str(heap), *flags]
     return ServerProcess("parley serve", argv, port=port, env=env)
 
 
 @contextlib.asynccontextmanager
-async def _node() -> AsyncIterator[ServerProcess]:
+async def _node(heap: Path | None) -> AsyncIterator[ServerProcess]:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as config:
         config.write(CONFIG)
     try:
-        async with _server(config.name) as server:
+        async with _server(config.name, heap) as server:
             yield server
     finally:
         os.unlink(config.name)
+
+
+async def heap_report(server: ServerProcess, heap: Path | None, timeout: float = 120.0) -> None:
+    """Ask the node (under bench/soak_heap.py) for its next heap report and wait for it."""
+    if heap is None:
+        return
+    count = len(await asyncio.to_thread(lambda: list(heap.glob("heap-*.txt"))))
+    os.kill(server.pid, signal.SIGUSR1)
+    path = heap / f"heap-{count}.txt"
+    for _ in range(int(timeout / 0.5)):  # the node writes it whole (a rename)
+        if await asyncio.to_thread(path.exists):
+            return
+        await asyncio.sleep(0.5)
+
+
+def rss_split(pid: int) -> dict[str, float]:
+    """The node's RSS, MiB, split: anonymous (heaps: what the node allocates) and
+    file-backed (its libraries' pages, read in as code paths are first used)."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                out[f"{key[3:].lower()}_mib"] = int(value.split()[0]) / 1024
+    return out
 
 
 class Sampler:
@@ -165,6 +201,7 @@ class Sampler:
         row = await scrape(self._http, self._server.port, self.tasks)
         row["t"] = time.monotonic() - self._origin
         row["rss_mib"] = row.pop("rss", 0.0) / 2**20
+        row.update(rss_split(self._server.pid))
         row["client_cpu"] = cpu_seconds(os.getpid())
         row["frames"] = float(self.meeting.steady_frames()) if self.meeting else 0.0
         row["sent"] = float(self.meeting.sent_frames()) if self.meeting else 0.0
@@ -206,11 +243,15 @@ async def _settle(sampler: Sampler, baseline: dict[str, float], timeout: float) 
     return None
 
 
-async def soak(plan: SoakPlan, *, progress: bool = False) -> dict[str, Any]:
-    """Run the meeting; returns the series and the verdicts (see ``analyse``)."""
+async def soak(plan: SoakPlan, *, progress: bool = False,
+               heap: Path | None = None) -> dict[str, Any]:
+    """Run the meeting; returns the series and the verdicts (see ``analyse``). ``heap``: a
+    directory for the node's heap reports (bench/soak_heap.py) after the warm-up
+    (``heap-0``), when the meeting ends (``heap-1``: its differences from the first) and
+    once the room is empty (``heap-2``)."""
     clip = encode_video(seconds=2.0, fps=plan.fps, width=plan.width, height=plan.height,
                         bitrate=plan.bitrate)
-    async with _node() as server, aiohttp.ClientSession() as http:
+    async with _node(heap) as server, aiohttp.ClientSession() as http:
         origin = time.monotonic()
         sampler = Sampler(http, server, plan.sample_every, origin)
         sampler.progress = progress
@@ -227,9 +268,14 @@ async def soak(plan: SoakPlan, *, progress: bool = False) -> dict[str, Any]:
             sampling = asyncio.get_running_loop().create_task(sampler.run())
             try:
                 end = began + plan.minutes * 60
+                warm: float | None = began + plan.warmup if heap is not None else None
                 while time.monotonic() < end:
                     await meeting.step()
+                    if warm is not None and time.monotonic() >= warm:
+                        warm = None
+                        await heap_report(server, heap)
                     await asyncio.sleep(max(0.0, min(plan.interval, end - time.monotonic())))
+                await heap_report(server, heap)
             finally:
                 sampling.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -239,6 +285,7 @@ async def soak(plan: SoakPlan, *, progress: bool = False) -> dict[str, Any]:
             await meeting.close()
         settled = await _settle(sampler, baseline, plan.settle)
         after = sampler.rows[-1]
+        await heap_report(server, heap)
         node_log = server.stderr_tail(4000)
     result = analyse(plan, sampler.rows, baseline, after, settled,
                      failures=meeting.failures, done=meeting.done, began=began - origin)
@@ -273,6 +320,8 @@ def analyse(plan: SoakPlan, rows: list[dict[str, float]], baseline: dict[str, fl
     ended = max((r["t"] for r in meeting), default=began)
     fitted = [r for r in meeting if r["t"] >= began + plan.warmup]
     slope = fit_slope([(r["t"], r["rss_mib"]) for r in fitted]) * 600
+    slopes = {key: fit_slope([(r["t"], r[f"{key}_mib"]) for r in fitted
+                              if f"{key}_mib" in r]) * 600 for key in ("anon", "file")}
     first = [r for r in fitted if r["t"] < began + plan.warmup + plan.window]
     last = [r for r in fitted if r["t"] > ended - plan.window]
     fps_first, fps_last = _mean(first, "fps"), _mean(last, "fps")
@@ -284,6 +333,7 @@ def analyse(plan: SoakPlan, rows: list[dict[str, float]], baseline: dict[str, fl
         "settled_seconds": settled,
         "back_to_baseline": {k: after[k] <= baseline[k] for k in COUNTS},
         "rss_slope_mib_per_10min": slope,
+        "rss_split_slope_mib_per_10min": slopes,
         "rss_mib": {"baseline": baseline["rss_mib"],
                     "after_warmup": fitted[0]["rss_mib"] if fitted else None,
                     "peak": max((r["rss_mib"] for r in rows), default=0.0),
@@ -330,6 +380,10 @@ def _rows(f: dict[str, Any]) -> list[Row]:
             value=f"{f['rss_slope_mib_per_10min']:+.2f} MiB / 10 min",
             note=f"bar < 1; RSS {f['rss_mib']['baseline']:.0f} MiB idle, "
                  f"{f['rss_mib']['peak']:.0f} MiB peak, {f['rss_mib']['end']:.0f} MiB emptied"),
+        Row(figure="of which anonymous (heaps) / file-backed (libraries)",
+            value=f"{f['rss_split_slope_mib_per_10min']['anon']:+.2f} / "
+                  f"{f['rss_split_slope_mib_per_10min']['file']:+.2f} MiB / 10 min",
+            note="heap reports: " + (f.get("heap") or "—")),
         Row(figure="counts, baseline → room emptied",
             value=counts,
             note="back within " + (f"{settled:.0f} s" if settled is not None else "— (never)")),
@@ -361,8 +415,11 @@ def run(*, quick: bool = False, minutes: float | None = None) -> SuiteResult:
                         warmup=20.0, window=30.0)
     else:
         plan = SoakPlan(minutes=minutes or 60.0)
-    figures = asyncio.run(soak(plan, progress=True))
     stem = RESULTS / f"soak-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    heap = stem.with_name(stem.name + "-heap")
+    heap.mkdir(parents=True, exist_ok=True)
+    figures = asyncio.run(soak(plan, progress=True, heap=heap))
+    figures["heap"] = str(heap)
     files = write_series(figures, stem)
     figures["files"] = [str(p) for p in files]
     return SuiteResult(name=NAME, rows=_rows(figures), figures=figures,

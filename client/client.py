@@ -48,6 +48,8 @@ from aiortc import (
 from client.counting import AudioFrameCounter, VideoFrameCounter
 from client.hooks import (
     close_late_candidates,
+    close_peer_connection,
+    end_consent_of_closed_connections,
     redirect_keyframe_requests,
     replace_jitter_buffer,
 )
@@ -95,6 +97,7 @@ class ParleyClient:
         the subscribe connection receives goes to it (client/light.py) instead of
         aiortc's receivers; no track delivers anything."""
         close_late_candidates()  # a connection closed while gathering leaves no socket
+        end_consent_of_closed_connections()  # nor one closed while it connects
         self._nodes = Nodes([url] if isinstance(url, str) else list(url))
         self._token = token
         self._auto = reconnect
@@ -217,7 +220,7 @@ class ParleyClient:
         self.remote.clear()
         for pc in pcs:
             if pc is not None:
-                await pc.close()
+                await close_peer_connection(pc)
 
     async def _publish_again(self) -> None:
         """Publish what was published on a new connection, on the same socket."""
@@ -230,7 +233,7 @@ class ParleyClient:
             except (ClientError, ConnectionError, TimeoutError):
                 pc, self.publisher, self._published = self.publisher, None, []
                 if pc is not None:
-                    await pc.close()
+                    await close_peer_connection(pc)
                 attempt += 1
                 await asyncio.sleep(delay(attempt, soon=False))
                 continue
@@ -309,7 +312,7 @@ class ParleyClient:
         else:
             return
         if pc is not None:
-            self._spawn(pc.close())
+            self._spawn(close_peer_connection(pc))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -468,7 +471,7 @@ class ParleyClient:
                 await self._reconnector
         for pc in (self.publisher, self.subscriber):
             if pc is not None:
-                await pc.close()
+                await close_peer_connection(pc)
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:

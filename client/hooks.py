@@ -34,18 +34,27 @@ point so that an upgrade which moves one fails loudly.
   :func:`close_late_candidates` wraps ``Connection.gather_candidates`` to close
   what a closed connection gathered (the node installs the same fix, marked the
   same way, so either one suffices in a process that runs both).
+- ICE consent: aioice's ``Connection.connect()`` starts its consent loop
+  (``query_consent``) once its checks succeed, even when ``close()`` ran meanwhile
+  (``Connection._closing`` set) and found no loop to cancel: that loop then runs
+  for the life of the process, holding the closed connection. The class's loop
+  is wrapped to end at once on a closing connection (process-wide, idempotent;
+  the node's connections run a loop of their own, sfu/hooks.py, with the same
+  guard).
+- Closing: ``close_peer_connection`` stops what aiortc's connect task may start
+  while ``RTCPeerConnection.close()`` runs.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aioice.ice
 import pylibsrtp
-from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtp import is_rtcp
 
 _JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
@@ -70,6 +79,38 @@ def replace_jitter_buffer(receiver: RTCRtpReceiver, counter: Any) -> None:
     if not hasattr(receiver, _JITTER_ATTR):
         raise HookError(f"RTCRtpReceiver has no {_JITTER_ATTR} to replace")
     setattr(receiver, _JITTER_ATTR, counter)
+
+
+async def close_peer_connection(pc: RTCPeerConnection) -> None:
+    """``pc.close()``, then every sender and receiver stopped again: aiortc's close
+    stops them before their transports, and when a DTLS handshake ends in between, its
+    connect task starts one after it was stopped (an RTCP task and a decoder thread
+    that would run for the life of the process). Once the transports are closed
+    nothing else starts."""
+    await pc.close()
+    for transceiver in pc.getTransceivers():
+        await transceiver.sender.stop()
+        await transceiver.receiver.stop()
+
+
+def end_consent_of_closed_connections() -> None:
+    """No consent loop starts on an ICE connection that is already closing."""
+    stock = aioice.ice.Connection.query_consent
+    if getattr(stock, "_parley_guarded", False):
+        return
+    if "self._closing = True" not in inspect.getsource(aioice.ice.Connection.close):
+        raise HookError("aioice Connection.close no longer sets _closing")
+
+    @functools.wraps(stock)
+    def query_consent(self: Any) -> Coroutine[Any, Any, None]:
+        return _no_loop() if self._closing else stock(self)
+
+    query_consent._parley_guarded = True  # type: ignore[attr-defined]
+    aioice.ice.Connection.query_consent = query_consent  # type: ignore[method-assign]
+
+
+async def _no_loop() -> None:
+    return None
 
 
 def redirect_keyframe_requests(sender: RTCRtpSender, callback: Callable[[], None]) -> None:

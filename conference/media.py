@@ -215,7 +215,8 @@ class RoomMedia:
             self.room.track_ended(pid, tid)
 
     def _stalled(self, pid: ParticipantId, tid: TrackId, stalled: bool) -> None:
-        if self.room.get(pid) is not None:
+        p = self.room.get(pid)
+        if p is not None and tid in p.tracks:  # unpublished: its producer is closing
             self.room.set_track_stalled(pid, tid, stalled)
 
     def unpublish(self, pid: ParticipantId, tid: TrackId) -> None:

@@ -32,6 +32,8 @@ decoding or stalling.
 - ICE consent: ``aioice.ice.Connection.query_consent`` (per connection) is
   replaced by an RFC 7675 loop that retransmits its checks and gives up only
   after ``sfu.consent_timeout`` (30 s) without an answer (see the last section).
+  It reads ``Connection._closing`` (set first thing by ``close()``): ``connect()``
+  starts the loop even when the connection was closed while it connected.
 - RTCP: ``aiortc.rtp.unpack_remb_fci`` reads a REMB's SSRC list past the end of a
   short packet and raises ``struct.error``, which neither the DTLS transport's RTCP
   router nor the sender catch (they catch ``ValueError``): one malformed REMB from a
@@ -544,6 +546,12 @@ def adopt_consent(connection: Any, policy: ConsentPolicy = CONSENT) -> None:
 async def fresh_consent(connection: Any, policy: ConsentPolicy = CONSENT) -> None:
     """Check consent on each nominated pair until the connection closes; close it
     when no check has succeeded for ``policy.timeout`` seconds."""
+    if connection._closing:
+        # Closed while connecting: aioice's connect() starts this loop once its checks
+        # succeed, even when close() ran in between (and found no loop to cancel). With
+        # no pair left the loop would wait out the whole window, holding the connection,
+        # then report consent lost on a connection closed long before.
+        return
     loop = asyncio.get_running_loop()
     key = connection.remote_password.encode("utf8")
     last_success = loop.time()

@@ -125,11 +125,17 @@ def failure_of(pc: RTCPeerConnection) -> Failure | None:
 
 
 async def close_peer_connection(pc: RTCPeerConnection) -> None:
-    """``pc.close()``, also for a connection a refused offer left half-built.
+    """``pc.close()``, also for a connection a refused offer left half-built, or one
+    closed while it was connecting.
 
     aiortc's ``close`` stops every transceiver's transport in turn and fails on a
     transceiver left without one (``AttributeError``); the transports after it
     would keep their sockets. Those are stopped here (each ``stop`` is idempotent).
+    And it stops the senders and receivers before the transports: when a DTLS
+    handshake ends in between, aiortc's connect task starts that transceiver's sender
+    or receiver after it was stopped, and nothing stops it again (its RTCP task and
+    decoder thread would run for the life of the process, holding the connection).
+    Once the transports are closed nothing else can start: each is stopped again here.
     """
     try:
         await pc.close()
@@ -137,6 +143,9 @@ async def close_peer_connection(pc: RTCPeerConnection) -> None:
         for dtls in _dtls_transports(pc):
             await dtls.stop()
             await dtls.transport.stop()
+    for transceiver in pc.getTransceivers():
+        await transceiver.sender.stop()
+        await transceiver.receiver.stop()
 
 
 async def read_client_description(sdp: str, config: SfuConfig, *,
@@ -378,10 +387,12 @@ class PublishTransport(_Transport):
         if self.closed:
             return
         self.closed = True
-        for producer in list(self.producers.values()):
-            await producer.close()
-        self.producers.clear()
-        await close_peer_connection(self.pc)
+        try:
+            for producer in list(self.producers.values()):
+                await producer.close()
+        finally:  # a producer that fails to close must not keep the connection open
+            self.producers.clear()
+            await close_peer_connection(self.pc)
 
 
 class _Slot:
@@ -555,4 +566,4 @@ class SubscribeTransport(_Transport):
         self.consumers.clear()
         for slot in self._slots:
             slot.track.stop()
-        await self.pc.close()
+        await close_peer_connection(self.pc)

@@ -17,11 +17,14 @@ from client.counting import AudioFrameCounter
 from client.hooks import (
     HookError,
     divert_rtp,
+    end_consent_of_closed_connections,
     redirect_keyframe_requests,
     replace_jitter_buffer,
 )
 from client.light import LightReceiver
 from client.media import EncodedTrack, encode_video
+from sfu.hooks import restrict_host_addresses
+from tests.sfu.test_consent import close_while_connecting, prepared_pair
 
 JITTER = "_RTCRtpReceiver__jitter_buffer"
 FORCE_KEYFRAME = "_RTCRtpSender__force_keyframe"
@@ -135,3 +138,20 @@ def test_diverting_fails_loudly_when_the_dispatch_method_is_gone(
     monkeypatch.delattr(RTCDtlsTransport, "_handle_rtp_data")
     with pytest.raises(HookError):
         divert_rtp(object(), lambda data: None)  # type: ignore[arg-type]
+
+
+async def test_aioice_s_consent_loop_does_not_outlive_a_connection_closed_while_connecting(
+) -> None:
+    end_consent_of_closed_connections()
+    end_consent_of_closed_connections()  # idempotent: wrapped once
+    assert not hasattr(inspect.unwrap(Connection.query_consent), "_parley_guarded")
+    restrict_host_addresses(("127.0.0.1",))
+    try:
+        closed, other = await prepared_pair(None)  # aioice's own loop
+        await close_while_connecting(closed, other)
+        await asyncio.sleep(0.1)
+        task = closed._query_consent_task
+        assert task is None or task.done(), "aioice's loop outlives its closed connection"
+        await other.close()
+    finally:
+        restrict_host_addresses(())

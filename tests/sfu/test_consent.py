@@ -33,13 +33,22 @@ def test_aioice_is_the_version_whose_consent_loop_is_replaced() -> None:
     assert "self._query_consent_task = asyncio.create_task(self.query_consent())" in connect
     close = inspect.getsource(aioice.ice.Connection.close)
     assert "self._query_consent_task.cancel()" in close
+    assert close.index("self._closing = True") < close.index("_query_consent_task")
     # The flaw the hook exists for; once aioice retransmits, reconsider the hook.
     assert "retransmissions=0" in inspect.getsource(aioice.ice.Connection.query_consent)
     assert aioice.ice.CONSENT_FAILURES == 6
 
 
 async def _pair(node_policy: ConsentPolicy | None) -> tuple[Any, Any]:
-    """A node-side connection (with ``node_policy``'s loop, else aioice's) and a client."""
+    """A node-side connection (with ``node_policy``'s loop, else aioice's) and a client,
+    connected."""
+    node, client = await prepared_pair(node_policy)
+    await asyncio.gather(node.connect(), client.connect())
+    return node, client
+
+
+async def prepared_pair(node_policy: ConsentPolicy | None) -> tuple[Any, Any]:
+    """The same, ready to connect."""
     node = aioice.ice.Connection(ice_controlling=False)
     client = aioice.ice.Connection(ice_controlling=True)
     if node_policy is not None:
@@ -51,7 +60,6 @@ async def _pair(node_policy: ConsentPolicy | None) -> tuple[Any, Any]:
         await one.add_remote_candidate(None)
         one.remote_username = other.local_username
         one.remote_password = other.local_password
-    await asyncio.gather(node.connect(), client.connect())
     return node, client
 
 
@@ -136,6 +144,35 @@ async def test_closing_the_connection_ends_the_loop_and_its_checks() -> None:
     await client.close()
     assert task is not None and task.done()
     assert not [t for t in asyncio.all_tasks() if "fresh_consent" in repr(t.get_coro())]
+
+
+async def close_while_connecting(node: Any, client: Any) -> None:
+    """Connect the two, with ``node`` closed after its checks succeed and before its
+    ``connect()`` goes on: the one moment ``close()`` finds no consent loop to cancel
+    (a peer connection closed early does that)."""
+    finished = node._check_list_state.get
+
+    async def finished_then_closed() -> Any:
+        result = await finished()
+        await node.close()
+        return result
+
+    node._check_list_state.get = finished_then_closed
+    await asyncio.gather(node.connect(), client.connect())
+
+
+async def test_a_connection_closed_while_it_connects_keeps_no_consent_loop(
+        caplog: pytest.LogCaptureFixture) -> None:
+    node, client = await prepared_pair(FAST)
+    await close_while_connecting(node, client)
+    await asyncio.sleep(0.1)  # well within FAST's window (1.5 s)
+    try:
+        task = node._query_consent_task
+        assert task is None or task.done(), "a consent loop outlives its closed connection"
+    finally:
+        await client.close()
+    await asyncio.sleep(FAST.timeout + 0.5)
+    assert "consent lost" not in caplog.text
 
 
 async def test_every_ice_connection_of_the_sfu_s_peer_connections_uses_the_loop() -> None:

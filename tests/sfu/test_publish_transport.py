@@ -110,3 +110,29 @@ async def test_offer_aiortc_refuses_half_way_leaves_a_fresh_usable_connection(
     await transport.close()
     await asyncio.sleep(0.1)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_producer_that_fails_to_close_does_not_keep_the_connection_open(
+        router: Router) -> None:
+    produced: list[Producer] = []
+    transport = router.create_publish_transport({"participant": "a"}, produced.append,
+                                                may_publish=True)
+    client = RTCPeerConnection()
+    try:
+        client.addTransceiver("video", direction="sendonly")
+        await client.setLocalDescription(await client.createOffer())
+        answer = await transport.handle_offer(str(client.localDescription.sdp), {})
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        [producer] = produced
+
+        async def fails() -> None:
+            raise RuntimeError("a stall reported for a track the room no longer has")
+
+        producer.close = fails  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError):
+            await transport.close()
+        assert transport.pc.signalingState == "closed"
+        assert all(t.receiver.transport.transport.state == "closed"  # its socket too
+                   for t in transport.pc.getTransceivers())
+    finally:
+        await client.close()
