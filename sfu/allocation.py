@@ -127,12 +127,13 @@ def allocate_publisher(producer: Producer, config: BandwidthConfig, dt: float) -
     layers_cap = None
     shares: tuple[float, ...] = ()
     tentative: tuple[float, ...] = ()
-    if producer.layers:
-        now = time.perf_counter()
-        costs = [layer.cost(now) for layer in producer.layers]
-        layers_cap = publisher_cap(
-            costs, (wanted_layer(costs, None if c.render_size is None else c.render_size[0])
-                    for c in watching), float(config.max_bitrate))
+    if producer.layers:  # no subscriber's link caps it; its viewers' tiles may (option)
+        if config.simulcast_cap:
+            now = time.perf_counter()
+            costs = [layer.cost(now) for layer in producer.layers]
+            layers_cap = publisher_cap(
+                costs, (wanted_layer(costs, None if c.render_size is None else c.render_size[0])
+                        for c in watching), float(config.max_bitrate))
     else:
         links = [c.link for c in watching if c.link is not None and c.rendition is None]
         # A probe lifts a held-back link's estimate before the link has shown it can

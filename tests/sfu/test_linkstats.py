@@ -11,6 +11,7 @@ bytes sent, the subscriber's REMB, the consumers and the link.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from aiortc import RTCPeerConnection
@@ -453,21 +454,30 @@ def test_a_simulcast_publisher_is_not_capped_while_anyone_wants_its_top_layer() 
     assert allocate_publisher(big, CFG, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
 
 
+CAPPED = replace(CFG, simulcast_cap=True)
+
+
 def test_a_simulcast_publisher_is_told_what_the_wanted_layers_cost() -> None:
     middle = _simulcast_with([160, 640])  # layer 1 at most: the top one may stop
-    assert allocate_publisher(middle, CFG, 1.0) \
+    assert allocate_publisher(middle, CAPPED, 1.0) \
         == 150_000 + RAMP * 500_000  # type: ignore[arg-type]
     small = _simulcast_with([200, 300])
-    assert allocate_publisher(small, CFG, 1.0) == RAMP * 150_000  # type: ignore[arg-type]
+    assert allocate_publisher(small, CAPPED, 1.0) == RAMP * 150_000  # type: ignore[arg-type]
     nobody = _simulcast_with([])  # nobody watches: every layer stays, for who comes
-    assert allocate_publisher(nobody, CFG, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
+    assert allocate_publisher(nobody, CAPPED, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
     hidden = _simulcast_with([0, 0])  # tiles not shown
-    assert allocate_publisher(hidden, CFG, 1.0) == RAMP * 150_000  # type: ignore[arg-type]
+    assert allocate_publisher(hidden, CAPPED, 1.0) == RAMP * 150_000  # type: ignore[arg-type]
+
+
+def test_by_default_a_simulcast_publisher_is_never_capped_by_its_viewers() -> None:
+    assert not CFG.simulcast_cap
+    small = _simulcast_with([200, 300])  # would be capped to its lowest layer
+    assert allocate_publisher(small, CFG, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
 
 
 def test_a_wanted_simulcast_layer_the_publisher_stopped_is_asked_back() -> None:
     source = _simulcast_with([640], active=False)  # layer 1 wanted, not sent now
-    assert allocate_publisher(source, CFG, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
+    assert allocate_publisher(source, CAPPED, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
 
 
 def test_a_subscriber_who_paused_the_track_does_not_limit_the_publisher() -> None:
