@@ -25,6 +25,7 @@ from signaling.auth import mint_token
 from signaling.config import ConfigError, NodeConfig, load_config, parse_keys
 from signaling.listener import serve
 from signaling.logs import setup_logging
+from signaling.memory import limit_arenas
 
 log = logging.getLogger("parley")
 
@@ -151,6 +152,7 @@ def _freeze_startup_objects() -> None:
 
 
 async def _serve(config: NodeConfig, *, worker: int | None = None) -> None:
+    limit_arenas(config.malloc_arena_max)
     app = create_app(config)
     serving = await serve(app, config, app[NODE].metrics, reuse_port=worker is not None)
     _freeze_startup_objects()

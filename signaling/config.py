@@ -105,6 +105,12 @@ class NodeConfig:
     """Base URL printed in join links; derived from host/port when empty."""
     shutdown_grace: float = 5.0
     """Seconds the node waits for clients to go after telling them it is shutting down."""
+    malloc_trim_interval: float = 60.0
+    """Seconds between ``malloc_trim(0)`` calls, which give the C allocator's free pages
+    back to the system (glibc only); 0 turns it off (signaling/memory.py)."""
+    malloc_arena_max: int = 2
+    """At most this many glibc heaps (``parley serve`` sets it at start, unless
+    ``MALLOC_ARENA_MAX`` is in the environment); 0 keeps glibc's default of eight per core."""
     development: bool = False
     """Set when no keys were configured and a development key was generated."""
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -261,6 +267,10 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError("log_format: text or json")
     if not 0 <= config.port <= 65535:
         raise ConfigError("port: 0-65535")
+    if config.malloc_trim_interval != 0 and not 1 <= config.malloc_trim_interval <= 86400:
+        raise ConfigError("malloc_trim_interval: 0 (off) or 1 to 86400 seconds")
+    if not 0 <= config.malloc_arena_max <= 64:
+        raise ConfigError("malloc_arena_max: 0 (glibc's default) to 64")
     if config.auth.max_token_lifetime <= 0:
         raise ConfigError("auth.max_token_lifetime: must be positive")
     for alg in config.auth.algorithms:

@@ -17,6 +17,7 @@ from conference.metrics import ConferenceMetrics
 from conference.registry import InMemoryRoomRegistry, RoomRegistry
 from signaling.auth import TokenVerifier
 from signaling.config import NodeConfig
+from signaling.memory import MemoryTrimmer
 from signaling.metrics import SignalingMetrics, register_runtime_metrics
 from signaling.ratelimit import KeyedRate
 from signaling.resume import ResumeTokens
@@ -72,6 +73,7 @@ class Node:
         self.conference_metrics = ConferenceMetrics(self.metrics_registry)
         self.metrics = SignalingMetrics(self.metrics_registry)
         register_runtime_metrics(self.metrics_registry)
+        self.memory = MemoryTrimmer(config.malloc_trim_interval, self.metrics_registry)
         self.cluster: Cluster | None = None
         self.room_state: RoomStateStore = InMemoryRoomStateStore(config.room_state_ttl)
         if config.redis.enabled:
@@ -99,7 +101,10 @@ class Node:
         self._closed = False
 
     def start(self) -> None:
-        """Join the cluster, if any (the heartbeat retries until Redis answers)."""
+        """Start trimming the allocator's free memory; join the cluster, if any (the
+        heartbeat retries until Redis answers)."""
+        if not self._closed:
+            self.memory.start()
         if self.cluster is not None and not self._closed:
             self.cluster.start()
             if self.relay is not None:
@@ -184,6 +189,7 @@ class Node:
             return
         await self.drain(self.config.shutdown_grace)
         self._closed = True
+        await self.memory.close()
         await self.rooms.close()
         if self.relay is not None:
             await self.relay.close()
