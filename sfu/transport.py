@@ -43,16 +43,14 @@ from sfu.consumer import Consumer, SlotTrack
 from sfu.errors import SfuCode, SfuError
 from sfu.fastpath import Outbound
 from sfu.hooks import (
-    ConsentPolicy,
     ForwardPacker,
-    consent_lost,
     drop_bitrate_estimator,
     install_packer,
-    keep_consent_fresh,
     mark_sctp_bundled,
     redirect_keyframe_requests,
     tap_sender_rtcp,
 )
+from sfu.hooks_consent import ConsentPolicy, consent_lost, keep_consent_fresh
 from sfu.hooks_ice import close_late_candidates
 from sfu.hooks_simulcast import accept_rid_extensions
 from sfu.layerswitch import LayerSwitch

@@ -27,7 +27,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from client.counting import VideoFrameCounter
 from client.hooks import replace_jitter_buffer
 from client.media import EncodedTrack, encode_video
-from sfu.hooks import keep_consent_fresh, restrict_host_addresses
+from sfu.hooks import restrict_host_addresses
+from sfu.hooks_consent import keep_consent_fresh
 
 T = TypeVar("T")
 

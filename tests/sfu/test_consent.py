@@ -1,4 +1,4 @@
-"""Consent freshness (RFC 7675) for the SFU's ICE connections: sfu/hooks.py's loop in
+"""Consent freshness (RFC 7675) for the SFU's ICE connections: sfu/hooks_consent.py's loop in
 place of aioice's, which gives up on a node that reads its answers late."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 from aioice import stun
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from sfu import hooks
-from sfu.hooks import ConsentPolicy, adopt_consent, fresh_consent, keep_consent_fresh
+from sfu import hooks, hooks_consent
+from sfu.hooks_consent import ConsentPolicy, adopt_consent, fresh_consent, keep_consent_fresh
 from sfu.transport import _new_pc
 
 pytestmark = pytest.mark.usefixtures("loopback_ice")
@@ -28,7 +28,7 @@ def test_aioice_is_the_version_whose_consent_loop_is_replaced() -> None:
     assert aioice.__version__ == hooks.AIOICE_VERSION, (
         "aioice changed: re-verify how Connection.connect starts query_consent and "
         "Connection.close cancels it, then update the pin")
-    hooks.check_consent_hook_points()
+    hooks_consent.check_consent_hook_points()
     connect = inspect.getsource(aioice.ice.Connection.connect)
     assert "self._query_consent_task = asyncio.create_task(self.query_consent())" in connect
     close = inspect.getsource(aioice.ice.Connection.close)

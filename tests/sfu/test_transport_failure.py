@@ -14,7 +14,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 
 from sfu.config import SfuConfig
 from sfu.errors import SfuCode, SfuError
-from sfu.hooks import ConsentPolicy
+from sfu.hooks_consent import ConsentPolicy
 from sfu.producer import Producer
 from sfu.router import Router
 from sfu.transport import (
