@@ -374,14 +374,16 @@ class ParleyClient:
 
     async def _answer(self, offer: dict[str, Any]) -> None:
         ws = self._ws
-        try:
-            await self._apply_offer(offer)
-        except Exception:
-            if not self.closed and ws is self._ws and self._live:
-                raise  # not merely the session it belonged to going away
-
-    async def _apply_offer(self, offer: dict[str, Any]) -> None:
         pc = self._ensure_subscriber()
+        try:
+            await self._apply_offer(pc, offer)
+        except Exception:
+            if not self.closed and ws is self._ws and self._live and pc is self.subscriber:
+                # not merely the session, or the subscribe connection, it belonged to
+                # going away (a failed connection is dropped, and the node offers anew)
+                raise
+
+    async def _apply_offer(self, pc: RTCPeerConnection, offer: dict[str, Any]) -> None:
         self._mapping = offer.get("tracks", {})
         for mid, remote in list(self.remote.items()):
             info = self._mapping.get(mid)

@@ -62,3 +62,30 @@ async def test_the_client_resumes_after_its_socket_is_cut_and_publishes_again(
         await speaker.close()
         await watcher.close()
         await relay.close()
+
+
+async def test_an_offer_for_a_subscribe_connection_that_failed_meanwhile_is_dropped_quietly(
+        start_node: StartNode) -> None:
+    """The node renegotiates while the subscribe connection fails: the answer being made
+    on the failed connection meets it closed. That is no error of the client's (the node
+    sends a fresh offer for a new connection), and it must not surface as one."""
+    h = await loopback_node(start_node)
+    speaker = ParleyClient(h.url("/"), token("r1", "speaker"))
+    watcher = ParleyClient(h.url("/"), token("r1", "watcher", role="listener"))
+    try:
+        await speaker.connect()
+        await watcher.connect()
+        await speaker.publish(VideoStreamTrack(), sources=["camera"])
+        await watcher.next_track(timeout=STEP)
+        offers = [e for e in await events_until(watcher, "offer") if e["type"] == "offer"]
+        before = set(watcher._tasks)
+        watcher._on_event(offers[-1])  # a renegotiation arrives
+        answering = (set(watcher._tasks) - before).pop()
+        await asyncio.sleep(0)  # the answer is under way on the connection...
+        watcher._on_event({"type": "connection-failed", "target": "subscriber",
+                           "reason": "consent_expired"})  # ...and the connection fails
+        await asyncio.wait_for(answering, STEP)  # raises if the client took it as an error
+        assert watcher.subscriber is None
+    finally:
+        await watcher.close()
+        await speaker.close()
