@@ -66,7 +66,7 @@ class BandwidthConfig:
     a non-simulcast publisher's subscribers is an outlier: it does not lower the REMB
     sent to that publisher (it is served from a rendition, a lower temporal layer, or
     paused instead)."""
-    simulcast_cap: bool = False
+    simulcast_cap: bool = True
     """Cap a simulcast publisher's REMB to the layers its viewers' tiles want (with
     headroom), so it stops encoding layers nobody watches. Off by default: on a lossy
     uplink the cap and the browser's own loss-based estimate together stop a wanted

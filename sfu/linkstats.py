@@ -28,6 +28,7 @@ from sfu.bandwidth import (
     publisher_target,
     quality_of,
 )
+from sfu.layeralloc import PublisherCap
 
 AUDIO_RESERVE = 40_000
 """Bits per second kept for each audio stream before video is shared out."""
@@ -141,6 +142,8 @@ class PublisherLink:
     """Smoothed loss on the publisher's leg, after retransmissions."""
     quality: Quality = Quality.EXCELLENT
     history: list[tuple[float, int]] = field(default_factory=list)
+    layers_cap: PublisherCap = field(default_factory=PublisherCap)
+    """A simulcast publisher's cap, from its viewers' tiles (sfu/layeralloc.py)."""
 
 
 @dataclass(frozen=True, kw_only=True)
