@@ -136,7 +136,7 @@ def allocate_publisher(producer: Producer, config: BandwidthConfig, dt: float, *
             wanted = [wanted_layer(costs, None if c.render_size is None else c.render_size[0])
                       for c in watching]
             layers_cap = producer.link.layers_cap.update(
-                now, costs, wanted, float(config.max_bitrate))
+                now, costs, wanted, float(config.max_bitrate), sent=producer.link.target)
     else:
         links = [c.link for c in watching if c.link is not None and c.rendition is None]
         # A probe lifts a held-back link's estimate before the link has shown it can

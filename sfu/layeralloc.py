@@ -198,7 +198,9 @@ class PublisherCap:
     - a wanted layer that stops while capped (the cap was too tight for the sender)
       lifts the cap for :data:`HOLD` seconds, doubled on each repeat up to
       :data:`MAX_HOLD` and reset once a cap has held for :data:`CALM` seconds; each such
-      stop costs the layer's viewers a key frame, so at most one every hold.
+      stop costs the layer's viewers a key frame, so at most one every hold. A stop
+      while the REMB ``sent`` was below the cap (something else, a congested uplink,
+      lowered it) is not the cap's doing: the cap is lifted but not held off.
     """
 
     def __init__(self) -> None:
@@ -214,7 +216,8 @@ class PublisherCap:
         self.hold = HOLD
 
     def update(self, now: float, layers: Sequence[LayerCost], wanted: Iterable[int],
-               ceiling: float) -> float:
+               ceiling: float, *, sent: float | None = None) -> float:
+        """The cap now (``ceiling``: none); ``sent`` is the REMB last sent."""
         highest = max(wanted, default=None)
         if not layers or highest is None or highest >= len(layers) - 1:
             self._forget()
@@ -224,10 +227,11 @@ class PublisherCap:
                 self.cap = None  # lift at once: the newly wanted layer may be stopped
             self._for, self._settled_from = highest, None
         if not all(layer.active for layer in layers[:highest + 1]):
-            if self.cap is not None:  # it stopped under the cap: too tight for the sender
+            if self.cap is not None and (sent is None or sent >= min(self.cap, ceiling) - 1):
+                # it stopped under the cap: too tight for the sender
                 self.lifted_until = now + self.hold
                 self.hold = min(MAX_HOLD, 2 * self.hold)
-                self.cap = None
+            self.cap = None
             self._settled_from = None
             return ceiling
         if self._settled_from is None:

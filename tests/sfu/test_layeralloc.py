@@ -148,6 +148,17 @@ def test_a_wanted_layer_stopped_under_the_cap_lifts_it_for_a_hold_that_doubles()
     assert cap.hold == HOLD
 
 
+def test_a_layer_stopped_while_something_else_held_the_remb_below_the_cap_is_not_held_off(
+        ) -> None:
+    cap = PublisherCap()
+    capped = _feed(cap, 0, SETTLE + 1, CAMERA, [1])[-1]
+    # (a congested uplink had the publisher told less than the cap)
+    t = SETTLE + 1
+    assert cap.update(t, _without(CAMERA, 1, 2), [1], CEILING, sent=capped / 3) == CEILING
+    assert cap.hold == HOLD and cap.lifted_until < t
+    assert _feed(cap, t + 1, SETTLE + 1, CAMERA, [1])[-1] == capped  # once settled again
+
+
 def test_a_larger_tile_lifts_the_cap_at_once_and_a_smaller_one_lowers_it_after_settling(
         ) -> None:
     cap = PublisherCap()
