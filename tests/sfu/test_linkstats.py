@@ -502,6 +502,22 @@ def test_a_congested_publisher_uplink_lowers_the_target_below_its_subscribers() 
     assert allocate_publisher(source, CFG, 1.0) == 900_000  # type: ignore[arg-type]
 
 
+def test_a_publisher_estimate_that_is_still_climbing_is_not_taken_for_congestion() -> None:
+    source = _publisher_with([900_000])
+    source.bytes_in = 100_000  # 800 kbit/s arrive
+    source.own_estimate = 300_000  # the estimator has just started …
+    assert allocate_publisher(source, CFG, 1.0) == 300_000  # type: ignore[arg-type]
+    for own in (330_000, 330_000, 360_000):  # … and climbs towards the incoming rate
+        source.bytes_in += 100_000
+        source.own_estimate = own
+        assert allocate_publisher(source, CFG, 1.0) == 900_000  # type: ignore[arg-type]
+    source.bytes_in += 100_000
+    source.own_estimate = 250_000  # it falls: congestion
+    assert allocate_publisher(source, CFG, 1.0) == 250_000  # type: ignore[arg-type]
+    source.bytes_in += 100_000  # (it holds there)
+    assert allocate_publisher(source, CFG, 1.0) == 250_000  # type: ignore[arg-type]
+
+
 def test_loss_comes_from_the_reports_counters_not_the_worst_short_report() -> None:
     """A browser sends a receiver report with every NACK, each covering a few packets:
     with 2 % loss some say 33 % or 50 %. The cumulative counters over the interval give
