@@ -25,11 +25,12 @@ sfu/linkstats.py compute on the numbers, and apply its decisions:
      probe lifted in the last 10 s counts towards the median but does not set the
      target (unless no other link is left);
    - simulcast: what the layers its subscribers' tiles want cost (sfu/layeralloc.py's
-     ``publisher_cap``): the ceiling while anyone wants the top layer, so a poor link
-     moves its subscriber down a layer and never caps the publisher, and while nobody
-     watches; otherwise the
-     layers up to the highest wanted one, which lets the publisher stop sending the
-     layers above (a page whose tiles are all small costs its publishers less uplink).
+     ``PublisherCap``, kept on the producer's link; ``simulcast_cap`` turns it off):
+     the ceiling while anyone wants the top layer, so a poor link moves its subscriber
+     down a layer and never caps the publisher, and while nobody watches; otherwise,
+     once the wanted layers have settled, the layers up to the highest wanted one,
+     which lets the publisher stop sending the layers above (a page whose tiles are
+     all small costs its publishers less uplink).
 """
 
 from __future__ import annotations

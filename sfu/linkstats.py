@@ -257,7 +257,7 @@ class PublisherSample:
     """The receiver's delay-based estimate of the publisher's own link, if any."""
     layers_cap: float | None = None
     """A simulcast publisher: the target its layers' consumers call for (sfu/layeralloc.py's
-    ``publisher_cap``), used instead of ``shares``. None: one encoding."""
+    ``PublisherCap``), used instead of ``shares``. None: one encoding."""
 
 
 def update_publisher(link: PublisherLink, sample: PublisherSample, config: BandwidthConfig,
