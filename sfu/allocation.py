@@ -25,11 +25,12 @@ sfu/linkstats.py compute on the numbers, and apply its decisions:
      probe lifted in the last 10 s counts towards the median but does not set the
      target (unless no other link is left);
    - simulcast: what the layers its subscribers' tiles want cost (sfu/layeralloc.py's
-     ``publisher_cap``): the ceiling while anyone wants the top layer, so a poor link
-     moves its subscriber down a layer and never caps the publisher, and while nobody
-     watches; otherwise the
-     layers up to the highest wanted one, which lets the publisher stop sending the
-     layers above (a page whose tiles are all small costs its publishers less uplink).
+     ``PublisherCap``, kept on the producer's link; ``simulcast_cap`` turns it off):
+     the ceiling while anyone wants the top layer, so a poor link moves its subscriber
+     down a layer and never caps the publisher, and while nobody watches; otherwise,
+     once the wanted layers have settled, the layers up to the highest wanted one,
+     which lets the publisher stop sending the layers above (a page whose tiles are
+     all small costs its publishers less uplink).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from collections.abc import Callable, Iterable
 
 from sfu.bandwidth import BandwidthConfig
 from sfu.consumer import Consumer
-from sfu.layeralloc import Demand, choose_layers, needed_layer, publisher_cap, wanted_layer
+from sfu.layeralloc import Demand, choose_layers, needed_layer, wanted_layer
 from sfu.linkstats import (
     PublisherSample,
     SubscriberLink,
@@ -119,21 +120,24 @@ def _choose_layers(link: SubscriberLink, layered: list[tuple[Consumer, Demand]])
     link.layered_more = choice.wanted_more
 
 
-def allocate_publisher(producer: Producer, config: BandwidthConfig, dt: float) -> int:
-    """The REMB target for one video producer (module docstring, step 3)."""
+def allocate_publisher(producer: Producer, config: BandwidthConfig, dt: float, *,
+                       now: float | None = None) -> int:
+    """The REMB target for one video producer (module docstring, step 3); ``now`` is
+    ``time.perf_counter()`` (the clock of the layers' last frames) unless given."""
     counter = getattr(producer.assembler, "counter", None)
     # (consumers paused by their subscriber do not count; paused for bandwidth do)
     watching = [c for c in producer.consumers if not c.paused]
     layers_cap = None
     shares: tuple[float, ...] = ()
     tentative: tuple[float, ...] = ()
-    if producer.layers:  # no subscriber's link caps it; its viewers' tiles may (option)
+    if producer.layers:  # no subscriber's link caps it; its viewers' tiles may
         if config.simulcast_cap:
-            now = time.perf_counter()
+            now = time.perf_counter() if now is None else now
             costs = [layer.cost(now) for layer in producer.layers]
-            layers_cap = publisher_cap(
-                costs, (wanted_layer(costs, None if c.render_size is None else c.render_size[0])
-                        for c in watching), float(config.max_bitrate))
+            wanted = [wanted_layer(costs, None if c.render_size is None else c.render_size[0])
+                      for c in watching]
+            layers_cap = producer.link.layers_cap.update(
+                now, costs, wanted, float(config.max_bitrate), sent=producer.link.target)
     else:
         links = [c.link for c in watching if c.link is not None and c.rendition is None]
         # A probe lifts a held-back link's estimate before the link has shown it can

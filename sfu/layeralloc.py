@@ -20,8 +20,9 @@ A tile 160 pixels wide gets the lowest layer even on a fast link; a fast link wi
 large tile gets the top layer; a slow link gets what fits, screen shares and speakers
 first.
 
-:func:`publisher_cap` turns what the subscribers' tiles want of one simulcast publisher
-into the REMB sent to it (module docstring of sfu/allocation.py).
+:class:`PublisherCap` turns what the subscribers' tiles want of one simulcast publisher
+into the REMB sent to it, with hysteresis so that its layers do not flap (module
+docstring of sfu/allocation.py).
 """
 
 from __future__ import annotations
@@ -142,8 +143,8 @@ def _step_up(demand: Demand, current: int | None) -> int | None:
 
 
 RAMP = 1.3
-"""The highest wanted layer is counted at this much more than it costs now, so that a
-layer the publisher is still ramping up can grow by a third each interval."""
+"""The highest wanted layer is counted at this much more than it cost at most while
+uncapped: room for it to ramp up, and for the sender's own loss-based backoff."""
 
 
 def wanted_layer(layers: Sequence[LayerCost], tile_width: int | None) -> int:
@@ -161,24 +162,91 @@ def wanted_layer(layers: Sequence[LayerCost], tile_width: int | None) -> int:
                  if layer.width is not None and layer.width >= FIT * tile_width), top)
 
 
-def publisher_cap(layers: Sequence[LayerCost], wanted: Iterable[int],
-                  ceiling: float) -> float:
-    """The REMB for a simulcast publisher whose subscribers want ``wanted`` (one layer
-    each, :func:`wanted_layer`).
+SETTLE = 5.0
+"""Seconds the wanted layers must have been sent, with the same highest wanted layer,
+before a cap is set (or lowered): the costs it is made of are measured over them."""
+HOLD = 20.0
+"""Seconds a publisher stays uncapped after a wanted layer stopped under its cap …"""
+MAX_HOLD = 160.0
+"""… doubled each time that happens again, up to this."""
+CALM = 60.0
+"""A cap that held this long without a wanted layer stopping resets the hold."""
+
+
+class PublisherCap:
+    """The REMB for one simulcast publisher from the layers its subscribers' tiles want
+    (one layer each, :func:`wanted_layer`), with hysteresis so that it does not flap.
 
     A publisher spends its bitrate on its layers lowest first, so a target covering the
     layers up to the highest one anyone wants, and no more, lets it stop sending the
     layers above (Chromium's simulcast allocator switches off the encodings the target
-    leaves no room for). So: ``ceiling`` while anyone wants the top layer (it is never
-    capped while someone may consume it, however poor that subscriber's own link: that
-    subscriber moves down a layer instead) or while a wanted layer is not sent now (it
-    must be able to come back) or while nobody watches (a subscriber who comes gets the
-    layer it needs at once); else what the layers up to the highest wanted one cost,
-    that one counted at :data:`RAMP` times its cost."""
-    highest = max(wanted, default=None)
-    if not layers or highest is None:
-        return ceiling
-    if highest >= len(layers) - 1 or not all(layer.active for layer in layers[:highest + 1]):
-        return ceiling
-    below = sum(layer.bitrate for layer in layers[:highest])
-    return min(ceiling, below + RAMP * layers[highest].bitrate)
+    leaves no room for). So:
+
+    - ``ceiling`` while anyone wants the top layer (it is never capped while someone may
+      consume it, however poor that subscriber's own link: that subscriber moves down a
+      layer instead), while nobody watches (a subscriber who comes gets the layer it needs
+      at once) and while a wanted layer is not sent (it must be able to come back);
+    - a cap only once the layers up to the highest wanted one have been sent, with that
+      same highest wanted layer, for :data:`SETTLE` seconds: what the layers below it
+      cost at most over those seconds, plus the highest one at :data:`RAMP` times its
+      most (room to ramp up, and for the sender's own loss-based backoff). The cap is
+      then fixed until the wanted layers change: it is not remeasured while it holds, so
+      the layers it squeezes cannot drag it down (a cap made of what a squeezed layer
+      costs shrinks until the publisher stops that layer);
+    - a higher wanted layer lifts the cap at once; a lower one lowers it after
+      :data:`SETTLE` seconds;
+    - a wanted layer that stops while capped (the cap was too tight for the sender)
+      lifts the cap for :data:`HOLD` seconds, doubled on each repeat up to
+      :data:`MAX_HOLD` and reset once a cap has held for :data:`CALM` seconds; each such
+      stop costs the layer's viewers a key frame, so at most one every hold. A stop
+      while the REMB ``sent`` was below the cap (something else, a congested uplink,
+      lowered it) is not the cap's doing: the cap is lifted but not held off.
+    """
+
+    def __init__(self) -> None:
+        self.cap: float | None = None
+        """The cap in force (None: the ceiling)."""
+        self.capped_at = 0.0
+        self._for: int | None = None
+        """The highest wanted layer the cap (or the settling) is for."""
+        self._settled_from: float | None = None
+        self._seen: list[tuple[float, tuple[float, ...]]] = []
+        """(time, each layer's cost) while settling, the last :data:`SETTLE` seconds."""
+        self.lifted_until = float("-inf")
+        self.hold = HOLD
+
+    def update(self, now: float, layers: Sequence[LayerCost], wanted: Iterable[int],
+               ceiling: float, *, sent: float | None = None) -> float:
+        """The cap now (``ceiling``: none); ``sent`` is the REMB last sent."""
+        highest = max(wanted, default=None)
+        if not layers or highest is None or highest >= len(layers) - 1:
+            self._forget()
+            return ceiling
+        if highest != self._for:
+            if self._for is None or highest > self._for:
+                self.cap = None  # lift at once: the newly wanted layer may be stopped
+            self._for, self._settled_from = highest, None
+        if not all(layer.active for layer in layers[:highest + 1]):
+            if self.cap is not None and (sent is None or sent >= min(self.cap, ceiling) - 1):
+                # it stopped under the cap: too tight for the sender
+                self.lifted_until = now + self.hold
+                self.hold = min(MAX_HOLD, 2 * self.hold)
+            self.cap = None
+            self._settled_from = None
+            return ceiling
+        if self._settled_from is None:
+            self._settled_from, self._seen = now, []
+        self._seen = [(t, c) for t, c in self._seen if now - t < SETTLE]
+        self._seen.append((now, tuple(layer.bitrate for layer in layers[:highest + 1])))
+        if self.cap is not None and self.capped_at >= self._settled_from:
+            if now - self.capped_at >= CALM:
+                self.hold = HOLD
+            return min(self.cap, ceiling)
+        if now < self.lifted_until or now - self._settled_from < SETTLE:
+            return ceiling if self.cap is None else min(self.cap, ceiling)
+        most = [max(costs) for costs in zip(*(c for _, c in self._seen), strict=True)]
+        self.cap, self.capped_at = sum(most[:-1]) + RAMP * most[-1], now
+        return min(self.cap, ceiling)
+
+    def _forget(self) -> None:
+        self.cap, self._for, self._settled_from, self._seen = None, None, None, []

@@ -28,6 +28,7 @@ from sfu.bandwidth import (
     publisher_target,
     quality_of,
 )
+from sfu.layeralloc import PublisherCap
 
 AUDIO_RESERVE = 40_000
 """Bits per second kept for each audio stream before video is shared out."""
@@ -141,6 +142,12 @@ class PublisherLink:
     """Smoothed loss on the publisher's leg, after retransmissions."""
     quality: Quality = Quality.EXCELLENT
     history: list[tuple[float, int]] = field(default_factory=list)
+    layers_cap: PublisherCap = field(default_factory=PublisherCap)
+    """A simulcast publisher's cap, from its viewers' tiles (sfu/layeralloc.py)."""
+    own: int | None = None
+    """The publisher's own estimate (``PublisherSample.own_estimate``) last seen …"""
+    own_rising: bool = False
+    """… and whether its last change was upwards (the estimator ramping up)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -250,7 +257,7 @@ class PublisherSample:
     """The receiver's delay-based estimate of the publisher's own link, if any."""
     layers_cap: float | None = None
     """A simulcast publisher: the target its layers' consumers call for (sfu/layeralloc.py's
-    ``publisher_cap``), used instead of ``shares``. None: one encoding."""
+    ``PublisherCap``), used instead of ``shares``. None: one encoding."""
 
 
 def update_publisher(link: PublisherLink, sample: PublisherSample, config: BandwidthConfig,
@@ -266,9 +273,15 @@ def update_publisher(link: PublisherLink, sample: PublisherSample, config: Bandw
     else:
         target = int(max(config.floor_bitrate, min(sample.layers_cap, config.max_bitrate)))
     own = sample.own_estimate
-    if own is not None and own < 0.85 * link.bitrate:
+    if own is not None and own != link.own:
+        link.own_rising = link.own is not None and own > link.own
+        link.own = own
+    if own is not None and own < 0.85 * link.bitrate and not link.own_rising:
         # The publisher's own link is congested (its delay-based estimate is below
-        # what arrives); otherwise that estimate only tracks the incoming rate.
+        # what arrives); otherwise that estimate only tracks the incoming rate. While it
+        # climbs it is catching up with a sender that ramped faster (the estimator grows
+        # by 8 % a second), not congestion: heeded then, the REMB would swing between
+        # it and the target every other second, and a simulcast sender restart layers.
         target = max(config.floor_bitrate, min(target, own))
     link.target = target
     return target

@@ -13,11 +13,17 @@ viewer waited for a key frame (under 1 s each), and NACK/RTX repair most frames
 that lost a packet (frames sent, counted at the relay, against inbound-rtp
 ``framesDecoded``).
 
+A second case puts the impairment on a publisher's leg instead, with the simulcast cap
+on (``bandwidth.simulcast_cap``, sfu/layeralloc.py): the viewer's tiles are small, so
+each publisher is capped to the layers they want and stops encoding its top layer; the
+cap must hold steady on the lossy uplink (no layer restarts, so no key-frame waits).
+
 The other viewer, behind a clean relay, is the control: on a machine too loaded to
 render smoothly (two cores shared by three Chromium pages, the node and the test)
 it shows pauses of its own, and the lossy viewer's bound grows by what the
 control lost to the machine. Set ``PARLEY_LOSS_REPORT`` to a file name to get
-the numbers.
+the numbers, and ``PARLEY_BANDWIDTH_SIMULCAST_CAP=false`` to run the publisher case
+without the cap (for comparison).
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ MAX_FREEZE = 0.3
 MAX_KEYFRAME_WAIT = 1.0
 MIN_RECOVERED = 0.8
 """Share of the dropped video packets NACK/RTX must recover."""
+CAP = os.environ.get("PARLEY_BANDWIDTH_SIMULCAST_CAP", "true")
+"""The node's ``bandwidth.simulcast_cap`` in the publisher case."""
 
 REDIRECT = """
 (() => {
@@ -145,6 +153,31 @@ async def _recovery(viewer: MeetingPage, relay: UdpRelay) -> dict[str, Any]:
     }
 
 
+async def _encodings(page: MeetingPage) -> dict[str, dict[str, Any]]:
+    """The camera's outbound video stats by RID (one encoding: key ``-``)."""
+    return {s["rid"] or "-": s for s in await outbound(page)}
+
+
+def _encoded(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]],
+             stat: str) -> dict[str, int]:
+    return {rid: s[stat] - before.get(rid, {}).get(stat, 0) for rid, s in after.items()}
+
+
+CAMERA_WIDTH = """
+() => Math.max(0, ...window.__pcs.flatMap((pc) => pc.getSenders())
+  .filter((s) => s.track && s.track.kind === "video").map((s) => s.track.getSettings().width))
+"""
+
+
+async def _top_layer_wanted(viewer: MeetingPage, camera: MeetingPage) -> bool:
+    """Some tile of the viewer is wide enough to want the camera's top encoding: the
+    next one (``h``, half the camera's width: signaling/static/publisher.js) is under
+    90 % of it (sfu/layeralloc.py's ``wanted_layer``)."""
+    sizes: dict[str, dict[str, int]] = await viewer.page.evaluate("parley.tileSizes()")
+    half = await camera.page.evaluate(CAMERA_WIDTH) / 2
+    return any(0.9 * size["width"] > half for size in sizes.values())
+
+
 def _write_report(report: dict[str, Any]) -> None:
     name = os.environ.get("PARLEY_LOSS_REPORT")
     if name:
@@ -209,10 +242,13 @@ async def test_a_publisher_behind_loss_and_jitter_is_seen_without_freezes(
     2 % and jitters 0-100 ms, and so do the node's NACKs and their answers. The SFU's
     receive side recovers the losses (NACKs repeated while a frame waits) within its
     frame wait, so the viewer (on a clean path) sees neither freezes nor key-frame waits
-    beyond what the machine costs a second, unimpaired publisher's video."""
+    beyond what the machine costs a second, unimpaired publisher's video. The viewer's
+    tiles want neither camera's top layer: with the cap, neither encodes it in the
+    second half of the impaired playback, and the cap does not make layers restart."""
     port, udp_port = free_port(), free_udp_port()
     env = clean_env(PARLEY_KEYS=KEYS, PARLEY_SFU_UDP_PORT=str(udp_port),
-                    PARLEY_SFU_ICE_ADDRESSES="127.0.0.1", PARLEY_LOG_LEVEL="warning")
+                    PARLEY_SFU_ICE_ADDRESSES="127.0.0.1", PARLEY_LOG_LEVEL="warning",
+                    PARLEY_BANDWIDTH_SIMULCAST_CAP=CAP)
     argv = [PARLEY, "serve", "--port", str(port)]
     relay = UdpRelay(("127.0.0.1", udp_port))
     await relay.start()
@@ -229,12 +265,22 @@ async def test_a_publisher_behind_loss_and_jitter_is_seen_without_freezes(
                 await wait_until(lambda w=who: _playing(viewer, w),  # type: ignore[misc]
                                  f"the viewer to play {who}", 30)
             assert relay.client_addr is not None
+            pages = {"lossy": lossy, "clean": clean}
             relay.impairment = relay.upstream = LOSSY
             start = time.time()
-            await asyncio.sleep(PLAY)
+            first = {name: await _encodings(page) for name, page in pages.items()}
+            await asyncio.sleep(PLAY / 2)
+            middle = {name: await _encodings(page) for name, page in pages.items()}
+            await asyncio.sleep(PLAY / 2)
             end = time.time()
+            last = {name: await _encodings(page) for name, page in pages.items()}
             report = {name: await _pauses(viewer, who, start + 1.0, end)
                       for name, who in cameras.items()}
+            for name, page in pages.items():
+                report[name].update(
+                    top_layer_wanted=await _top_layer_wanted(viewer, page),
+                    key_frames_by_encoding=_encoded(first[name], last[name], "keyFramesEncoded"),
+                    frames_second_half=_encoded(middle[name], last[name], "framesEncoded"))
             report["lossy"]["relay_dropped_video_packets"] = max(
                 relay.rtp_up.dropped.values(), default=0)
             for name, page in (("lossy", lossy), ("clean", clean)):
@@ -252,6 +298,10 @@ async def test_a_publisher_behind_loss_and_jitter_is_seen_without_freezes(
             waits = report["lossy"]["keyframe_waits"]
             assert len(waits) <= len(report["clean"]["keyframe_waits"]) + 1, report
             assert report["lossy"]["fps"] > 0.75 * report["clean"]["fps"], report
+            for name in pages:
+                # Capped, a camera encodes no layer nobody's tile wants.
+                top = report[name]["frames_second_half"].get("f", 0)
+                assert CAP == "false" or report[name]["top_layer_wanted"] or top == 0, report
             for page in (lossy, clean, viewer):
                 assert page.errors == [], page.errors
         finally:

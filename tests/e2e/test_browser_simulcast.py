@@ -172,8 +172,23 @@ async def test_a_small_tile_receives_the_lowest_layer_on_a_fast_link_and_a_large
             return state if state and state["encoding"] == encoding else None
 
         await wait_until(lambda: told("q"), "a stream-state naming the lowest encoding")
+
+        # The only tile needs the lowest layer: once the layers have settled the
+        # publisher's REMB covers that one alone (sfu/layeralloc.py) and the browser
+        # stops encoding the two above it.
+        async def only_lowest_sent() -> Any:
+            info = producer.layer_info()
+            return info if info[0]["active"] and not any(i["active"] for i in info[1:]) \
+                else None
+
+        capped_at = time.monotonic()
+        await wait_until(only_lowest_sent, "the publisher to stop h and f", timeout=20)
+        stopped_after = time.monotonic() - capped_at
         await ben.page.set_viewport_size({"width": 1600, "height": 900})
-        await wait_until(lambda: receiving(widths[2]), "the top layer", timeout=20)
+        grown_at = time.monotonic()
+        await wait_until(lambda: receiving(widths[2]), "the top layer", timeout=30)
+        print(f"upper layers stopped after {stopped_after:.1f} s; "
+              f"top layer back {time.monotonic() - grown_at:.1f} s after the tile grew")
         assert consumer.switch.current == 2
         top = await wait_until(lambda: told("f"), "a stream-state naming the top encoding")
         assert top["state"] == "active"

@@ -21,7 +21,7 @@ from sfu.bandwidth import BandwidthConfig
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer, SlotTrack
 from sfu.encoded import EncodedFrame
-from sfu.layeralloc import RAMP, LayerCost
+from sfu.layeralloc import RAMP, SETTLE, LayerCost
 from sfu.linkstats import (
     AUDIO_RESERVE,
     PublisherLink,
@@ -454,30 +454,36 @@ def test_a_simulcast_publisher_is_not_capped_while_anyone_wants_its_top_layer() 
     assert allocate_publisher(big, CFG, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
 
 
-CAPPED = replace(CFG, simulcast_cap=True)
+def _settled(source: Source, config: BandwidthConfig = CFG) -> int:
+    """The REMB once the wanted layers have been sent for a while (sfu/layeralloc.py)."""
+    targets = [allocate_publisher(source, config, 1.0, now=float(t))  # type: ignore[arg-type]
+               for t in range(int(SETTLE) + 1)]
+    return targets[-1]
 
 
 def test_a_simulcast_publisher_is_told_what_the_wanted_layers_cost() -> None:
+    assert CFG.simulcast_cap  # the default
     middle = _simulcast_with([160, 640])  # layer 1 at most: the top one may stop
-    assert allocate_publisher(middle, CAPPED, 1.0) \
-        == 150_000 + RAMP * 500_000  # type: ignore[arg-type]
+    first = allocate_publisher(middle, CFG, 1.0, now=0.0)  # type: ignore[arg-type]
+    assert first == CFG.max_bitrate  # (not before the layers have settled)
+    assert _settled(middle) == 150_000 + RAMP * 500_000
     small = _simulcast_with([200, 300])
-    assert allocate_publisher(small, CAPPED, 1.0) == RAMP * 150_000  # type: ignore[arg-type]
+    assert _settled(small) == RAMP * 150_000
     nobody = _simulcast_with([])  # nobody watches: every layer stays, for who comes
-    assert allocate_publisher(nobody, CAPPED, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
+    assert _settled(nobody) == CFG.max_bitrate
     hidden = _simulcast_with([0, 0])  # tiles not shown
-    assert allocate_publisher(hidden, CAPPED, 1.0) == RAMP * 150_000  # type: ignore[arg-type]
+    assert _settled(hidden) == RAMP * 150_000
 
 
-def test_by_default_a_simulcast_publisher_is_never_capped_by_its_viewers() -> None:
-    assert not CFG.simulcast_cap
+def test_without_the_cap_a_simulcast_publisher_is_never_capped_by_its_viewers() -> None:
+    uncapped = replace(CFG, simulcast_cap=False)
     small = _simulcast_with([200, 300])  # would be capped to its lowest layer
-    assert allocate_publisher(small, CFG, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
+    assert _settled(small, uncapped) == CFG.max_bitrate
 
 
 def test_a_wanted_simulcast_layer_the_publisher_stopped_is_asked_back() -> None:
     source = _simulcast_with([640], active=False)  # layer 1 wanted, not sent now
-    assert allocate_publisher(source, CAPPED, 1.0) == CFG.max_bitrate  # type: ignore[arg-type]
+    assert _settled(source) == CFG.max_bitrate
 
 
 def test_a_subscriber_who_paused_the_track_does_not_limit_the_publisher() -> None:
@@ -494,6 +500,22 @@ def test_a_congested_publisher_uplink_lowers_the_target_below_its_subscribers() 
     assert allocate_publisher(source, CFG, 1.0) == 400_000  # type: ignore[arg-type]
     source.bytes_in += 40_000  # 320 kbit/s arrives: the estimate only tracks the input
     assert allocate_publisher(source, CFG, 1.0) == 900_000  # type: ignore[arg-type]
+
+
+def test_a_publisher_estimate_that_is_still_climbing_is_not_taken_for_congestion() -> None:
+    source = _publisher_with([900_000])
+    source.bytes_in = 100_000  # 800 kbit/s arrive
+    source.own_estimate = 300_000  # the estimator has just started …
+    assert allocate_publisher(source, CFG, 1.0) == 300_000  # type: ignore[arg-type]
+    for own in (330_000, 330_000, 360_000):  # … and climbs towards the incoming rate
+        source.bytes_in += 100_000
+        source.own_estimate = own
+        assert allocate_publisher(source, CFG, 1.0) == 900_000  # type: ignore[arg-type]
+    source.bytes_in += 100_000
+    source.own_estimate = 250_000  # it falls: congestion
+    assert allocate_publisher(source, CFG, 1.0) == 250_000  # type: ignore[arg-type]
+    source.bytes_in += 100_000  # (it holds there)
+    assert allocate_publisher(source, CFG, 1.0) == 250_000  # type: ignore[arg-type]
 
 
 def test_loss_comes_from_the_reports_counters_not_the_worst_short_report() -> None:
