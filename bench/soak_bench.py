@@ -57,8 +57,6 @@ signaling:
   max_connections_per_ip: 0
   join_rate_per_ip: 0
 """
-TRIM_EVERY_ENV = "SOAK_MALLOC_TRIM_EVERY"
-"""Seconds: set, the node calls ``malloc_trim(0)`` this often (a mitigation, measured)."""
 COUNTS = ("tasks", "fds", "pcs", "producers", "consumers", "connections", "participants",
           "rooms")
 """Sampled counts that must come back to their baseline once the room is empty."""
@@ -137,9 +135,7 @@ def _server(config_path: str, heap: Path | None) -> ServerProcess:
     if heap is None:
         return ServerProcess("parley serve", [parley_script(), "serve", *flags], port=port,
                              env=env)
-    trim = os.environ.get(TRIM_EVERY_ENV)
-    probe = [f"--trim-every={float(trim)}"] if trim else []
-    argv = [sys.executable, "-m", "bench.soak_heap", *probe, str(heap), *flags]
+    argv = [sys.executable, "-m", "bench.soak_heap", str(heap), *flags]
     return ServerProcess("parley serve", argv, port=port, env=env)
 
 

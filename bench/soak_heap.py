@@ -1,6 +1,6 @@
 """``parley serve`` with its heap watched: where a churning node's memory goes.
 
-``python -m bench.soak_heap [--trace] [--trim] [--trim-every=S] <dir> <serve flags...>``
+``python -m bench.soak_heap [--trace] [--trim] <dir> <serve flags...>``
 runs the node exactly as ``parley serve`` does. Each SIGUSR1 writes ``<dir>/heap-<n>.txt``: the
 process's RSS (anonymous and file-backed), Python's small-object arenas, what glibc's
 allocator holds and how much of it is free (``mallinfo2``, and per arena), live objects
@@ -8,8 +8,8 @@ by type (the ``gc`` census) and, against the first dump, the census's biggest
 differences. ``--trace``: the first SIGUSR1 also starts ``tracemalloc`` (so only what is
 allocated after it is traced: what the node keeps from then on) and later reports show
 its biggest differences by traceback. ``--trim``: after each report ``malloc_trim(0)``,
-and the report says how much RSS that gave back; ``--trim-every=S``: ``malloc_trim(0)``
-every S seconds from a thread of its own (a mitigation under measurement). A census
+and the report says how much RSS that gave back (the node also trims every minute on its
+own: ``malloc_trim_interval``; set it to 0 to see the heap without). A census
 that grows with churn is a leak; RSS that grows while tracemalloc's total and the
 census stay flat is the allocator's.
 
@@ -26,8 +26,6 @@ import re
 import signal
 import sys
 import tempfile
-import threading
-import time
 import tracemalloc
 from collections import Counter
 from pathlib import Path
@@ -181,22 +179,10 @@ class HeapProbe:
         return path
 
 
-def _trim_every(seconds: float) -> None:
-    """A mitigation under measurement: give glibc's free heap pages back on a timer."""
-    libc = ctypes.CDLL(None)
-    while True:
-        time.sleep(seconds)
-        libc.malloc_trim(0)
-
-
 def main(argv: list[str]) -> int:
     options = list(itertools.takewhile(lambda a: a.startswith("--"), argv))
     argv = argv[len(options):]
     trace, trim_ = "--trace" in options, "--trim" in options
-    every = [float(o.split("=", 1)[1]) for o in options if o.startswith("--trim-every=")]
-    if every:
-        threading.Thread(target=_trim_every, args=(every[0],), name="malloc-trim",
-                         daemon=True).start()
     out = Path(argv[0])
     out.mkdir(parents=True, exist_ok=True)
     probe = HeapProbe(out, trace=trace, trim=trim_)
