@@ -134,12 +134,14 @@ async def _window(server_pid: int, pool: SubscriberPool, pc: RTCPeerConnection,
     await asyncio.sleep(WARM)
     node_a = await counters() if counters else {}
     cpu_a, subs_a = cpu_seconds(server_pid), pool.cpu_seconds()
+    preempted_a = preemptions(server_pid)
     load_a = subs_a + cpu_seconds(os.getpid())
     busy_a = machine_busy_seconds()
     first, sent_a = await pool.snapshot(), await sent_now(pc, track)
     await asyncio.sleep(plan.window)
     last, sent_b = await pool.snapshot(), await sent_now(pc, track)
     cpu_b, subs_b = cpu_seconds(server_pid), pool.cpu_seconds()
+    preempted_b = preemptions(server_pid)
     load_b = subs_b + cpu_seconds(os.getpid())
     busy_b = machine_busy_seconds()
     node_b = await counters() if counters else {}
@@ -158,6 +160,7 @@ async def _window(server_pid: int, pool: SubscriberPool, pc: RTCPeerConnection,
         "subscriber_cpu_per_packet_s": (subs_b - subs_a) / packets if packets else None,
         "first_frame_max_s": max(delays) if delays else None,
         "load_batch_threads": batch,
+        "server_preemptions_per_s": (preempted_b - preempted_a) / figures["window_s"],
         **_node_figures(node_a, node_b, figures["window_s"]),
     })
     return figures
@@ -206,6 +209,18 @@ def _children(parent: int) -> list[int]:
             if int(stat[stat.rindex(")") + 2:].split()[1]) == parent:
                 out.append(int(entry.name))
     return out
+
+
+def preemptions(pid: int) -> int:
+    """Involuntary context switches of every thread of ``pid`` so far: how often the
+    scheduler took the CPU from it while it could still run."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("nonvoluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
 
 
 def yield_to_server(server_pid: int) -> int:
