@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import Iterator
 
 import aiortc
 import pylibsrtp
@@ -109,21 +111,28 @@ class _Transport:
         self.sent.append(data)
 
 
-def test_one_packet_goes_straight_to_the_socket_and_a_full_socket_to_the_transport() -> None:
+@contextlib.contextmanager
+def _udp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(sender, receiver): two UDP sockets on loopback, the receiver bound and waiting."""
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         receiver.bind(("127.0.0.1", 0))
         receiver.settimeout(2)
+        yield sender, receiver
+    finally:
+        receiver.close()
+        sender.close()
+
+
+def test_one_packet_goes_straight_to_the_socket_and_a_full_socket_to_the_transport() -> None:
+    with _udp_pair() as (sender, receiver):
         transport = _Transport()
         send_packets([b"\x80audio"], transport, sender, receiver.getsockname())
         assert receiver.recv(100) == b"\x80audio" and transport.sent == []
         sender.close()  # any error on the socket: the transport takes the packet
         send_packets([b"\x80late"], transport, sender, receiver.getsockname())
         assert transport.sent == [b"\x80late"]
-    finally:
-        receiver.close()
-        sender.close()
 
 
 def _session(key: bytes) -> pylibsrtp.Session:
@@ -201,11 +210,7 @@ async def test_the_wire_makes_a_new_protector_for_new_keys(loopback_ice: None) -
 def test_a_frames_packets_leave_in_order_in_one_segmented_send() -> None:
     if not Gso.enabled:
         pytest.skip("no UDP GSO on this kernel")
-    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        receiver.bind(("127.0.0.1", 0))
-        receiver.settimeout(2)
+    with _udp_pair() as (sender, receiver):
         transport = _Transport()
         batches = Gso.batches
         packets = [bytes([n]) * 100 for n in range(3)] + [b"\x03" * 40]
@@ -214,6 +219,3 @@ def test_a_frames_packets_leave_in_order_in_one_segmented_send() -> None:
         got = [receiver.recv(200) for _ in range(6)]
         assert got == packets + packets[:2]
         assert transport.sent == [] and Gso.batches == batches + 2
-    finally:
-        receiver.close()
-        sender.close()
