@@ -201,7 +201,8 @@ async def test_the_wire_makes_a_new_protector_for_new_keys(loopback_ice: None) -
         sender.transport._tx_srtp = _session(bytes(28))  # as a DTLS restart would
         again = wire.route()
         assert again is not None and again[0] is not first[0]
-        assert again[0].session is sender.transport._tx_srtp  # type: ignore[union-attr]
+        assert isinstance(again[0], Protector)
+        assert again[0].session is sender.transport._tx_srtp
     finally:
         await client.close()
         await sfu.close()
