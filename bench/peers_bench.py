@@ -166,6 +166,16 @@ async def _window(server_pid: int, pool: SubscriberPool, pc: RTCPeerConnection,
     return figures
 
 
+def histogram_share(a: dict[str, float], b: dict[str, float], name: str,
+                    bound: float) -> float | None:
+    """Share of the observations between two scrapes at or below ``bound`` (one of the
+    histogram's bucket bounds)."""
+    key, total = f'{name}_bucket{{le="{bound}"}}', f'{name}_count'
+    if key not in b or total not in b or b[total] - a.get(total, 0.0) <= 0:
+        return None
+    return (b[key] - a.get(key, 0.0)) / (b[total] - a.get(total, 0.0))
+
+
 def _node_figures(a: dict[str, float], b: dict[str, float], seconds: float) -> dict[str, Any]:
     """What the node says it sent, to tell frames cut in the node from packets lost after."""
     if not b:
@@ -176,6 +186,7 @@ def _node_figures(a: dict[str, float], b: dict[str, float], seconds: float) -> d
             "node_full_collection_s": b.get(full[1], 0.0) - a.get(full[1], 0.0),
             "node_latency_p50_s": histogram_quantile(a, b, NODE_LATENCY, 0.5),
             "node_latency_p99_s": histogram_quantile(a, b, NODE_LATENCY, 0.99),
+            "node_latency_within_15ms": histogram_share(a, b, NODE_LATENCY, 0.015),
             "node_frames_out_per_s": frames / seconds,
             "node_packets_per_frame": (b["packets"] - a["packets"]) / frames if frames else None,
             "node_bytes_per_frame": (b["bytes"] - a["bytes"]) / frames if frames else None}

@@ -51,7 +51,10 @@ def _run_rows(run: dict[str, Any]) -> list[Row]:
                     if run["latency_unpaired"] else "")
                  + (f"; inside the node (last packet in → last packet out to each "
                     f"subscriber) p50 {_ms(run['node_latency_p50_s'])}, p99 "
-                    f"{_ms(run['node_latency_p99_s'])}; {run['node_full_collections']:.0f} "
+                    f"{_ms(run['node_latency_p99_s'])}"
+                    + (f" ({run['node_latency_within_15ms']:.1%} within 15 ms)"
+                       if run.get("node_latency_within_15ms") is not None else "")
+                    + f"; {run['node_full_collections']:.0f} "
                     f"full garbage collections, {_ms(run['node_full_collection_s'])} in all"
                     if run.get("node_latency_p99_s") is not None else "")),
         Row(figure=f"streams verified ({tag})",
