@@ -23,6 +23,10 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "n/a"
 
 
+def _policy(run: dict[str, Any]) -> str:
+    return "under SCHED_BATCH" if run.get("load_batch_threads") else "at normal policy"
+
+
 def _run_rows(run: dict[str, Any]) -> list[Row]:
     tag = f"{run['server']} 1→{run['fanout']}"
     if "failed" in run:
@@ -35,7 +39,10 @@ def _run_rows(run: dict[str, Any]) -> list[Row]:
                  f"{run['received_mbit_per_s']:.1f} Mbit/s; load generator "
                  f"{run['load_cpu_share']:.0%} of a core (light subscribers "
                  f"{_us(run.get('subscriber_cpu_per_packet_s'))} a packet), other processes "
-                 f"{run['other_cpu_share']:.0%}; {run['window_s']:.0f} s"),
+                 f"{run['other_cpu_share']:.0%}; {run['window_s']:.0f} s"
+                 + (f"; server preempted {run['server_preemptions_per_s']:,.0f} times a "
+                    f"second (load generator {_policy(run)})"
+                    if run.get("server_preemptions_per_s") is not None else "")),
         Row(figure=f"added latency p50 / p99 ({tag})",
             value=f"{_ms(run['latency_p50_s'])} / {_ms(run['latency_p99_s'])}",
             note=f"publisher hands a frame to its sender → a subscriber has all of it; "
@@ -44,7 +51,10 @@ def _run_rows(run: dict[str, Any]) -> list[Row]:
                     if run["latency_unpaired"] else "")
                  + (f"; inside the node (last packet in → last packet out to each "
                     f"subscriber) p50 {_ms(run['node_latency_p50_s'])}, p99 "
-                    f"{_ms(run['node_latency_p99_s'])}; {run['node_full_collections']:.0f} "
+                    f"{_ms(run['node_latency_p99_s'])}"
+                    + (f" ({run['node_latency_within_15ms']:.1%} within 15 ms)"
+                       if run.get("node_latency_within_15ms") is not None else "")
+                    + f"; {run['node_full_collections']:.0f} "
                     f"full garbage collections, {_ms(run['node_full_collection_s'])} in all"
                     if run.get("node_latency_p99_s") is not None else "")),
         Row(figure=f"streams verified ({tag})",

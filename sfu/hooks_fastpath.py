@@ -21,6 +21,11 @@ hook point so that an upgrade which moves one fails loudly.
   ``UDP_SEGMENT`` on the pair's socket (asyncio's ``_SelectorDatagramTransport._sock``),
   only while the transport has nothing queued; otherwise, on the node's shared
   port, or where the kernel refuses, one ``sendto`` per packet through the transport.
+- SRTP: a frame's packets are protected through the DTLS transport's pylibsrtp
+  ``Session`` without ``Session.protect``'s per-call checks and allocations
+  (:class:`Protector`: the packet is written into the session's own buffer,
+  ``srtp_protect`` is called on its ``srtp_t`` with a length cell allocated once);
+  where pylibsrtp no longer has those internals, ``Session.protect`` is used.
 - Header extension ids come from the negotiated ``RTCRtpSendParameters``
   (public), by URI, as aiortc's ``HeaderExtensionsMap`` reads them.
 """
@@ -28,6 +33,7 @@ hook point so that an upgrade which moves one fails loudly.
 from __future__ import annotations
 
 import asyncio.selector_events
+import importlib
 import socket
 import struct
 import sys
@@ -35,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pylibsrtp
 from aiortc import RTCRtpSender
 from aiortc.codecs import is_rtx
 from aiortc.rtcdtlstransport import State
@@ -149,22 +156,37 @@ class Gso:
 def send_packets(packets: list[bytes], transport: Any, sock: socket.socket | None,
                  addr: Any) -> None:
     """Send a frame's protected packets to one subscriber, in order."""
-    if sock is not None and len(packets) == 1:  # audio, small video frames: no GSO needed
-        try:
-            sock.sendto(packets[0], addr)
-            return
-        except OSError:
-            pass  # full buffer or an error: asyncio's transport queues or reports it
-    if sock is None or len(packets) == 1 or not Gso.enabled:
-        for packet in packets:
-            transport.sendto(packet, addr)
-        return
-    for start in range(0, len(packets), GSO_MAX_SEGMENTS):
-        group = packets[start:start + GSO_MAX_SEGMENTS]
-        if len(group) > 1:
+    if sock is not None:
+        if len(packets) == 1:  # audio, small video frames: no GSO needed
             try:
-                sock.sendmsg(group, [(socket.SOL_UDP, UDP_SEGMENT,
-                                      _SEGMENT_SIZE.pack(len(group[0])))], 0, addr)
+                sock.sendto(packets[0], addr)
+                return
+            except OSError:
+                pass  # full buffer or an error: asyncio's transport queues or reports it
+        elif Gso.enabled:
+            _send_segmented(packets, transport, sock, addr)
+            return
+    for packet in packets:
+        transport.sendto(packet, addr)
+
+
+_CONTROL: dict[int, list[tuple[int, int, bytes]]] = {}
+"""``sendmsg`` ancillary data per segment size (a subscriber's packets have one size)."""
+
+
+def _send_segmented(packets: list[bytes], transport: Any, sock: socket.socket,
+                    addr: Any) -> None:
+    for start in range(0, len(packets), GSO_MAX_SEGMENTS):
+        group = packets if len(packets) <= GSO_MAX_SEGMENTS else \
+            packets[start:start + GSO_MAX_SEGMENTS]
+        if len(group) > 1:
+            size = len(group[0])
+            control = _CONTROL.get(size)
+            if control is None:
+                control = _CONTROL[size] = [(socket.SOL_UDP, UDP_SEGMENT,
+                                             _SEGMENT_SIZE.pack(size))]
+            try:
+                sock.sendmsg(group, control, 0, addr)
                 Gso.batches += 1
                 continue
             except BlockingIOError:
@@ -173,6 +195,57 @@ def send_packets(packets: list[bytes], transport: Any, sock: socket.socket | Non
                 Gso.enabled = False  # no GSO on this kernel or route
         for packet in group:
             transport.sendto(packet, addr)
+
+
+_binding: Any
+try:
+    _binding = importlib.import_module("pylibsrtp._binding")  # cffi's ffi and lib
+except ImportError:  # pragma: no cover - another pylibsrtp layout: Session.protect
+    _binding = None
+
+_srtp_protect: Any = getattr(getattr(_binding, "lib", None), "srtp_protect", None)
+SRTP_TRAILER_MAX = 16 + 128
+"""Bytes SRTP may append (``SRTP_MAX_TRAILER_LEN`` in libsrtp: tag and MKI)."""
+
+
+class Protector:
+    """``Session.protect`` for one pylibsrtp session, minus its per-call type and
+    length checks and its ``ffi.new`` of a length cell: the packet is copied into the
+    session's buffer, protected in place and copied out. Only used on the event loop,
+    as the session itself is (its buffer is shared with the session's other calls,
+    each of which copies its result out before returning)."""
+
+    __slots__ = ("_buffer", "_cdata", "_length", "_limit", "_srtp", "session")
+
+    def __init__(self, session: pylibsrtp.Session) -> None:
+        self.session = session
+        self._srtp = session._srtp[0]
+        self._cdata = session._cdata
+        self._buffer = session._buffer
+        self._limit = len(session._cdata) - SRTP_TRAILER_MAX
+        self._length = _binding.ffi.new("int *")
+
+    def __call__(self, packet: bytes) -> bytes:
+        size = len(packet)
+        if size > self._limit:
+            raise ValueError("packet is too long")
+        buffer, length = self._buffer, self._length
+        buffer[0:size] = packet
+        length[0] = size
+        status = _srtp_protect(self._srtp, self._cdata, length)
+        if status:
+            raise pylibsrtp.Error(f"srtp_protect failed (status {status})")
+        out: bytes = buffer[0:length[0]]
+        return out
+
+
+def protector(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
+    """A :class:`Protector` for ``session``, or its own ``protect`` where pylibsrtp's
+    internals are not where :class:`Protector` reads them."""
+    if _srtp_protect is None or not all(hasattr(session, name) for name in ("_srtp", "_cdata",
+                                                                     "_buffer")):
+        return session.protect
+    return Protector(session)
 
 
 class Wire:
@@ -187,6 +260,8 @@ class Wire:
 
     def __init__(self, sender: RTCRtpSender) -> None:
         self._sender = sender
+        self._srtp: Any = None
+        self._protect: Callable[[bytes], bytes] | None = None
 
     def route(self) -> Route | None:
         """None while the connection is not up (or the m-line is inactive)."""
@@ -196,13 +271,19 @@ class Wire:
             return None
         srtp = dtls._tx_srtp
         pair = dtls.transport._connection._nominated.get(1)
-        if srtp is None or pair is None or pair.protocol.transport is None:
+        if srtp is None or pair is None:
             return None
         transport: Any = pair.protocol.transport
+        if transport is None:
+            return None
+        protect = self._protect
+        if srtp is not self._srtp or protect is None:  # a new DTLS session's keys
+            self._srtp, protect = srtp, protector(srtp)
+            self._protect = protect
         sock = None
         if type(transport) is ASYNCIO_DATAGRAM and not transport.get_write_buffer_size():
             sock = transport._sock
-        return srtp.protect, transport, sock, pair.remote_addr
+        return protect, transport, sock, pair.remote_addr
 
     @property
     def closed(self) -> bool:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015,
-                   0.02, 0.05, 0.1, 0.25)
-"""Upper bounds (seconds) of the in → out latency histogram."""
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01,
+                   0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03, 0.04, 0.05, 0.1, 0.25)
+"""Upper bounds (seconds) of the in → out latency histogram: fine from 10 to 40 ms, where
+a fan-out to 150 subscribers puts its p99 (issue 12's target is 15 ms)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,7 +16,13 @@ import pytest
 
 from bench import netns
 from bench.janus import janus_binary, write_config
-from bench.peers_bench import BASE_PARLEY_CONFIG, merge
+from bench.peers_bench import (
+    BASE_PARLEY_CONFIG,
+    NODE_LATENCY,
+    histogram_share,
+    merge,
+    yield_to_server,
+)
 from bench.peers_report import rows
 from bench.procs import REPO
 
@@ -26,6 +32,29 @@ def test_parley_config_passes_through_merged_section_by_section() -> None:
     assert merged["sfu"] == {"ice_addresses": BASE_PARLEY_CONFIG["sfu"]["ice_addresses"],
                              "udp_port": 40000}
     assert merged["log_level"] == "info" and merged["rooms"] == BASE_PARLEY_CONFIG["rooms"]
+
+
+def test_the_share_within_a_bound_counts_only_the_window() -> None:
+    def scrape(within: float, total: float) -> dict[str, float]:
+        return {f'{NODE_LATENCY}_bucket{{le="0.015"}}': within, f"{NODE_LATENCY}_count": total}
+
+    assert histogram_share(scrape(50, 100), scrape(149, 200), NODE_LATENCY, 0.015) == 0.99
+    assert histogram_share(scrape(50, 100), scrape(50, 100), NODE_LATENCY, 0.015) is None
+    assert histogram_share({}, {}, NODE_LATENCY, 0.015) is None
+
+
+def test_the_load_generator_yields_to_the_server_and_the_server_keeps_its_policy() -> None:
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    load = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert yield_to_server(server.pid) >= 1
+        assert os.sched_getscheduler(load.pid) == os.SCHED_BATCH
+        assert os.sched_getscheduler(server.pid) == os.SCHED_OTHER
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the suite's own process too
+    finally:
+        for child in (server, load):
+            child.kill()
+            child.wait()
 
 
 def test_janus_config_loads_only_videoroom_and_http_on_loopback(tmp_path: Path) -> None:
@@ -65,4 +94,5 @@ def test_janus_and_parley_both_deliver_every_frame_to_light_subscribers() -> Non
         assert run["received_packets_per_frame"] == pytest.approx(
             run["sent_packets_per_frame"], rel=0.2), run
         assert 0 < run["server_cpu_per_packet_s"] < 0.01, run
+        assert run["load_batch_threads"] >= 1, run  # the one worker process
     assert any("Parley ÷ Janus" in row.figure for row in rows(figures))

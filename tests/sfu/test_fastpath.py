@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -348,3 +349,38 @@ def test_a_frame_is_cut_once_for_every_subscriber() -> None:
     assert b"".join(cut.chunks) == f.data
     assert all(len(c) <= PACKET_MAX - 4 for c in cut.chunks)
     assert packets_of(frame(2), "video") is not cut
+
+
+async def test_no_automatic_collection_runs_inside_a_fan_out() -> None:
+    collections: list[int] = []
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(note)
+    try:
+        assert gc.isenabled()
+        packets_of(frame(40), "video")  # a fan-out begins
+        assert not gc.isenabled()
+        garbage = [[n] for n in range(3 * gc.get_threshold()[0])]  # past the threshold
+        assert collections == []
+        del garbage
+        await asyncio.sleep(0)  # the callback holding the fan-out is over
+        assert gc.isenabled()
+        _ = [[n] for n in range(gc.get_threshold()[0])]
+        assert collections  # the collection that fell due has run
+    finally:
+        gc.callbacks.remove(note)
+        gc.enable()
+
+
+def test_a_collector_turned_off_by_someone_else_stays_off() -> None:
+    gc.disable()
+    try:
+        packets_of(frame(41), "video")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    packets_of(frame(42), "video")  # no running loop: nothing held
+    assert gc.isenabled()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import Iterator
 
 import aiortc
+import pylibsrtp
 import pytest
 from aiortc import RTCPeerConnection
 from aiortc.rtcdtlstransport import State
@@ -15,8 +18,11 @@ from sfu.hooks_fastpath import (
     ABS_SEND_TIME_URI,
     ASYNCIO_DATAGRAM,
     MID_URI,
+    Gso,
+    Protector,
     Wire,
     check_sender_hook_points,
+    protector,
     send_packets,
     take_over_sender,
 )
@@ -105,18 +111,112 @@ class _Transport:
         self.sent.append(data)
 
 
-def test_one_packet_goes_straight_to_the_socket_and_a_full_socket_to_the_transport() -> None:
+@contextlib.contextmanager
+def _udp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(sender, receiver): two UDP sockets on loopback, the receiver bound and waiting."""
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         receiver.bind(("127.0.0.1", 0))
         receiver.settimeout(2)
+        yield sender, receiver
+    finally:
+        receiver.close()
+        sender.close()
+
+
+def test_one_packet_goes_straight_to_the_socket_and_a_full_socket_to_the_transport() -> None:
+    with _udp_pair() as (sender, receiver):
         transport = _Transport()
         send_packets([b"\x80audio"], transport, sender, receiver.getsockname())
         assert receiver.recv(100) == b"\x80audio" and transport.sent == []
         sender.close()  # any error on the socket: the transport takes the packet
         send_packets([b"\x80late"], transport, sender, receiver.getsockname())
         assert transport.sent == [b"\x80late"]
+
+
+def _session(key: bytes) -> pylibsrtp.Session:
+    return pylibsrtp.Session(policy=pylibsrtp.Policy(
+        key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+        srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM))
+
+
+def _rtp(seq: int, size: int) -> bytes:
+    return bytes([0x80, 96]) + seq.to_bytes(2, "big") + bytes(8) + bytes(range(256)) * (
+        size // 256) + bytes(size % 256)
+
+
+def test_the_protector_protects_as_pylibsrtp_and_its_receiver_can_read_it() -> None:
+    key = bytes(range(28))
+    fast, plain = _session(key), _session(key)
+    protect = protector(fast)
+    assert isinstance(protect, Protector)
+    receiver = pylibsrtp.Session(policy=pylibsrtp.Policy(
+        key=key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+        srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM))
+    for seq, size in ((1, 1300), (2, 20), (3, 700)):
+        packet = _rtp(seq, size)
+        protected = protect(packet)
+        assert protected == plain.protect(packet)
+        assert receiver.unprotect(protected) == packet
+    assert fast.protect(_rtp(4, 100)) == plain.protect(_rtp(4, 100))  # shares the buffer
+
+
+def test_the_protector_refuses_what_pylibsrtp_refuses() -> None:
+    protect = protector(_session(bytes(28)))
+    with pytest.raises(ValueError, match="too long"):
+        protect(_rtp(1, 1500))
+    protect(_rtp(5, 100))
+    with pytest.raises(pylibsrtp.Error):
+        protect(_rtp(5, 100))  # the same index twice: libsrtp's replay check
+
+
+def test_without_pylibsrtps_internals_the_sessions_own_protect_is_used() -> None:
+    class Other:
+        def protect(self, packet: bytes) -> bytes:
+            return packet
+
+    other = Other()
+    assert protector(other) == other.protect  # type: ignore[arg-type]
+
+
+async def test_the_wire_makes_a_new_protector_for_new_keys(loopback_ice: None) -> None:
+    sfu, client = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        sender = sfu.addTransceiver("video", direction="sendonly").sender
+        take_over_sender(sender, on_start=print, on_rtcp=print, on_stop=print)
+        await sfu.setLocalDescription(await sfu.createOffer())
+        await client.setRemoteDescription(sfu.localDescription)
+        await client.setLocalDescription(await client.createAnswer())
+        await sfu.setRemoteDescription(client.localDescription)
+        wire = Wire(sender)
+        for _ in range(200):
+            if wire.route() is not None:
+                break
+            await asyncio.sleep(0.02)
+        first = wire.route()
+        assert first is not None and wire.route()[0] is first[0]  # type: ignore[index]
+        assert isinstance(first[0], Protector)
+        assert first[0].session is sender.transport._tx_srtp
+        sender.transport._tx_srtp = _session(bytes(28))  # as a DTLS restart would
+        again = wire.route()
+        assert again is not None and again[0] is not first[0]
+        assert isinstance(again[0], Protector)
+        assert again[0].session is sender.transport._tx_srtp
     finally:
-        receiver.close()
-        sender.close()
+        await client.close()
+        await sfu.close()
+
+
+def test_a_frames_packets_leave_in_order_in_one_segmented_send() -> None:
+    if not Gso.enabled:
+        pytest.skip("no UDP GSO on this kernel")
+    with _udp_pair() as (sender, receiver):
+        transport = _Transport()
+        batches = Gso.batches
+        packets = [bytes([n]) * 100 for n in range(3)] + [b"\x03" * 40]
+        send_packets(packets, transport, sender, receiver.getsockname())
+        send_packets(packets[:2], transport, sender, receiver.getsockname())
+        got = [receiver.recv(200) for _ in range(6)]
+        assert got == packets + packets[:2]
+        assert transport.sent == [] and Gso.batches == batches + 2
