@@ -16,6 +16,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from aiortc import RTCPeerConnection
+
 from client.client import ParleyClient
 
 
@@ -210,10 +212,10 @@ class RelayedClient(ParleyClient):
                 relays[port] = relay
         return redirect_candidates(sdp, {port: relay.port for port, relay in relays.items()})
 
-    async def _apply_offer(self, offer: dict[str, Any]) -> None:
+    async def _apply_offer(self, pc: RTCPeerConnection, offer: dict[str, Any]) -> None:
         if "subscriber" in self.relayed:
             offer = {**offer, "sdp": await self._through(offer["sdp"], "subscriber")}
-        await super()._apply_offer(offer)
+        await super()._apply_offer(pc, offer)
 
     async def request(self, message: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
         target = {"offer": "publisher", "answer": "subscriber"}.get(str(message.get("type")))
