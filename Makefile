@@ -9,7 +9,7 @@ FUZZ_FRAMES ?= 1000000
 
 .PHONY: run test lint typecheck unit bench fuzz clean image
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml sfu/_rtploop.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
@@ -63,4 +63,4 @@ image:
 	fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info sfu/*.so build

@@ -53,6 +53,10 @@ class SfuConfig:
     """Send forwarded media with the SFU's own per-producer fan-out (sfu/fastpath.py: each
     frame cut once, RTP headers from a per-subscriber template, sent at once). Off:
     aiortc's sender, one task per subscriber (kept as the benchmark's comparison)."""
+    native_loop: bool = True
+    """With :attr:`fast_path`: write, protect and record each frame's packets in the compiled
+    loop (sfu/_rtploop.c) when it was built at install. Off, or not built: the same loop
+    in Python (slower per packet)."""
     transcode: bool = False
     """Benchmark baseline only: decode each track once and re-encode it for every
     subscriber (what aiortc's MediaRelay does) instead of forwarding."""

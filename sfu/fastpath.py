@@ -10,8 +10,10 @@ extension map and two datetime-based NTP conversions. Here, instead:
   from a small per-subscriber state (:class:`HeaderState`: SSRC, next sequence
   number, timestamp offset, VP8 picture id) and a per-frame extension block
   (mid and abs-send-time, the latter computed once per frame);
-- it is SRTP-protected with that subscriber's session and sent on the selected
-  ICE pair at once, synchronously, from the producer's fan-out: no queue, no task;
+- it is SRTP-protected with that subscriber's session (header, protection and the
+  NACK history's record written by the compiled loop, sfu/_rtploop.c, when it was
+  built; by the same loop in Python otherwise) and sent on the selected ICE pair
+  at once, synchronously, from the producer's fan-out: no queue, no task;
   a frame's packets to one subscriber leave in one ``sendmsg`` where the kernel
   segments UDP (GSO, sfu/hooks_fastpath.py);
 - what aiortc's sender did for the subscriber stays: NACKs answered from a
@@ -54,7 +56,15 @@ from aiortc.rtp import (
 )
 
 from sfu.encoded import EncodedFrame
-from sfu.hooks_fastpath import SendParameters, Wire, send_packets, take_over_sender
+from sfu.hooks_fastpath import (
+    NATIVE_LOOP,
+    Protector,
+    SendParameters,
+    Wire,
+    send_buffer,
+    send_packets,
+    take_over_sender,
+)
 from sfu.stats import ForwardingStats
 
 log = logging.getLogger("parley.sfu.fastpath")
@@ -65,9 +75,13 @@ VP8_DESCRIPTOR = 4
 """X, I and a 15-bit PictureID: always this long, so one cut of a frame suits everyone."""
 HISTORY = 256
 """Packets kept per subscriber for NACK (a power of two; 2.5 s of 1 Mbit/s video, 1 s
-of 2.5 Mbit/s). Each entry holds the packet's 12-byte header and references to the
-extension block and the frame's chunk, which every subscriber shares: no copy of
-the payload is kept per subscriber."""
+of 2.5 Mbit/s). Each packet's slot holds its frame's :data:`HistoryRecord`, one per
+frame and subscriber, from which the packet is written again: no copy of the
+payload is kept per subscriber."""
+HistoryRecord = tuple[int, int, int, int, int, bytes, bytes, list[bytes]]
+"""A frame as sent to one subscriber: its first sequence number, header byte 0,
+payload type, timestamp, SSRC, the first packet's prefix (extensions and VP8
+descriptor), the others' prefix, and the chunks (shared by every subscriber)."""
 RESEND_GAP = 0.05
 """Seconds a packet is not resent again after a retransmission, at least (the subscriber's
 RTT when known): a NACK repeated before the first resend could arrive asks for nothing new.
@@ -218,6 +232,16 @@ class HeaderState(TimestampLine):
         return 0 < (self.first_seq - seq) & 0xFFFF < 0x8000
 
 
+_warned: list[bool] = []
+
+
+def _warn_not_built() -> None:
+    if not _warned:
+        _warned.append(True)
+        log.warning("sfu._rtploop is not built (no C compiler or Python headers at install): "
+                    "the fast path's per-packet loop runs in Python")
+
+
 class Outbound:
     """One subscribe m-line sent by the fast path (created with its transceiver).
 
@@ -230,7 +254,7 @@ class Outbound:
     def __init__(self, sender: RTCRtpSender, kind: str, stats: ForwardingStats, *,
                  on_keyframe_request: Callable[[], None],
                  on_report: Callable[[float, int, float | None, tuple[int, int, int]], None]
-                 | None = None) -> None:
+                 | None = None, native: bool = True) -> None:
         self.kind = kind
         self._stats = stats
         self._wire = Wire(sender)
@@ -239,7 +263,10 @@ class Outbound:
         self.params: SendParameters | None = None
         self.on_keyframe_request = on_keyframe_request
         self.on_report = on_report
-        self._history: list[tuple[bytes, bytes, bytes] | None] = [None] * HISTORY
+        self._native = native and NATIVE_LOOP is not None
+        if native and NATIVE_LOOP is None:
+            _warn_not_built()
+        self._history: list[HistoryRecord | None] = [None] * HISTORY
         self._resent: list[tuple[int, float]] = [(-1, 0.0)] * HISTORY
         """Per history slot: the sequence number last resent from it, and when."""
         self._ext = b""
@@ -337,25 +364,34 @@ class Outbound:
             rest = ext + b"\x80\x80" + pid_bytes if last else first
         else:
             first = rest = ext
-        out = []
-        try:
-            for i, chunk in enumerate(chunks):
-                entry = (pack(b0, pt | 0x80 if i == last else pt, seq, ts, ssrc),
-                         rest if i else first, chunk)
-                history[seq & (HISTORY - 1)] = entry
-                out.append(protect(join(entry)))
-                seq = (seq + 1) & 0xFFFF
-        finally:
-            state.seq = seq  # numbers given out stay given: a gap is NACKed from history
-        send_packets(out, transport, sock, addr)
+        count = len(chunks)
+        record = (seq, b0, pt, ts, ssrc, first, rest, chunks)
+        if self._native and type(protect) is Protector:
+            try:
+                data, segment = protect.protect_frame(b0, pt, seq, ts, ssrc, first, rest,
+                                                      chunks, history, record)
+            finally:  # numbers given out stay given: a gap is NACKed from history
+                state.seq = (seq + count) & 0xFFFF
+            send_buffer(data, segment, transport, sock, addr)
+        else:
+            out = []
+            try:
+                for i, chunk in enumerate(chunks):
+                    history[seq & (HISTORY - 1)] = record
+                    out.append(protect(join((pack(b0, pt | 0x80 if i == last else pt, seq,
+                                                  ts, ssrc), rest if i else first, chunk))))
+                    seq = (seq + 1) & 0xFFFF
+            finally:
+                state.seq = seq
+            send_packets(out, transport, sock, addr)
         self._last_wall = cut.wall
-        self.packet_count += len(out)
-        self.octet_count += len(frame.data) + len(out) * (len(first) - len(ext))
+        self.packet_count += count
+        self.octet_count += len(frame.data) + count * (len(first) - len(ext))
         size = len(frame.data)
         self.bytes_sent += size
         stats = self._stats
         stats.frames_out += 1
-        stats.packets_out += len(chunks)
+        stats.packets_out += count
         stats.bytes_out += size
         if frame.received_at:
             stats.observe_latency(time.perf_counter() - frame.received_at)
@@ -369,8 +405,12 @@ class Outbound:
         params = self.params
         slot = seq & (HISTORY - 1)
         entry = self._history[slot]
-        if params is None or entry is None or _SEQ.unpack_from(entry[0], 2)[0] != seq:
+        if params is None or entry is None:
             return False
+        first_seq, b0, pt, ts, ssrc, first, rest, chunks = entry
+        index = (seq - first_seq) & 0xFFFF
+        if index >= len(chunks):
+            return False  # the slot holds a later frame's packet
         if self.header.before_source(seq):
             return False  # of the layer (or producer) left: the key frame since replaces it
         now = time.monotonic()
@@ -381,13 +421,15 @@ class Outbound:
         if route is None:
             return False
         protect, transport, _, addr = route
-        header, prefix, chunk = entry
+        marker = 0x80 if index == len(chunks) - 1 else 0
+        prefix = rest if index else first
+        chunk = chunks[index]
         if params.rtx_payload_type is None:
-            packet = b"".join(entry)
+            packet = b"".join((_HEADER.pack(b0, pt | marker, seq, ts, ssrc), prefix, chunk))
         else:  # RFC 4588: RTX header, same extensions, then the original sequence number
             split = len(self._ext)
-            rtx = _HEADER.pack(header[0], (header[1] & 0x80) | params.rtx_payload_type,
-                               self._rtx_seq, _timestamp_of(header), params.rtx_ssrc)
+            rtx = _HEADER.pack(b0, marker | params.rtx_payload_type, self._rtx_seq, ts,
+                               params.rtx_ssrc)
             packet = b"".join((rtx, prefix[:split], _SEQ.pack(seq), prefix[split:], chunk))
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
         transport.sendto(protect(packet), addr)
@@ -472,7 +514,3 @@ class Outbound:
         except Exception:  # pylibsrtp.Error, a closing socket: a report is not worth a crash
             log.debug("sender report not sent", exc_info=True)
 
-
-def _timestamp_of(packet: bytes) -> int:
-    value: int = struct.unpack_from("!I", packet, 4)[0]
-    return value

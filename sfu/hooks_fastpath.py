@@ -26,6 +26,9 @@ hook point so that an upgrade which moves one fails loudly.
   (:class:`Protector`: the packet is written into the session's own buffer,
   ``srtp_protect`` is called on its ``srtp_t`` with a length cell allocated once);
   where pylibsrtp no longer has those internals, ``Session.protect`` is used.
+- The compiled loop (``sfu._rtploop``, built from sfu/_rtploop.c when a compiler is
+  at hand) calls the same ``srtp_protect`` through the address cffi gives for it,
+  on the same ``srtp_t``, after checking the function's C type is libsrtp 2's.
 - Header extension ids come from the negotiated ``RTCRtpSendParameters``
   (public), by URI, as aiortc's ``HeaderExtensionsMap`` reads them.
 """
@@ -174,27 +177,58 @@ _CONTROL: dict[int, list[tuple[int, int, bytes]]] = {}
 """``sendmsg`` ancillary data per segment size (a subscriber's packets have one size)."""
 
 
+def _control(size: int) -> list[tuple[int, int, bytes]]:
+    control = _CONTROL.get(size)
+    if control is None:
+        control = _CONTROL[size] = [(socket.SOL_UDP, UDP_SEGMENT, _SEGMENT_SIZE.pack(size))]
+    return control
+
+
+def send_buffer(data: bytes, segment: int, transport: Any, sock: socket.socket | None,
+                addr: Any) -> None:
+    """Send a frame's protected packets laid end to end in ``data``, each ``segment``
+    bytes long but the last (what :meth:`Protector.protect_frame` gives), in order."""
+    size = len(data)
+    if size <= segment:
+        send_packets([data], transport, sock, addr)
+        return
+    view = memoryview(data)
+    if sock is not None and Gso.enabled:
+        limit = segment * GSO_MAX_SEGMENTS
+        for start in range(0, size, limit):
+            part = view[start:start + limit]
+            if len(part) > segment and _segmented(sock, [part], segment, addr):
+                continue
+            for pos in range(0, len(part), segment):
+                transport.sendto(bytes(part[pos:pos + segment]), addr)
+        return
+    for start in range(0, size, segment):
+        transport.sendto(data[start:start + segment], addr)
+
+
 def _send_segmented(packets: list[bytes], transport: Any, sock: socket.socket,
                     addr: Any) -> None:
     for start in range(0, len(packets), GSO_MAX_SEGMENTS):
         group = packets if len(packets) <= GSO_MAX_SEGMENTS else \
             packets[start:start + GSO_MAX_SEGMENTS]
-        if len(group) > 1:
-            size = len(group[0])
-            control = _CONTROL.get(size)
-            if control is None:
-                control = _CONTROL[size] = [(socket.SOL_UDP, UDP_SEGMENT,
-                                             _SEGMENT_SIZE.pack(size))]
-            try:
-                sock.sendmsg(group, control, 0, addr)
-                Gso.batches += 1
-                continue
-            except BlockingIOError:
-                pass  # the socket's buffer is full: asyncio's transport queues them
-            except OSError:
-                Gso.enabled = False  # no GSO on this kernel or route
+        if len(group) > 1 and _segmented(sock, group, len(group[0]), addr):
+            continue
         for packet in group:
             transport.sendto(packet, addr)
+
+
+def _segmented(sock: socket.socket, buffers: list[Any], segment: int, addr: Any) -> bool:
+    """One ``sendmsg`` the kernel cuts into ``segment``-byte datagrams; False: not sent
+    (the caller sends them one by one through the transport)."""
+    try:
+        sock.sendmsg(buffers, _control(segment), 0, addr)
+    except BlockingIOError:
+        return False  # the socket's buffer is full: asyncio's transport queues them
+    except OSError:
+        Gso.enabled = False  # no GSO on this kernel or route
+        return False
+    Gso.batches += 1
+    return True
 
 
 _binding: Any
@@ -204,6 +238,34 @@ except ImportError:  # pragma: no cover - another pylibsrtp layout: Session.prot
     _binding = None
 
 _srtp_protect: Any = getattr(getattr(_binding, "lib", None), "srtp_protect", None)
+SRTP_PROTECT_TYPE = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
+"""libsrtp 2's ``srtp_protect``, as cffi names its type: what sfu/_rtploop.c calls."""
+
+_rtploop: Any
+try:
+    _rtploop = importlib.import_module("sfu._rtploop")
+except ImportError:  # not built (no C compiler at install): the Python loop sends
+    _rtploop = None
+
+
+def _protect_address() -> int | None:
+    """The address of pylibsrtp's ``srtp_protect`` if it has the type the C loop calls."""
+    if _srtp_protect is None:
+        return None
+    ffi = _binding.ffi
+    try:
+        pointer = ffi.addressof(_binding.lib, "srtp_protect")
+    except (AttributeError, TypeError):  # pragma: no cover - another cffi mode
+        return None
+    if ffi.typeof(pointer).cname != SRTP_PROTECT_TYPE:
+        return None
+    return int(ffi.cast("uintptr_t", pointer))
+
+
+_PROTECT_ADDRESS = _protect_address()
+NATIVE_LOOP: Any = _rtploop.protect_frame if _rtploop is not None and _PROTECT_ADDRESS \
+    else None
+"""``sfu._rtploop.protect_frame`` when it is built and can call pylibsrtp's libsrtp."""
 SRTP_TRAILER_MAX = 16 + 128
 """Bytes SRTP may append (``SRTP_MAX_TRAILER_LEN`` in libsrtp: tag and MKI)."""
 
@@ -215,11 +277,12 @@ class Protector:
     as the session itself is (its buffer is shared with the session's other calls,
     each of which copies its result out before returning)."""
 
-    __slots__ = ("_buffer", "_cdata", "_length", "_limit", "_srtp", "session")
+    __slots__ = ("_address", "_buffer", "_cdata", "_length", "_limit", "_srtp", "session")
 
     def __init__(self, session: pylibsrtp.Session) -> None:
         self.session = session
         self._srtp = session._srtp[0]
+        self._address = int(_binding.ffi.cast("uintptr_t", self._srtp))
         self._cdata = session._cdata
         self._buffer = session._buffer
         self._limit = len(session._cdata) - SRTP_TRAILER_MAX
@@ -237,6 +300,15 @@ class Protector:
             raise pylibsrtp.Error(f"srtp_protect failed (status {status})")
         out: bytes = buffer[0:length[0]]
         return out
+
+    def protect_frame(self, b0: int, pt: int, seq: int, ts: int, ssrc: int, first: bytes,
+                      rest: bytes, chunks: list[bytes], history: list[Any],
+                      record: Any) -> tuple[bytes, int]:
+        """One frame's packets, protected by the compiled loop (only where
+        :data:`NATIVE_LOOP` is set): see sfu/_rtploop.c's ``protect_frame``."""
+        result: tuple[bytes, int] = NATIVE_LOOP(self._address, _PROTECT_ADDRESS, b0, pt, seq,
+                                                ts, ssrc, first, rest, chunks, history, record)
+        return result
 
 
 def protector(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:

@@ -469,7 +469,8 @@ class SubscribeTransport(_Transport):
         elif self.config.fast_path:
             packer = track.outbound = Outbound(
                 transceiver.sender, kind, self._stats,
-                on_keyframe_request=track.on_keyframe_request, on_report=self.link.on_report)
+                on_keyframe_request=track.on_keyframe_request, on_report=self.link.on_report,
+                native=self.config.native_loop)
         else:
             redirect_keyframe_requests(transceiver.sender, track.on_keyframe_request)
             packer = install_packer(transceiver.sender, kind, self._stats)

@@ -15,6 +15,7 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.vpx import vp8_depayload
 from aiortc.rtp import RtcpSrPacket, RtpPacket
 
+from sfu import fastpath
 from sfu.encoded import EncodedFrame
 from sfu.fastpath import (
     HISTORY,
@@ -27,10 +28,20 @@ from sfu.fastpath import (
     packets_of,
 )
 from sfu.hooks import depayloaded, install_assembler, send_pli, send_remb
-from sfu.hooks_fastpath import Gso
+from sfu.hooks_fastpath import NATIVE_LOOP, Gso
 from sfu.stats import ForwardingStats
 
 pytestmark = pytest.mark.usefixtures("loopback_ice")
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def send_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the compiled per-packet loop (sfu/_rtploop.c) and the Python one."""
+    if request.param == "compiled" and NATIVE_LOOP is None:
+        pytest.skip("sfu._rtploop was not built")
+    if request.param == "python":
+        monkeypatch.setattr(fastpath, "NATIVE_LOOP", None)
+    return str(request.param)
 
 
 class Recorder:
@@ -384,3 +395,10 @@ def test_a_collector_turned_off_by_someone_else_stays_off() -> None:
         gc.enable()
     packets_of(frame(42), "video")  # no running loop: nothing held
     assert gc.isenabled()
+
+
+async def test_the_loop_chosen_is_the_one_that_sends(send_loop: str) -> None:
+    async with link() as ln:
+        assert ln.outbound._native is (send_loop == "compiled")
+        ln.outbound.send_frame(frame(1))
+        assert len(frames_of(await ln.recorder.wait_for(3))) == 1

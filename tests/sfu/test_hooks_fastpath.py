@@ -17,12 +17,14 @@ from sfu.hooks import HookError
 from sfu.hooks_fastpath import (
     ABS_SEND_TIME_URI,
     ASYNCIO_DATAGRAM,
+    GSO_MAX_SEGMENTS,
     MID_URI,
     Gso,
     Protector,
     Wire,
     check_sender_hook_points,
     protector,
+    send_buffer,
     send_packets,
     take_over_sender,
 )
@@ -220,3 +222,29 @@ def test_a_frames_packets_leave_in_order_in_one_segmented_send() -> None:
         got = [receiver.recv(200) for _ in range(6)]
         assert got == packets + packets[:2]
         assert transport.sent == [] and Gso.batches == batches + 2
+
+
+@pytest.mark.parametrize("gso", [True, False], ids=["gso", "sendto-per-packet"])
+def test_a_buffer_of_packets_leaves_as_its_packets_in_order(
+        gso: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if gso and not Gso.enabled:
+        pytest.skip("no UDP GSO on this kernel")
+    monkeypatch.setattr(Gso, "enabled", gso)
+    with _udp_pair() as (sender, receiver):
+        transport = _Transport()
+        packets = [bytes([n]) * 100 for n in range(GSO_MAX_SEGMENTS + 2)] + [b"\xff" * 40]
+        send_buffer(b"".join(packets), 100, transport, sender, receiver.getsockname())
+        sent = [receiver.recv(200) for _ in range(len(packets) - len(transport.sent))]
+        assert sent + transport.sent == packets
+        if gso:  # 32 packets in one segmented send, the 3 after them in another
+            assert transport.sent == []
+        else:
+            assert transport.sent == packets and sent == []
+
+
+def test_a_buffer_goes_to_the_transport_when_no_socket_may_be_used() -> None:
+    transport = _Transport()
+    send_buffer(b"a" * 10 + b"b" * 10 + b"c" * 4, 10, transport, None, ("127.0.0.1", 9))
+    assert transport.sent == [b"a" * 10, b"b" * 10, b"c" * 4]
+    send_buffer(b"d" * 7, 7, transport, None, ("127.0.0.1", 9))
+    assert transport.sent[-1] == b"d" * 7
