@@ -332,6 +332,11 @@ async def measure_parley(plan: Plan, clip: EncodedClip, fanout: int,
 
 # -- the run, inside the namespace ----------------------------------------------------------
 SERVERS = ("janus", "parley")
+"""Measured by default, in this order."""
+PYTHON_LOOP = "parley-python"
+"""Also measurable (``--servers``): Parley with its fast path's Python loop instead of the
+compiled one (``sfu.native_loop: false``), for the compiled loop's gain in one run."""
+KNOWN_SERVERS = (*SERVERS, PYTHON_LOOP)
 
 
 async def _measure(plan: Plan, parley_config: dict[str, Any],
@@ -361,6 +366,8 @@ async def _attempt(plan: Plan, clip: EncodedClip, server: str, fanout: int,
         entry["failed"] = INSTALL_HINT
         return entry
     try:
+        if server == PYTHON_LOOP:
+            parley_config = merge(parley_config, {"sfu": {"native_loop": False}})
         entry.update(await (measure_janus(plan, clip, fanout) if server == "janus"
                             else measure_parley(plan, clip, fanout, parley_config)))
     except (BenchError, OSError, RuntimeError, TimeoutError, ValueError) as exc:
@@ -390,7 +397,8 @@ def inner(argv: list[str]) -> int:
                         help="comma-separated fan-outs instead of the plan's (e.g. 250)")
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help="comma-separated servers to measure, in order (e.g. parley: "
-                             "one server's before/after in a short run)")
+                             "one server's before/after in a short run; parley-python: "
+                             "Parley with the fast path's Python loop)")
     parser.add_argument("--load-batch", action="store_true",
                         help="run the load generator under SCHED_BATCH, so that it does "
                              "not preempt the server (its own latency without the rig's)")
@@ -406,8 +414,8 @@ def inner(argv: list[str]) -> int:
     if args.load_batch:
         plan = replace(plan, load_batch=True)
     servers = tuple(args.servers.split(","))
-    if not set(servers) <= set(SERVERS):
-        parser.error(f"--servers: one or more of {', '.join(SERVERS)}")
+    if not set(servers) <= set(KNOWN_SERVERS):
+        parser.error(f"--servers: one or more of {', '.join(KNOWN_SERVERS)}")
     config = merge(BASE_PARLEY_CONFIG, json.loads(args.parley_config))
     figures = asyncio.run(_measure(plan, config, servers))
     print(json.dumps(figures))

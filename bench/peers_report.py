@@ -83,23 +83,33 @@ def _unlike(janus: dict[str, Any], parley: dict[str, Any]) -> str:
     return f"; not the same load: {', '.join(short)}" if short else ""
 
 
+def _versus(figure: str, run: dict[str, Any], base: dict[str, Any], what: str) -> list[Row]:
+    """``run`` ÷ ``base``: CPU per packet, and the latencies (both measured, else nothing)."""
+    if not run or not base or "failed" in run or "failed" in base:
+        return []
+    node = (f", in the node p99 {_ratio(run['node_latency_p99_s'], base['node_latency_p99_s'])}"
+            if run.get("node_latency_p99_s") and base.get("node_latency_p99_s") else "")
+    return [Row(figure=figure,
+                value=_ratio(run["server_cpu_per_packet_s"], base["server_cpu_per_packet_s"]),
+                note=f"{what}; latency p50 {_ratio(run['latency_p50_s'], base['latency_p50_s'])}"
+                     f", p99 {_ratio(run['latency_p99_s'], base['latency_p99_s'])}{node}"
+                     + _unlike(base, run))]
+
+
 def rows(figures: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     runs = figures["runs"]
     for fanout in figures["plan"]["fanouts"]:
         pair = {r["server"]: r for r in runs if r["fanout"] == fanout}
-        for server in ("janus", "parley"):
+        for server in ("janus", "parley-python", "parley"):
             if server in pair:
                 out += _run_rows(pair[server])
         janus, parley = pair.get("janus", {}), pair.get("parley", {})
-        if "failed" not in janus and "failed" not in parley and janus and parley:
-            out.append(Row(
-                figure=f"Parley ÷ Janus at 1→{fanout}",
-                value=_ratio(parley["server_cpu_per_packet_s"], janus["server_cpu_per_packet_s"]),
-                note=f"CPU per forwarded packet; latency p50 "
-                     f"{_ratio(parley['latency_p50_s'], janus['latency_p50_s'])}, p99 "
-                     f"{_ratio(parley['latency_p99_s'], janus['latency_p99_s'])}"
-                     + _unlike(janus, parley)))
+        python = pair.get("parley-python", {})
+        out += _versus(f"compiled ÷ Python per-packet loop at 1→{fanout}", parley, python,
+                       "Parley's CPU per forwarded packet (sfu.native_loop)")
+        out += _versus(f"Parley ÷ Janus at 1→{fanout}", parley, janus,
+                       "CPU per forwarded packet")
     if figures.get("disturbed_attempts"):
         out.append(Row(figure="repeated measurements", value=str(len(
             figures["disturbed_attempts"])), note="other processes used more than 40 % of a "
