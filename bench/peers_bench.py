@@ -331,12 +331,11 @@ async def measure_parley(plan: Plan, clip: EncodedClip, fanout: int,
 
 
 # -- the run, inside the namespace ----------------------------------------------------------
-SERVERS = ("janus", "parley")
-"""Measured by default, in this order."""
 PYTHON_LOOP = "parley-python"
-"""Also measurable (``--servers``): Parley with its fast path's Python loop instead of the
-compiled one (``sfu.native_loop: false``), for the compiled loop's gain in one run."""
-KNOWN_SERVERS = (*SERVERS, PYTHON_LOOP)
+"""Parley with its fast path's Python loop instead of the compiled one
+(``sfu.native_loop: false``): the compiled loop's gain, measured in the same run."""
+SERVERS = ("janus", PYTHON_LOOP, "parley")
+"""Measured by default, in this order (``--servers`` picks some)."""
 
 
 async def _measure(plan: Plan, parley_config: dict[str, Any],
@@ -398,7 +397,7 @@ def inner(argv: list[str]) -> int:
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help="comma-separated servers to measure, in order (e.g. parley: "
                              "one server's before/after in a short run; parley-python: "
-                             "Parley with the fast path's Python loop)")
+                             "Parley with the fast path's Python per-packet loop)")
     parser.add_argument("--load-batch", action="store_true",
                         help="run the load generator under SCHED_BATCH, so that it does "
                              "not preempt the server (its own latency without the rig's)")
@@ -414,8 +413,8 @@ def inner(argv: list[str]) -> int:
     if args.load_batch:
         plan = replace(plan, load_batch=True)
     servers = tuple(args.servers.split(","))
-    if not set(servers) <= set(KNOWN_SERVERS):
-        parser.error(f"--servers: one or more of {', '.join(KNOWN_SERVERS)}")
+    if not set(servers) <= set(SERVERS):
+        parser.error(f"--servers: one or more of {', '.join(SERVERS)}")
     config = merge(BASE_PARLEY_CONFIG, json.loads(args.parley_config))
     figures = asyncio.run(_measure(plan, config, servers))
     print(json.dumps(figures))

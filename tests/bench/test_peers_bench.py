@@ -86,7 +86,7 @@ def test_janus_and_parley_both_deliver_every_frame_to_light_subscribers() -> Non
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     runs = {r["server"]: r for r in figures["runs"]}
-    for server in ("janus", "parley"):
+    for server in ("janus", "parley-python", "parley"):
         run = runs[server]
         assert "failed" not in run, run
         assert run["streams_receiving"] == run["streams"] == 3, run
@@ -95,4 +95,6 @@ def test_janus_and_parley_both_deliver_every_frame_to_light_subscribers() -> Non
             run["sent_packets_per_frame"], rel=0.2), run
         assert 0 < run["server_cpu_per_packet_s"] < 0.01, run
         assert run["load_batch_threads"] >= 1, run  # the one worker process
-    assert any("Parley ÷ Janus" in row.figure for row in rows(figures))
+    figures_named = [row.figure for row in rows(figures)]
+    assert any("Parley ÷ Janus" in f for f in figures_named)
+    assert any("compiled ÷ Python" in f for f in figures_named)
