@@ -127,3 +127,45 @@ async def test_firefox_plays_a_chromium_camera_sent_as_simulcast(
         assert await firefox.js_errors() == []
     finally:
         await ana.close()
+
+
+def screen_of(node: NodeHarness, participant: str) -> Producer | None:
+    room = node.node.rooms.get(RoomName(ROOM))
+    if room is None or room.media is None:
+        return None
+    router: Any = room.media.router
+    return next((p for p in router.producers.values()
+                 if p.app_data.get("source") == "screen"
+                 and p.app_data.get("participant") == participant), None)
+
+
+async def test_a_firefox_screen_share_is_one_full_size_encoding_a_chromium_page_plays(
+        firefox: FirefoxPage, chromium: Browser, loopback: NodeHarness) -> None:
+    # the page's test source stands in for getDisplayMedia: an animated 640 by 360 canvas
+    await firefox.evaluate("(parley.hooks.fakeScreen = true, true)")
+    await firefox.evaluate("(document.getElementById('screen').click(), true)")
+    screen: Producer = await wait_until(
+        lambda: _value(screen_of(loopback, firefox.participant_id)), "the screen's producer")
+    assert screen.layers == ()  # not simulcast: one encoding, forwarded as it comes
+
+    async def encoding() -> list[dict[str, Any]] | None:
+        sent = [e for e in await firefox.outbound() if e["source"] == "screen"]
+        return sent if sent and all(e["framesEncoded"] > 10 for e in sent) else None
+
+    sent = await wait_until(encoding, "the screen share to be encoded")
+    assert len(sent) == 1 and sent[0]["rid"] is None and sent[0]["codec"] == "video/VP8", sent
+    ana = await MeetingPage.join(chromium, loopback, ROOM, "ana")
+    try:
+        track = screen.app_data["track"]
+
+        async def full_size() -> dict[str, Any] | None:
+            got = (await ana.received()).get(track)
+            return got if got and got["frames"] > 30 and got["width"] else None
+
+        got = await wait_until(full_size, "ana to decode fox's screen", timeout=30)
+        assert got["participant"] == firefox.participant_id
+        assert (got["width"], got["height"]) == (640, 360), got  # never scaled down
+        assert ana.errors == [] and await ana.js_errors() == []
+        assert await firefox.js_errors() == []
+    finally:
+        await ana.close()
