@@ -81,6 +81,9 @@ class MediaCollector(Collector):
         yield CounterMetricFamily("parley_sfu_retransmitted_packets",
                                   "RTP packets sent again for subscribers' NACKs (fast path)",
                                   value=stats.packets_retransmitted)
+        yield CounterMetricFamily("parley_sfu_segmented_sends",
+                                  "sendmsg calls that carried several packets of a frame (UDP "
+                                  "GSO; fast path)", value=stats.segmented_sends)
         yield CounterMetricFamily("parley_sfu_keyframe_requests_received",
                                   "PLI/FIR received from subscribers",
                                   value=stats.keyframe_requests)

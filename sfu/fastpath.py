@@ -372,7 +372,7 @@ class Outbound:
                                                       chunks, history, record)
             finally:  # numbers given out stay given: a gap is NACKed from history
                 state.seq = (seq + count) & 0xFFFF
-            send_buffer(data, segment, transport, sock, addr)
+            segmented = send_buffer(data, segment, transport, sock, addr)
         else:
             out = []
             try:
@@ -383,7 +383,7 @@ class Outbound:
                     seq = (seq + 1) & 0xFFFF
             finally:
                 state.seq = seq
-            send_packets(out, transport, sock, addr)
+            segmented = send_packets(out, transport, sock, addr)
         self._last_wall = cut.wall
         self.packet_count += count
         self.octet_count += len(frame.data) + count * (len(first) - len(ext))
@@ -392,6 +392,7 @@ class Outbound:
         stats = self._stats
         stats.frames_out += 1
         stats.packets_out += count
+        stats.segmented_sends += segmented
         stats.bytes_out += size
         if frame.received_at:
             stats.observe_latency(time.perf_counter() - frame.received_at)

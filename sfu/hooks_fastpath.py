@@ -19,8 +19,11 @@ hook point so that an upgrade which moves one fails loudly.
   transport, a socket of aioice or the node's shared UDP port).
 - GSO: a frame's packets to one subscriber leave in one ``sendmsg`` with
   ``UDP_SEGMENT`` on the pair's socket (asyncio's ``_SelectorDatagramTransport._sock``),
-  only while the transport has nothing queued; otherwise, on the node's shared
-  port, or where the kernel refuses, one ``sendto`` per packet through the transport.
+  only while the transport has nothing queued. On the node's shared port
+  (sfu/udpmux.py) that is the shared socket, used directly only for an address
+  already routed to the connection (so the endpoint's ``sendto`` would do nothing
+  but pass the packets on). Otherwise, or where the kernel refuses, one ``sendto``
+  per packet through the transport.
 - SRTP: a frame's packets are protected through the DTLS transport's pylibsrtp
   ``Session`` without ``Session.protect``'s per-call checks and allocations
   (:class:`Protector`: the packet is written into the session's own buffer,
@@ -50,6 +53,7 @@ from aiortc.codecs import is_rtx
 from aiortc.rtcdtlstransport import State
 
 from sfu.hooks import HookError, guard_remb_parsing
+from sfu.udpmux import MuxEndpoint
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
@@ -141,8 +145,8 @@ GSO_MAX_SEGMENTS = 32
 """Datagrams per ``sendmsg`` (the kernel takes at most 64 and 64 KiB)."""
 _SEGMENT_SIZE = struct.Struct("=H")
 ASYNCIO_DATAGRAM = getattr(asyncio.selector_events, "_SelectorDatagramTransport", None)
-"""The only transport whose socket is used directly (aioice's host sockets; a TURN
-relay's transport or the node's shared port are not)."""
+"""The only transport whose socket is used directly (aioice's host sockets and, behind
+its endpoints, the node's shared port; a TURN relay's transport is not)."""
 
 
 class Gso:
@@ -157,20 +161,21 @@ class Gso:
 
 
 def send_packets(packets: list[bytes], transport: Any, sock: socket.socket | None,
-                 addr: Any) -> None:
-    """Send a frame's protected packets to one subscriber, in order."""
+                 addr: Any) -> int:
+    """Send a frame's protected packets to one subscriber, in order; returns how many
+    segmented ``sendmsg`` calls carried them (0: none)."""
     if sock is not None:
         if len(packets) == 1:  # audio, small video frames: no GSO needed
             try:
                 sock.sendto(packets[0], addr)
-                return
+                return 0
             except OSError:
                 pass  # full buffer or an error: asyncio's transport queues or reports it
         elif Gso.enabled:
-            _send_segmented(packets, transport, sock, addr)
-            return
+            return _send_segmented(packets, transport, sock, addr)
     for packet in packets:
         transport.sendto(packet, addr)
+    return 0
 
 
 _CONTROL: dict[int, list[tuple[int, int, bytes]]] = {}
@@ -185,36 +190,42 @@ def _control(size: int) -> list[tuple[int, int, bytes]]:
 
 
 def send_buffer(data: bytes, segment: int, transport: Any, sock: socket.socket | None,
-                addr: Any) -> None:
+                addr: Any) -> int:
     """Send a frame's protected packets laid end to end in ``data``, each ``segment``
-    bytes long but the last (what :meth:`Protector.protect_frame` gives), in order."""
+    bytes long but the last (what :meth:`Protector.protect_frame` gives), in order;
+    returns how many segmented ``sendmsg`` calls carried them."""
     size = len(data)
     if size <= segment:
-        send_packets([data], transport, sock, addr)
-        return
-    view = memoryview(data)
+        return send_packets([data], transport, sock, addr)
+    sends = 0
     if sock is not None and Gso.enabled:
+        view = memoryview(data)
         limit = segment * GSO_MAX_SEGMENTS
         for start in range(0, size, limit):
             part = view[start:start + limit]
             if len(part) > segment and _segmented(sock, [part], segment, addr):
+                sends += 1
                 continue
             for pos in range(0, len(part), segment):
                 transport.sendto(bytes(part[pos:pos + segment]), addr)
-        return
+        return sends
     for start in range(0, size, segment):
         transport.sendto(data[start:start + segment], addr)
+    return 0
 
 
 def _send_segmented(packets: list[bytes], transport: Any, sock: socket.socket,
-                    addr: Any) -> None:
+                    addr: Any) -> int:
+    sends = 0
     for start in range(0, len(packets), GSO_MAX_SEGMENTS):
         group = packets if len(packets) <= GSO_MAX_SEGMENTS else \
             packets[start:start + GSO_MAX_SEGMENTS]
         if len(group) > 1 and _segmented(sock, group, len(group[0]), addr):
+            sends += 1
             continue
         for packet in group:
             transport.sendto(packet, addr)
+    return sends
 
 
 def _segmented(sock: socket.socket, buffers: list[Any], segment: int, addr: Any) -> bool:
@@ -320,14 +331,28 @@ def protector(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
     return Protector(session)
 
 
+def shared_socket(endpoint: MuxEndpoint, addr: Any) -> socket.socket | None:
+    """The node's shared media socket, for packets to ``addr`` sent past ``endpoint``:
+    only when ``addr`` is routed to the endpoint already (its ``sendto`` would just pass
+    them on) and the socket's transport has nothing queued; None otherwise."""
+    if endpoint.closed or addr not in endpoint.addresses:
+        return None
+    shared: Any = endpoint.mux.datagram_transport
+    if type(shared) is not ASYNCIO_DATAGRAM or shared.get_write_buffer_size():
+        return None
+    sock: socket.socket = shared._sock
+    return sock
+
+
 class Wire:
     """Where a taken-over sender's packets go: its DTLS transport's SRTP session and
     the selected ICE pair, looked up afresh for each frame (the transport is set by
     bundling, and connects after the sender is created).
 
     The pair's socket is handed out (for :func:`send_packets`) only when the pair's
-    transport is asyncio's own (aioice's socket, not the node's shared port) and has
-    nothing queued, so packets sent past it cannot overtake queued ones.
+    transport is asyncio's own (aioice's socket) or an endpoint of the node's shared
+    port (:func:`shared_socket`), with nothing queued, so packets sent past it cannot
+    overtake queued ones.
     """
 
     def __init__(self, sender: RTCRtpSender) -> None:
@@ -353,8 +378,11 @@ class Wire:
             self._srtp, protect = srtp, protector(srtp)
             self._protect = protect
         sock = None
-        if type(transport) is ASYNCIO_DATAGRAM and not transport.get_write_buffer_size():
-            sock = transport._sock
+        if type(transport) is ASYNCIO_DATAGRAM:
+            if not transport.get_write_buffer_size():
+                sock = transport._sock
+        elif type(transport) is MuxEndpoint:
+            sock = shared_socket(transport, pair.remote_addr)
         return protect, transport, sock, pair.remote_addr
 
     @property

@@ -34,6 +34,8 @@ class ForwardingStats:
     """Packets sent again for a subscriber's NACK (fast path; RTX or as they were)."""
     keyframe_requests: int = 0
     """PLI/FIR received from subscribers (each is passed on to its producer, coalesced)."""
+    segmented_sends: int = 0
+    """``sendmsg`` calls that carried several of a frame's packets (UDP GSO; fast path)."""
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
 
@@ -48,6 +50,7 @@ class ForwardingStats:
         self.bytes_out += other.bytes_out
         self.keyframe_requests += other.keyframe_requests
         self.packets_retransmitted += other.packets_retransmitted
+        self.segmented_sends += other.segmented_sends
         for i, count in enumerate(other.latency_counts):
             self.latency_counts[i] += count
         self.latency_sum += other.latency_sum

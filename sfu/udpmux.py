@@ -229,6 +229,12 @@ class UdpMux:
         protocol.connection_made(endpoint)
         return endpoint
 
+    @property
+    def datagram_transport(self) -> asyncio.DatagramTransport | None:
+        """The shared socket's asyncio transport (None once closed): the fast path sends
+        a frame's packets on its socket directly when nothing is queued on it."""
+        return None if self.closed else self._transport
+
     def owner(self, addr: Address) -> MuxEndpoint | None:
         """The endpoint datagrams from ``addr`` go to (other than STUN)."""
         return self._by_addr.get(addr)

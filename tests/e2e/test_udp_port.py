@@ -14,6 +14,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
@@ -151,6 +152,13 @@ async def test_two_aiortc_clients_and_chromium_share_the_nodes_one_udp_socket(
             # where the counting finds this process's own four client sockets.
             assert udp_sockets(pid) == [("127.0.0.1", udp_port)]
             assert len(udp_sockets(os.getpid())) >= 4
+            # Frames of several packets leave the shared socket in one segmented send each
+            async with aiohttp.ClientSession() as http, \
+                    http.get(server.url("/metrics")) as resp:
+                metrics = await resp.text()
+            segmented = next(float(line.split()[-1]) for line in metrics.splitlines()
+                             if line.startswith("parley_sfu_segmented_sends_total"))
+            assert segmented > 0, "no GSO send on the node's one UDP socket"
             assert not page.errors and not await page.js_errors()
             await page.leave()
         finally:

@@ -168,6 +168,7 @@ async def test_frames_arrive_whole_with_continuous_numbering_and_extensions(
         assert len(pids) == 1 and packets[0].payload[0] & 0x10 and not packets[1].payload[0] & 0x10
         assert ln.stats.frames_out == 6 and ln.stats.packets_out == 16
         assert (Gso.batches > batches) == gso  # one sendmsg a frame, cut by the kernel
+        assert (ln.stats.segmented_sends == 5) == gso  # counted for the node's metrics
 
 
 async def test_a_key_frame_longer_than_one_gso_batch_arrives_whole() -> None:

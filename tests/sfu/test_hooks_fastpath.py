@@ -26,8 +26,10 @@ from sfu.hooks_fastpath import (
     protector,
     send_buffer,
     send_packets,
+    shared_socket,
     take_over_sender,
 )
+from sfu.udpmux import UdpMux
 
 RTP_TASK = "_RTCRtpSender__rtp_task"
 RTCP_TASK = "_RTCRtpSender__rtcp_task"
@@ -248,3 +250,29 @@ def test_a_buffer_goes_to_the_transport_when_no_socket_may_be_used() -> None:
     assert transport.sent == [b"a" * 10, b"b" * 10, b"c" * 4]
     send_buffer(b"d" * 7, 7, transport, None, ("127.0.0.1", 9))
     assert transport.sent[-1] == b"d" * 7
+
+
+async def test_the_shared_port_is_used_directly_only_for_an_address_its_endpoint_owns() -> None:
+    mux = await UdpMux.open("127.0.0.1", 0)
+    try:
+        with _udp_pair() as (_, receiver):
+            endpoint = mux.attach("abcd", asyncio.DatagramProtocol())
+            there = receiver.getsockname()
+            assert shared_socket(endpoint, there) is None  # not routed here yet
+            endpoint.sendto(b"\x80first", there)  # as a connection's first packet does
+            assert receiver.recvfrom(100) == (b"\x80first", mux.address)
+            sock = shared_socket(endpoint, there)
+            assert sock is not None and sock.getsockname() == mux.address
+            packets = [bytes([n]) * 100 for n in range(3)] + [b"\xff" * 40]
+            transport = _Transport()
+            send_buffer(b"".join(packets), 100, transport, sock, there)
+            got = [receiver.recvfrom(200) for _ in range(len(packets) - len(transport.sent))]
+            assert [data for data, _ in got] + transport.sent == packets
+            assert {source for _, source in got} <= {mux.address}
+            other = mux.attach("efgh", asyncio.DatagramProtocol())
+            assert shared_socket(other, there) is None  # another connection's address
+            endpoint.close()
+            assert shared_socket(endpoint, there) is None
+    finally:
+        await mux.close()
+    assert shared_socket(other, there) is None
