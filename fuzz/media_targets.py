@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import math
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import aioice.ice
 import aioice.mdns
+import pylibsrtp
 from aiortc import RTCRtpSender
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtcdtlstransport import RtpRouter
@@ -26,12 +28,16 @@ from fuzz.seeds import REPORT_SSRC
 from sfu.bandwidth import BandwidthConfig, quality_of
 from sfu.config import SfuConfig
 from sfu.errors import SfuCode, SfuError
+from sfu.fastpath import FramePackets
 from sfu.frames import MAX_PACKETS, EncodedFrame, VideoAssembler
 from sfu.hooks import install_packer, redirect_keyframe_requests, tap_sender_rtcp
+from sfu.hooks_fastpath import NATIVE_LOOP, Protector, protector
 from sfu.linkstats import SubscriberLink
 from sfu.transport import _add_candidate
 from sfu.vp8 import is_keyframe, parse_descriptor
 
+OUTBOUND = pylibsrtp.Policy.SSRC_ANY_OUTBOUND
+INBOUND = pylibsrtp.Policy.SSRC_ANY_INBOUND
 _runner: asyncio.Runner | None = None
 
 
@@ -213,9 +219,51 @@ def candidate(data: bytes) -> None:
         assert err.code is SfuCode.INVALID_CANDIDATE, err.code
 
 
+_SRTP_KEY = bytes(range(30))
+_HEADER = struct.Struct("!BBHII")
+
+
+def _srtp(direction: int) -> pylibsrtp.Session:
+    return pylibsrtp.Session(policy=pylibsrtp.Policy(key=_SRTP_KEY, ssrc_type=direction))
+
+
+def send_loop(data: bytes) -> None:
+    """A publisher's frame as the fast path sends it to one subscriber: cut as
+    sfu/fastpath.py cuts it, then written and protected by the compiled loop
+    (sfu/_rtploop.c) and by the Python loop. Both must give the same bytes, and a
+    receiving session must read back each packet's header, prefix and chunk. Byte 0:
+    bit 0 video; bytes 1-2 the first sequence number; the rest the frame (audio: at
+    most 1,200 bytes, one packet)."""
+    if len(data) < 4 or NATIVE_LOOP is None:
+        return
+    kind = "video" if data[0] & 1 else "audio"
+    seq = int.from_bytes(data[1:3], "big")
+    payload = data[3:] if kind == "video" else data[3:1203]
+    chunks = FramePackets(EncodedFrame(data=payload, timestamp=0, keyframe=False,
+                                       discontinuity=False), kind).chunks
+    first, rest = (b"\x90\x80\x81\x02", b"\x80\x80\x81\x02") if kind == "video" \
+        else (b"", b"")
+    compiled, python = protector(_srtp(OUTBOUND)), protector(_srtp(OUTBOUND))
+    assert isinstance(compiled, Protector)
+    history: list[Any] = [None] * 16
+    out, segment = compiled.protect_frame(0x80, 96, seq, 90000, 42, first, rest, chunks,
+                                          history, "frame")
+    last = len(chunks) - 1
+    plain = [_HEADER.pack(0x80, 96 | 0x80 if i == last else 96, (seq + i) & 0xFFFF, 90000, 42)
+             + (rest if i else first) + chunk for i, chunk in enumerate(chunks)]
+    expected = [python(p) for p in plain]
+    assert out == b"".join(expected), "the compiled loop wrote other bytes"
+    assert segment == len(expected[0]) and all(len(p) == segment for p in expected[:-1])
+    assert history.count("frame") == min(len(chunks), len(history))
+    receiver = _srtp(INBOUND)
+    packets = [out[pos:pos + segment] for pos in range(0, len(out), segment)]
+    assert [receiver.unprotect(p) for p in packets] == plain
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "vp8": vp8,
     "vp8_frames": vp8_frames,
     "rtcp": rtcp,
     "candidate": candidate,
+    "send_loop": send_loop,
 }

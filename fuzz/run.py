@@ -29,7 +29,8 @@ INSTRUMENTED = ["fuzz", "signaling", "conference", "sfu", "jwt", "aiortc.sdp", "
                 "aiortc.codecs.vpx", "aiortc.rtcrtpsender", "aiortc.rtcdtlstransport",
                 "aioice.candidate"]
 """Packages whose branches guide the fuzzer: ours and the parsers they rely on."""
-TARGET_NAMES = ("message", "sdp", "jwt", "vp8", "vp8_frames", "rtcp", "candidate")
+TARGET_NAMES = ("message", "sdp", "jwt", "vp8", "vp8_frames", "rtcp", "candidate",
+                "send_loop")
 _STATS = re.compile(r"#(\d+)\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)/\S+ "
                     r"(?:lim: \d+ )?exec/s: (\d+)")
 _KNOWN = re.compile(r"known bug (\S+)")

@@ -158,6 +158,8 @@ def corpus() -> dict[str, list[bytes]]:
         "vp8": _vp8_seeds(),
         "vp8_frames": _frames_seeds(),
         "rtcp": [b"\x00" + p for p in rtcp_packets()] + [b"\x01" + b"".join(rtcp_packets())],
+        "send_loop": [b"\x01\xff\xfe" + bytes(range(256)) * 12, b"\x00\x00\x07" + bytes(160),
+                      b"\x01\x00\x00\x10"],
         "candidate": [b"\x00" + CANDIDATE_LINE.encode(),
                       b"\x01" + CANDIDATE_LINE.replace("host", "srflx raddr 127.0.0.1 rport 9")
                       .encode()],

@@ -17,7 +17,7 @@ from fuzz.targets import TARGETS
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = {"message": 10_000, "sdp": 3_000, "jwt": 15_000, "vp8": 40_000, "vp8_frames": 15_000,
-        "rtcp": 10_000, "candidate": 15_000}
+        "rtcp": 10_000, "candidate": 15_000, "send_loop": 10_000}
 """About two seconds of each target on a quiet core."""
 
 
