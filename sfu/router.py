@@ -51,6 +51,8 @@ class Router:
         """Called after every bandwidth update with each subscriber link."""
         self._speaker_task: asyncio.Task[None] | None = None
         self._bandwidth_task: asyncio.Task[None] | None = None
+        self._squeezed = asyncio.Event()
+        """Some subscriber link saw a sudden squeeze (sfu/linkstats.py): update it now."""
 
     @property
     def idle(self) -> bool:
@@ -96,6 +98,7 @@ class Router:
         on_data: Callable[[str], None] | None = None,
     ) -> SubscribeTransport:
         transport = SubscribeTransport(self.config, app_data, on_offer, on_data, self.stats)
+        transport.link.on_squeeze = self._squeezed.set
         self.transports.add(transport)
         self._start_loops()
         return transport
@@ -140,20 +143,30 @@ class Router:
 
     def update_bandwidth(self, now: float, dt: float) -> None:
         """One allocation step (sfu/allocation.py): estimates, layers and pauses, REMB."""
+        links = [(transport, self._allocate(transport, now, dt))
+                 for transport in list(self.transports)
+                 if isinstance(transport, SubscribeTransport) and not transport.closed]
         cfg = self.config.bandwidth
-        serve = self._serve if cfg.max_renditions > 0 else None
-        links = []
-        for transport in list(self.transports):
-            if isinstance(transport, SubscribeTransport) and not transport.closed:
-                links.append((transport, allocate_subscriber(
-                    transport.link, transport.consumers.values(), cfg, now, dt,
-                    bytes_sent=transport.bytes_sent(), remb=transport.remb(), serve=serve,
-                    describe=self._describe)))
         for producer in list(self.producers.values()):
             if producer.kind == "video" and not producer.closed:
                 producer.send_remb(allocate_publisher(producer, cfg, dt))
         if self.on_links is not None:
             self.on_links(links)
+
+    def update_squeezed(self, now: float) -> None:
+        """Update at once the subscriber links that saw a sudden squeeze (their layers
+        move down now; publishers' REMBs wait for the next interval)."""
+        for transport in list(self.transports):
+            if isinstance(transport, SubscribeTransport) and not transport.closed \
+                    and transport.link.squeeze.loss is not None:
+                self._allocate(transport, now, self.config.bandwidth.update_interval)
+
+    def _allocate(self, transport: SubscribeTransport, now: float, dt: float) -> SubscriberLink:
+        serve = self._serve if self.config.bandwidth.max_renditions > 0 else None
+        return allocate_subscriber(
+            transport.link, transport.consumers.values(), self.config.bandwidth, now, dt,
+            bytes_sent=transport.bytes_sent(), remb=transport.remb(), serve=serve,
+            describe=self._describe)
 
     def _describe(self, consumer: Consumer) -> Demand | None:
         """A consumer of a simulcast producer, for the layer allocator: the producer's
@@ -178,10 +191,16 @@ class Router:
         interval = self.config.bandwidth.update_interval
         last = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._squeezed.wait(),
+                                       max(0.0, last + interval - time.monotonic()))
             now = time.monotonic()
-            self.update_bandwidth(now, now - last)
-            last = now
+            if self._squeezed.is_set():
+                self._squeezed.clear()
+                self.update_squeezed(now)
+            if now - last >= interval - 0.01:
+                self.update_bandwidth(now, now - last)
+                last = now
 
     async def close(self) -> None:
         if self.closed:

@@ -122,6 +122,9 @@ class LayerLog:
     def __init__(self, consumer: Any) -> None:
         self.consumer = consumer
         self.rows: list[tuple[float, int | None, int, bool]] = []
+        self.link: list[tuple[Any, ...]] = []
+        """(time, estimate, smoothed loss, lost/expected so far this interval, RTT, jitter,
+        REMB, send rate) of the viewer's link at each change, polled with the layers."""
         self._task = asyncio.get_running_loop().create_task(self._poll())
 
     async def _poll(self) -> None:
@@ -130,6 +133,14 @@ class LayerLog:
             row = (switch.current, switch.target, self.consumer.bandwidth_paused)
             if not self.rows or self.rows[-1][1:] != row:
                 self.rows.append((time.time(), *row))
+            link = self.consumer.link
+            if link is not None:
+                seen = (int(link.estimator.estimate), round(link.estimator.loss, 3),
+                        f"{link.lost}/{link.expected}",
+                        None if link.rtt is None else round(link.rtt, 3), link.jitter,
+                        link.remb, int(link.send_rate))
+                if not self.link or self.link[-1][1:] != seen:
+                    self.link.append((time.time(), *seen))
             await asyncio.sleep(0.02)
 
     def decided(self) -> list[float]:
@@ -188,6 +199,8 @@ class Run:
                           "at": round(s.at - t0, 3), "chosen": round(s.chosen - t0, 3),
                           "widths": s.widths} for s in self.seen()],
             "sfu_layers": [(round(t - t0, 3), *rest) for t, *rest in log.rows],
+            "sfu_link": [(round(t - t0, 3), *rest) for t, *rest in log.link
+                         if t0 - 3 <= t <= self.released_at],
             "longest_pause_while_squeezed": round(max(
                 (b[0] - a[0] for a, b in pairs if t0 <= a[0] <= self.released_at),
                 default=0.0), 3),
