@@ -12,11 +12,10 @@ every leg carried off the SFU's objects into a small sample and calls:
    publisher what the layers its subscribers want cost, within [floor, max], and
    never above what its own link carried.
 
-Between updates, :meth:`SubscriberLink.on_report` watches the receiver reports for a
-sudden squeeze (:class:`SqueezeWatch`): a link whose reports suddenly count a large
-share of its packets lost, over half a second, calls ``on_squeeze`` so that its owner
-runs this link's update at once instead of at the next interval, and that update cuts
-the estimate to what the link delivered (:func:`update_subscriber`).
+Between updates, a link that carries simulcast video watches its receiver reports and
+REMB for a sudden squeeze (sfu/squeeze.py); the Router looks every ``POLL`` and
+updates a squeezed link at once instead of at the next interval, the update cutting
+its estimate to the squeeze's ``cut``.
 
 Nothing here knows consumers, producers or transports.
 """
@@ -24,8 +23,6 @@ Nothing here knows consumers, producers or transports.
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sfu.bandwidth import (
@@ -37,73 +34,10 @@ from sfu.bandwidth import (
     quality_of,
 )
 from sfu.layeralloc import PublisherCap
+from sfu.squeeze import WINDOW, SqueezeWatch
 
 AUDIO_RESERVE = 40_000
 """Bits per second kept for each audio stream before video is shared out."""
-
-SQUEEZE_WINDOW = 0.5
-"""Seconds of receiver reports a sudden squeeze is judged over …"""
-SQUEEZE_LOSS = 0.3
-"""… in which at least this share of the packets expected were lost …"""
-SQUEEZE_LOST = 8
-"""… at least this many, out of at least …"""
-SQUEEZE_PACKETS = 16
-"""… this many expected since the window's first report of a loss (so that a short burst
-is not taken for a squeeze, nor a loss just begun diluted by the clean reports before
-it), …"""
-SQUEEZE_BASE = 3.0
-"""… and at least this many times the link's smoothed loss (steady loss is not sudden)."""
-SQUEEZE_HOLD = 3.0
-"""Seconds after a squeeze before another can be seen: the layers the first one
-chose need that long to show whether they fit (packets already queued are still lost)."""
-SQUEEZE_MARGIN = 0.85
-"""A squeezed link's estimate is this share of what it delivered (as Google Congestion
-Control sets its target to 0.85 times the rate received on over-use)."""
-
-
-class SqueezeWatch:
-    """Packets lost and expected per receiver report over the last :data:`SQUEEZE_WINDOW`
-    seconds, and whether they show a sudden squeeze.
-
-    The estimate follows loss smoothed over one-second updates, so a link whose capacity
-    suddenly falls below what it is sent (a token bucket, a congested hop) takes two or
-    three seconds to move its video down, while its queue overflows and the subscriber's
-    video stalls. The receiver reports say so within a few hundred milliseconds: a
-    browser sends one with every NACK. A window of them counting, from its first report
-    of a loss, at least :data:`SQUEEZE_LOSS` of the packets lost (and
-    :data:`SQUEEZE_LOST` packets of :data:`SQUEEZE_PACKETS`), on a link whose smoothed
-    loss is a third of that or less, is a squeeze (LiveKit's stream
-    allocator likewise reallocates at once when its channel estimate drops, instead of
-    waiting for its periodic pass)."""
-
-    def __init__(self) -> None:
-        self.window: deque[tuple[float, int, int]] = deque()
-        """(time, packets lost, packets expected) of each report with new packets."""
-        self.seen_at = float("-inf")
-        """When the last squeeze was seen."""
-        self.loss: float | None = None
-        """The window's loss when a squeeze was seen and the link has not acted on it."""
-
-    def add(self, now: float, lost: int, expected: int, smoothed_loss: float) -> bool:
-        """One report's packets; True when this report shows a squeeze (once per
-        :data:`SQUEEZE_HOLD`)."""
-        self.window.append((now, lost, expected))
-        while self.window and now - self.window[0][0] > SQUEEZE_WINDOW:
-            self.window.popleft()
-        while self.window and self.window[0][1] <= 0:  # from the first report of a loss
-            self.window.popleft()
-        lost_sum = sum(row[1] for row in self.window)
-        expected_sum = sum(row[2] for row in self.window)
-        if now - self.seen_at < SQUEEZE_HOLD or lost_sum < SQUEEZE_LOST \
-                or expected_sum < SQUEEZE_PACKETS:
-            return False
-        loss = lost_sum / expected_sum
-        if loss < max(SQUEEZE_LOSS, SQUEEZE_BASE * smoothed_loss):
-            return False
-        self.seen_at, self.loss = now, min(1.0, loss)
-        self.window.clear()
-        return True
-
 
 @dataclass
 class SubscriberLink:
@@ -153,10 +87,10 @@ class SubscriberLink:
     """Packets lost since the last update, from the reports' cumulative counters…"""
     expected: int = 0
     """… out of this many expected."""
+    reported_at: dict[int, float] = field(default_factory=dict)
+    """Per SSRC: when its latest receiver report came."""
     squeeze: SqueezeWatch = field(default_factory=SqueezeWatch)
-    on_squeeze: Callable[[], None] | None = None
-    """Called when the receiver reports show a sudden squeeze (:class:`SqueezeWatch`) on a
-    link that carries simulcast video: its owner should update the link at once."""
+    """Sudden squeezes seen between updates (sfu/squeeze.py)."""
     updated_at: float | None = None
     """``now`` of the last :func:`update_subscriber` (links may be updated off the interval)."""
 
@@ -180,20 +114,28 @@ class SubscriberLink:
             if previous is not None and highest > previous[1]:
                 self.expected += highest - previous[1]
                 self.lost += lost - previous[0]  # may fall: duplicates count as received
-                self._watch(now, lost - previous[0], highest - previous[1])
+                if now - self.reported_at.get(ssrc, float("-inf")) <= WINDOW:
+                    self._watch(now, lost - previous[0], highest - previous[1])
+            self.reported_at[ssrc] = now
         self.jitter = jitter
         if rtt is not None:
             self.rtt = rtt
         self.last_report_at = now
 
     def _watch(self, now: float, lost: int, expected: int) -> None:
-        """Feed :class:`SqueezeWatch`; only a link with a simulcast video acts on what it
-        sees: it has a lower layer to move to at once (one encoding would be paused or
-        capped on a guess, where the smoothed estimate's patience spares it)."""
-        if self.layered_level <= 0 or self.on_squeeze is None:
-            return
-        if self.squeeze.add(now, lost, expected, self.estimator.loss):
-            self.on_squeeze()
+        """Only a link with a simulcast video acts on a squeeze: it has a lower layer to
+        move to at once (one encoding would be paused or capped on a guess, where the
+        smoothed estimate's patience spares it)."""
+        if self.layered_level > 0:
+            self.squeeze.report(now, lost, expected, smoothed_loss=self.estimator.loss,
+                                send_rate=self.send_rate)
+
+    def check_remb(self, remb: int | None, now: float) -> bool:
+        """The subscriber's REMB as it is now; True when a squeeze waits for an update
+        (seen now or by the receiver reports)."""
+        if self.layered_level > 0:
+            self.squeeze.remb(now, remb, last=self.remb, send_rate=self.send_rate)
+        return self.squeeze.cut is not None
 
     def take_loss(self) -> float | None:
         """Loss since the last call: from the cumulative counters when the reports
@@ -261,23 +203,22 @@ def update_subscriber(link: SubscriberLink, sample: SubscriberSample, config: Ba
 
     ``dt``: seconds since the last update, used for the first one; later ones measure it
     from ``now`` (a squeezed link is updated between intervals)."""
+    link.check_remb(sample.remb, now)  # a squeeze the router has not looked for yet
     if link.updated_at is not None:
         dt = now - link.updated_at
     link.updated_at = now
     sent = sample.bytes_sent
     rate = max(0, sent - link.bytes_seen) * 8 / max(dt, 1e-3)
     # (an update just after another measures too short a time to tell a rate)
-    link.send_rate = rate if dt >= SQUEEZE_WINDOW / 2 or not link.send_rate else link.send_rate
+    link.send_rate = rate if dt >= WINDOW / 2 or not link.send_rate else link.send_rate
     link.bytes_seen = sent
     link.remb = sample.remb
     link.estimator.update(now, fraction_lost=link.take_loss(), rtt=link.rtt, remb=link.remb,
                           send_rate=link.send_rate)
-    squeezed = link.squeeze.loss
-    if squeezed is not None:  # cut to what the link delivered (SqueezeWatch)
-        link.squeeze.loss = None
-        delivered = SQUEEZE_MARGIN * (1.0 - squeezed) * link.send_rate
+    cut = link.squeeze.take()
+    if cut is not None:
         link.estimator.estimate = max(float(config.min_bitrate),
-                                      min(link.estimator.estimate, delivered))
+                                      min(link.estimator.estimate, cut))
     _probe(link, config, now)
     audio = sample.audio_streams * AUDIO_RESERVE
     link.share = max(0.0, link.estimator.estimate - audio) / max(1, sample.video_streams)

@@ -15,6 +15,7 @@ from sfu.layeralloc import Demand
 from sfu.linkstats import SubscriberLink
 from sfu.producer import Producer
 from sfu.rendition import RenditionBudget, RenditionPool, RenditionSet
+from sfu.squeeze import POLL
 from sfu.stats import ForwardingStats, RouterCounts
 from sfu.transport import PublishTransport, SubscribeTransport
 
@@ -51,8 +52,6 @@ class Router:
         """Called after every bandwidth update with each subscriber link."""
         self._speaker_task: asyncio.Task[None] | None = None
         self._bandwidth_task: asyncio.Task[None] | None = None
-        self._squeezed = asyncio.Event()
-        """Some subscriber link saw a sudden squeeze (sfu/linkstats.py): update it now."""
 
     @property
     def idle(self) -> bool:
@@ -98,7 +97,6 @@ class Router:
         on_data: Callable[[str], None] | None = None,
     ) -> SubscribeTransport:
         transport = SubscribeTransport(self.config, app_data, on_offer, on_data, self.stats)
-        transport.link.on_squeeze = self._squeezed.set
         self.transports.add(transport)
         self._start_loops()
         return transport
@@ -154,11 +152,11 @@ class Router:
             self.on_links(links)
 
     def update_squeezed(self, now: float) -> None:
-        """Update at once the subscriber links that saw a sudden squeeze (their layers
-        move down now; publishers' REMBs wait for the next interval)."""
+        """Update at once the subscriber links that show a sudden squeeze (sfu/squeeze.py):
+        their layers move down now; publishers' REMBs wait for the next interval."""
         for transport in list(self.transports):
             if isinstance(transport, SubscribeTransport) and not transport.closed \
-                    and transport.link.squeeze.loss is not None:
+                    and transport.link.check_remb(transport.remb(), now):
                 self._allocate(transport, now, self.config.bandwidth.update_interval)
 
     def _allocate(self, transport: SubscribeTransport, now: float, dt: float) -> SubscriberLink:
@@ -191,14 +189,11 @@ class Router:
         interval = self.config.bandwidth.update_interval
         last = time.monotonic()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._squeezed.wait(),
-                                       max(0.0, last + interval - time.monotonic()))
+            await asyncio.sleep(max(0.0, min(POLL, last + interval - time.monotonic())))
             now = time.monotonic()
-            if self._squeezed.is_set():
-                self._squeezed.clear()
+            if now - last < interval - 0.01:
                 self.update_squeezed(now)
-            if now - last >= interval - 0.01:
+            else:
                 self.update_bandwidth(now, now - last)
                 last = now
 

@@ -1,5 +1,6 @@
 """A sudden squeeze of a subscriber's link moves its simulcast video down at once
-(sfu/linkstats.py's ``SqueezeWatch``, sfu/router.py's off-interval update).
+(sfu/squeeze.py's ``SqueezeWatch`` fed by sfu/linkstats.py, sfu/router.py's update
+between intervals).
 
 The consumer is real (a real SlotTrack and LayerSwitch); the subscribe transport and the
 simulcast producer are the stand-ins of tests/sfu/test_linkstats.py, and the receiver
@@ -21,8 +22,9 @@ from sfu.config import SfuConfig
 from sfu.consumer import Consumer
 from sfu.layeralloc import Demand, LayerCost
 from sfu.layerswitch import LayerSwitch
-from sfu.linkstats import SQUEEZE_HOLD, SQUEEZE_MARGIN, SubscriberLink
+from sfu.linkstats import SubscriberLink
 from sfu.router import Router
+from sfu.squeeze import HOLD, MARGIN, POLL
 from tests.sfu.test_linkstats import CFG, Leg, Source
 
 LAYERS = (LayerCost(bitrate=150_000, width=240), LayerCost(bitrate=300_000, width=480),
@@ -36,7 +38,7 @@ class Viewer:
     """One simulcast video on a subscriber link, with its receiver reports; ``now`` on the
     same clock as the reports and the updates."""
 
-    def __init__(self, *, watch: bool = True) -> None:
+    def __init__(self) -> None:
         self.now = 100.0
         self.leg = Leg()
         self.source = Source()
@@ -45,14 +47,19 @@ class Viewer:
         self.consumer.switch = LayerSwitch(layers=3, request_keyframe=self.requested.append,
                                            clock=lambda: self.now)
         self.consumer.switch.accept(2, True)  # on the top layer
-        self.squeezes = 0
-        if watch:
-            self.leg.link.on_squeeze = self.squeezed
+        self.seen: list[float] = []
+        """When a squeeze was seen."""
         self.lost = 0
         self.highest = 1000
 
-    def squeezed(self) -> None:
-        self.squeezes += 1
+    @property
+    def squeezes(self) -> int:
+        return len(self.seen)
+
+    def _note(self) -> None:
+        at = self.link.squeeze.seen_at
+        if at > float("-inf") and (not self.seen or self.seen[-1] != at):
+            self.seen.append(at)
 
     @property
     def link(self) -> SubscriberLink:
@@ -62,14 +69,24 @@ class Viewer:
         return Demand(key=consumer.id, layers=LAYERS)
 
     def update(self) -> SubscriberLink:
-        return allocate_subscriber(self.link, self.leg.consumers.values(), CFG, self.now, 1.0,
-                                   bytes_sent=self.leg.sent, remb=None, describe=self.describe)
+        link = allocate_subscriber(self.link, self.leg.consumers.values(), CFG, self.now, 1.0,
+                                   bytes_sent=self.leg.sent, remb=self.leg.remb_value,
+                                   describe=self.describe)
+        self._note()
+        return link
+
+    def poll(self) -> bool:
+        """What the router does every ``POLL``: a squeeze waiting for an update?"""
+        waiting = self.link.check_remb(self.leg.remb_value, self.now)
+        self._note()
+        return waiting
 
     def report(self, expected: int, lost: int) -> None:
         self.highest += expected
         self.lost += lost
         self.link.on_report(lost / max(1, expected), 0, 0.02, (SSRC, self.lost, self.highest),
                             now=self.now)
+        self._note()
 
     def run(self, seconds: float, *, loss: float = 0.0, every: float = 0.1,
             rate: float = 650_000, rng: random.Random | None = None) -> None:
@@ -93,28 +110,53 @@ class Viewer:
         assert self.consumer.switch is not None and self.consumer.switch.target == 2
 
 
-def test_a_sudden_squeeze_moves_a_simulcast_viewer_down_at_once() -> None:
+def test_a_sudden_loss_moves_a_simulcast_viewer_down_at_once() -> None:
     viewer = Viewer()
     viewer.clean()
     before = viewer.link.estimator.estimate
     viewer.run(0.4, loss=0.5)  # within one interval: the reports count half the packets lost
-    assert viewer.squeezes == 1
-    viewer.update()  # what the router does at once
-    assert viewer.link.estimator.estimate <= SQUEEZE_MARGIN * 0.5 * 650_000 * 1.05 < before
+    assert viewer.squeezes == 1 and viewer.poll()  # the router updates the link now:
+    viewer.update()
+    assert viewer.link.estimator.estimate <= MARGIN * 0.5 * 650_000 * 1.05 < before
     switch = viewer.consumer.switch
     assert switch is not None
     assert switch.target == 0 and switch.dropping  # the old layer stops at once …
     assert viewer.requested[-1] == 0  # … and the target's key frame is asked for now
+    assert not viewer.poll()  # the cut is taken once
 
 
-def test_without_the_squeeze_cut_one_update_leaves_the_viewer_on_its_layer() -> None:
-    """The same reports and update, with nobody told of the squeeze: the smoothed loss
+def test_a_remb_falling_far_below_the_rate_sent_moves_the_viewer_down_at_once() -> None:
+    viewer = Viewer()
+    viewer.leg.remb_value = 700_000
+    viewer.clean()
+    viewer.now += 0.3
+    viewer.leg.remb_value = 300_000  # the subscriber's estimator saw its queue grow
+    assert viewer.poll()
+    viewer.update()
+    # below the REMB, room to drain the queue: the 300 kbit/s layer would fill it again
+    assert viewer.link.estimator.estimate == MARGIN * 300_000
+    assert viewer.consumer.switch is not None and viewer.consumer.switch.target == 0
+
+
+def test_a_remb_a_little_below_the_rate_sent_or_rising_is_not_a_squeeze() -> None:
+    viewer = Viewer()
+    viewer.leg.remb_value = 300_000  # a receiver's estimate climbing from its start
+    viewer.clean()
+    viewer.leg.remb_value = 500_000
+    assert not viewer.poll()
+    viewer.update()
+    viewer.leg.remb_value = 480_000  # 74 % of the 650 kbit/s sent
+    assert not viewer.poll() and viewer.squeezes == 0
+
+
+def test_without_the_cut_one_update_leaves_the_viewer_on_its_layer() -> None:
+    """The same reports and update with the squeeze cut taken away: the smoothed loss
     alone does not move the video in one update (what the cut saves)."""
-    viewer = Viewer(watch=False)
+    viewer = Viewer()
     viewer.clean()
     viewer.run(0.4, loss=0.5)
+    assert viewer.link.squeeze.take() is not None
     viewer.update()
-    assert viewer.squeezes == 0
     assert viewer.consumer.switch is not None and viewer.consumer.switch.target == 2
 
 
@@ -130,6 +172,19 @@ def test_steady_random_loss_and_reordering_are_not_a_squeeze() -> None:
         viewer.now += 0.03
         viewer.report(2, -3)
     assert viewer.squeezes == 0
+
+
+def test_an_audio_report_every_five_seconds_does_not_dilute_the_window() -> None:
+    viewer = Viewer()
+    viewer.clean()
+    audio = (99, 0, 5000)
+    viewer.link.on_report(0.0, 0, 0.02, audio, now=viewer.now - 4.9)
+    for n in range(4):
+        viewer.now += 0.05
+        if n == 2:  # 250 clean audio packets over five seconds
+            viewer.link.on_report(0.0, 0, 0.02, (99, 0, 5250), now=viewer.now)
+        viewer.report(6, 3)
+    assert viewer.squeezes == 1
 
 
 def test_a_link_already_losing_needs_three_times_its_smoothed_loss() -> None:
@@ -149,7 +204,7 @@ def test_a_link_already_losing_needs_three_times_its_smoothed_loss() -> None:
 def test_a_squeeze_is_seen_once_per_hold_and_only_on_a_simulcast_link() -> None:
     viewer = Viewer()
     viewer.clean()
-    viewer.run(SQUEEZE_HOLD - 0.5, loss=0.6, every=0.05)
+    viewer.run(HOLD - 0.5, loss=0.6, every=0.05)
     assert viewer.squeezes == 1
     viewer.run(20.0)  # the squeeze ends; the smoothed loss decays
     viewer.run(1.0, loss=0.6, every=0.05)
@@ -171,15 +226,16 @@ async def test_a_router_updates_a_squeezed_link_before_its_next_interval(
                                                       on_offer=lambda sdp, tracks: None)
         link = transport.link
         link.layered_level = 3  # as if its last allocation left a simulcast video on top
+        link.send_rate = 600_000
         now = time.monotonic()
         link.on_report(0.0, 0, 0.02, (SSRC, 0, 1000), now=now)
         link.on_report(0.5, 0, 0.02, (SSRC, 20, 1040), now=now + 0.2)
-        assert link.squeeze.loss is not None
-        for _ in range(50):
-            await asyncio.sleep(0.02)
+        assert link.squeeze.cut is not None
+        for _ in range(10):
+            await asyncio.sleep(POLL)
             if link.updated_at is not None:
                 break
         assert link.updated_at is not None  # updated at once, not 30 s later
-        assert link.squeeze.loss is None  # … and the cut taken
+        assert link.squeeze.cut is None  # … and the cut taken
     finally:
         await router.close()
