@@ -158,7 +158,8 @@ class SubscriberLink:
                 "rtt": self.rtt, "jitter": self.jitter, "remb": self.remb,
                 "send_rate": int(self.send_rate), "quality": self.quality.value,
                 "video_share": int(self.share),
-                "video_layer": self.max_layer if self.max_layer is not None else "paused"}
+                "video_layer": self.max_layer if self.max_layer is not None else "paused",
+                "squeezes": self.squeeze.count}
 
 
 @dataclass

@@ -62,6 +62,8 @@ class SqueezeWatch:
         self.cut: float | None = None
         """Bits per second the link's estimate may be at most, until the link's next
         update takes it (None: no squeeze pending)."""
+        self.count = 0
+        """Squeezes seen so far."""
 
     def report(self, now: float, lost: int, expected: int, *, smoothed_loss: float,
                send_rate: float) -> bool:
@@ -92,6 +94,7 @@ class SqueezeWatch:
         if now - self.seen_at < HOLD:
             return False
         self.seen_at, self.cut = now, cut
+        self.count += 1
         self.window.clear()
         return True
 

@@ -47,19 +47,15 @@ class Viewer:
         self.consumer.switch = LayerSwitch(layers=3, request_keyframe=self.requested.append,
                                            clock=lambda: self.now)
         self.consumer.switch.accept(2, True)  # on the top layer
-        self.seen: list[float] = []
-        """When a squeeze was seen."""
         self.lost = 0
         self.highest = 1000
 
     @property
     def squeezes(self) -> int:
-        return len(self.seen)
-
-    def _note(self) -> None:
-        at = self.link.squeeze.seen_at
-        if at > float("-inf") and (not self.seen or self.seen[-1] != at):
-            self.seen.append(at)
+        """Seen so far (what the link's snapshot reports)."""
+        count = self.link.snapshot()["squeezes"]
+        assert isinstance(count, int)
+        return count
 
     @property
     def link(self) -> SubscriberLink:
@@ -69,24 +65,19 @@ class Viewer:
         return Demand(key=consumer.id, layers=LAYERS)
 
     def update(self) -> SubscriberLink:
-        link = allocate_subscriber(self.link, self.leg.consumers.values(), CFG, self.now, 1.0,
+        return allocate_subscriber(self.link, self.leg.consumers.values(), CFG, self.now, 1.0,
                                    bytes_sent=self.leg.sent, remb=self.leg.remb_value,
                                    describe=self.describe)
-        self._note()
-        return link
 
     def poll(self) -> bool:
         """What the router does every ``POLL``: a squeeze waiting for an update?"""
-        waiting = self.link.check_remb(self.leg.remb_value, self.now)
-        self._note()
-        return waiting
+        return self.link.check_remb(self.leg.remb_value, self.now)
 
     def report(self, expected: int, lost: int) -> None:
         self.highest += expected
         self.lost += lost
         self.link.on_report(lost / max(1, expected), 0, 0.02, (SSRC, self.lost, self.highest),
                             now=self.now)
-        self._note()
 
     def run(self, seconds: float, *, loss: float = 0.0, every: float = 0.1,
             rate: float = 650_000, rng: random.Random | None = None) -> None:
