@@ -130,6 +130,11 @@ class SubscriberLink:
             self.squeeze.report(now, lost, expected, smoothed_loss=self.estimator.loss,
                                 send_rate=self.send_rate)
 
+    @property
+    def watching(self) -> bool:
+        """Squeezes matter to this link: it carries simulcast video, or one is pending."""
+        return self.layered_level > 0 or self.squeeze.cut is not None
+
     def check_remb(self, remb: int | None, now: float) -> bool:
         """The subscriber's REMB as it is now; True when a squeeze waits for an update
         (seen now or by the receiver reports)."""

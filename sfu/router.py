@@ -156,6 +156,7 @@ class Router:
         their layers move down now; publishers' REMBs wait for the next interval."""
         for transport in list(self.transports):
             if isinstance(transport, SubscribeTransport) and not transport.closed \
+                    and transport.link.watching \
                     and transport.link.check_remb(transport.remb(), now):
                 self._allocate(transport, now, self.config.bandwidth.update_interval)
 
