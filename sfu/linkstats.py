@@ -39,6 +39,7 @@ from sfu.squeeze import WINDOW, SqueezeWatch
 AUDIO_RESERVE = 40_000
 """Bits per second kept for each audio stream before video is shared out."""
 
+
 @dataclass
 class SubscriberLink:
     """What the SFU knows about the path to one subscriber."""
@@ -92,7 +93,9 @@ class SubscriberLink:
     squeeze: SqueezeWatch = field(default_factory=SqueezeWatch)
     """Sudden squeezes seen between updates (sfu/squeeze.py)."""
     updated_at: float | None = None
-    """``now`` of the last :func:`update_subscriber` (links may be updated off the interval)."""
+    """``now`` of the last :func:`update_subscriber` (links may be updated off the interval) …"""
+    rate_at: float | None = None
+    """… and of the last that measured ``send_rate`` (from ``bytes_seen``)."""
 
     @classmethod
     def create(cls, config: BandwidthConfig) -> SubscriberLink:
@@ -207,17 +210,16 @@ def update_subscriber(link: SubscriberLink, sample: SubscriberSample, config: Ba
                       now: float, dt: float) -> SubscriberLink:
     """Update the estimate, each video stream's ``share``, the layer cap and the quality.
 
-    ``dt``: seconds since the last update, used for the first one; later ones measure it
-    from ``now`` (a squeezed link is updated between intervals)."""
+    ``dt``: seconds since the last update, used for the first one; later ones measure the
+    send rate from ``now`` (a squeezed link is updated between intervals)."""
     link.check_remb(sample.remb, now)  # a squeeze the router has not looked for yet
-    if link.updated_at is not None:
-        dt = now - link.updated_at
     link.updated_at = now
-    sent = sample.bytes_sent
-    rate = max(0, sent - link.bytes_seen) * 8 / max(dt, 1e-3)
-    # (an update just after another measures too short a time to tell a rate)
-    link.send_rate = rate if dt >= WINDOW / 2 or not link.send_rate else link.send_rate
-    link.bytes_seen = sent
+    if link.rate_at is not None:
+        dt = now - link.rate_at
+    # (an update just after another, off the interval, is too short to tell a rate)
+    if link.rate_at is None or dt >= min(WINDOW / 2, 0.9 * config.update_interval):
+        link.send_rate = max(0, sample.bytes_sent - link.bytes_seen) * 8 / max(dt, 1e-3)
+        link.bytes_seen, link.rate_at = sample.bytes_sent, now
     link.remb = sample.remb
     link.estimator.update(now, fraction_lost=link.take_loss(), rtt=link.rtt, remb=link.remb,
                           send_rate=link.send_rate)

@@ -16,13 +16,15 @@ import random
 import time
 from dataclasses import replace
 
+import pytest
+
 from sfu.allocation import allocate_subscriber
 from sfu.bandwidth import BandwidthConfig
 from sfu.config import SfuConfig
 from sfu.consumer import Consumer
 from sfu.layeralloc import Demand, LayerCost
 from sfu.layerswitch import LayerSwitch
-from sfu.linkstats import SubscriberLink
+from sfu.linkstats import SubscriberLink, SubscriberSample, update_subscriber
 from sfu.router import Router
 from sfu.squeeze import HOLD, MARGIN, POLL
 from tests.sfu.test_linkstats import CFG, Leg, Source
@@ -230,3 +232,32 @@ async def test_a_router_updates_a_squeezed_link_before_its_next_interval(
         assert link.squeeze.cut is None  # … and the cut taken
     finally:
         await router.close()
+
+
+def test_an_update_just_after_another_keeps_the_send_rate_of_the_interval() -> None:
+    link = SubscriberLink.create(CFG)
+    sent = 0
+    for second in range(1, 4):
+        sent += 80_000  # 640 kbit/s
+        update_subscriber(link, sample(sent), CFG, float(second), 1.0)
+    sent += 2_000  # 50 ms later, a squeeze's update: 320 kbit/s over too short a time
+    update_subscriber(link, sample(sent), CFG, 3.05, 1.0)
+    assert link.send_rate == 640_000
+    sent += 78_000  # the next interval measures from the last one that measured
+    update_subscriber(link, sample(sent), CFG, 4.0, 1.0)
+    assert link.send_rate == 640_000
+
+
+def test_a_short_configured_interval_still_measures_the_send_rate() -> None:
+    config = replace(CFG, update_interval=0.2)
+    link = SubscriberLink.create(config)
+    sent = 0
+    for tick in range(1, 6):
+        sent += 8_000 * tick  # 320, 640, … kbit/s
+        update_subscriber(link, sample(sent), config, 0.2 * tick, 0.2)
+        assert link.send_rate == pytest.approx(320_000 * tick)
+
+
+def sample(sent: int) -> SubscriberSample:
+    return SubscriberSample(bytes_sent=sent, remb=None, audio_streams=0, video_streams=1,
+                            consuming=True)
