@@ -12,6 +12,11 @@ every leg carried off the SFU's objects into a small sample and calls:
    publisher what the layers its subscribers want cost, within [floor, max], and
    never above what its own link carried.
 
+Between updates, a link that carries simulcast video watches its receiver reports and
+REMB for a sudden squeeze (sfu/squeeze.py); the Router looks every ``POLL`` and
+updates a squeezed link at once instead of at the next interval, the update cutting
+its estimate to the squeeze's ``cut``.
+
 Nothing here knows consumers, producers or transports.
 """
 
@@ -29,6 +34,7 @@ from sfu.bandwidth import (
     quality_of,
 )
 from sfu.layeralloc import PublisherCap
+from sfu.squeeze import WINDOW, SqueezeWatch
 
 AUDIO_RESERVE = 40_000
 """Bits per second kept for each audio stream before video is shared out."""
@@ -82,15 +88,25 @@ class SubscriberLink:
     """Packets lost since the last update, from the reports' cumulative counters…"""
     expected: int = 0
     """… out of this many expected."""
+    reported_at: dict[int, float] = field(default_factory=dict)
+    """Per SSRC: when its latest receiver report came."""
+    squeeze: SqueezeWatch = field(default_factory=SqueezeWatch)
+    """Sudden squeezes seen between updates (sfu/squeeze.py)."""
+    updated_at: float | None = None
+    """``now`` of the last :func:`update_subscriber` (links may be updated off the interval) …"""
+    rate_at: float | None = None
+    """… and of the last that measured ``send_rate`` (from ``bytes_seen``)."""
 
     @classmethod
     def create(cls, config: BandwidthConfig) -> SubscriberLink:
         return cls(estimator=LinkEstimator(config), gate=VideoGate(config))
 
     def on_report(self, fraction_lost: float, jitter: int, rtt: float | None,
-                  counters: tuple[int, int, int] | None = None) -> None:
+                  counters: tuple[int, int, int] | None = None, *,
+                  now: float | None = None) -> None:
         """One receiver report block; ``counters``: its (SSRC, cumulative packets lost,
-        extended highest sequence number)."""
+        extended highest sequence number); ``now``: ``time.monotonic()`` unless given."""
+        now = time.monotonic() if now is None else now
         self.fraction_lost = fraction_lost if self.fraction_lost is None \
             else max(self.fraction_lost, fraction_lost)
         if counters is not None:
@@ -101,10 +117,33 @@ class SubscriberLink:
             if previous is not None and highest > previous[1]:
                 self.expected += highest - previous[1]
                 self.lost += lost - previous[0]  # may fall: duplicates count as received
+                if now - self.reported_at.get(ssrc, float("-inf")) <= WINDOW:
+                    self._watch(now, lost - previous[0], highest - previous[1])
+            self.reported_at[ssrc] = now
         self.jitter = jitter
         if rtt is not None:
             self.rtt = rtt
-        self.last_report_at = time.monotonic()
+        self.last_report_at = now
+
+    def _watch(self, now: float, lost: int, expected: int) -> None:
+        """Only a link with a simulcast video acts on a squeeze: it has a lower layer to
+        move to at once (one encoding would be paused or capped on a guess, where the
+        smoothed estimate's patience spares it)."""
+        if self.layered_level > 0:
+            self.squeeze.report(now, lost, expected, smoothed_loss=self.estimator.loss,
+                                send_rate=self.send_rate)
+
+    @property
+    def watching(self) -> bool:
+        """Squeezes matter to this link: it carries simulcast video, or one is pending."""
+        return self.layered_level > 0 or self.squeeze.cut is not None
+
+    def check_remb(self, remb: int | None, now: float) -> bool:
+        """The subscriber's REMB as it is now; True when a squeeze waits for an update
+        (seen now or by the receiver reports)."""
+        if self.layered_level > 0:
+            self.squeeze.remb(now, remb, last=self.remb, send_rate=self.send_rate)
+        return self.squeeze.cut is not None
 
     def take_loss(self) -> float | None:
         """Loss since the last call: from the cumulative counters when the reports
@@ -127,7 +166,8 @@ class SubscriberLink:
                 "rtt": self.rtt, "jitter": self.jitter, "remb": self.remb,
                 "send_rate": int(self.send_rate), "quality": self.quality.value,
                 "video_share": int(self.share),
-                "video_layer": self.max_layer if self.max_layer is not None else "paused"}
+                "video_layer": self.max_layer if self.max_layer is not None else "paused",
+                "squeezes": self.squeeze.count}
 
 
 @dataclass
@@ -168,13 +208,25 @@ class SubscriberSample:
 
 def update_subscriber(link: SubscriberLink, sample: SubscriberSample, config: BandwidthConfig,
                       now: float, dt: float) -> SubscriberLink:
-    """Update the estimate, each video stream's ``share``, the layer cap and the quality."""
-    sent = sample.bytes_sent
-    link.send_rate = max(0, sent - link.bytes_seen) * 8 / max(dt, 1e-3)
-    link.bytes_seen = sent
+    """Update the estimate, each video stream's ``share``, the layer cap and the quality.
+
+    ``dt``: seconds since the last update, used for the first one; later ones measure the
+    send rate from ``now`` (a squeezed link is updated between intervals)."""
+    link.check_remb(sample.remb, now)  # a squeeze the router has not looked for yet
+    link.updated_at = now
+    if link.rate_at is not None:
+        dt = now - link.rate_at
+    # (an update just after another, off the interval, is too short to tell a rate)
+    if link.rate_at is None or dt >= min(WINDOW / 2, 0.9 * config.update_interval):
+        link.send_rate = max(0, sample.bytes_sent - link.bytes_seen) * 8 / max(dt, 1e-3)
+        link.bytes_seen, link.rate_at = sample.bytes_sent, now
     link.remb = sample.remb
     link.estimator.update(now, fraction_lost=link.take_loss(), rtt=link.rtt, remb=link.remb,
                           send_rate=link.send_rate)
+    cut = link.squeeze.take()
+    if cut is not None:
+        link.estimator.estimate = max(float(config.min_bitrate),
+                                      min(link.estimator.estimate, cut))
     _probe(link, config, now)
     audio = sample.audio_streams * AUDIO_RESERVE
     link.share = max(0.0, link.estimator.estimate - audio) / max(1, sample.video_streams)

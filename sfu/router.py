@@ -15,6 +15,7 @@ from sfu.layeralloc import Demand
 from sfu.linkstats import SubscriberLink
 from sfu.producer import Producer
 from sfu.rendition import RenditionBudget, RenditionPool, RenditionSet
+from sfu.squeeze import POLL
 from sfu.stats import ForwardingStats, RouterCounts
 from sfu.transport import PublishTransport, SubscribeTransport
 
@@ -140,20 +141,31 @@ class Router:
 
     def update_bandwidth(self, now: float, dt: float) -> None:
         """One allocation step (sfu/allocation.py): estimates, layers and pauses, REMB."""
+        links = [(transport, self._allocate(transport, now, dt))
+                 for transport in list(self.transports)
+                 if isinstance(transport, SubscribeTransport) and not transport.closed]
         cfg = self.config.bandwidth
-        serve = self._serve if cfg.max_renditions > 0 else None
-        links = []
-        for transport in list(self.transports):
-            if isinstance(transport, SubscribeTransport) and not transport.closed:
-                links.append((transport, allocate_subscriber(
-                    transport.link, transport.consumers.values(), cfg, now, dt,
-                    bytes_sent=transport.bytes_sent(), remb=transport.remb(), serve=serve,
-                    describe=self._describe)))
         for producer in list(self.producers.values()):
             if producer.kind == "video" and not producer.closed:
                 producer.send_remb(allocate_publisher(producer, cfg, dt))
         if self.on_links is not None:
             self.on_links(links)
+
+    def update_squeezed(self, now: float) -> None:
+        """Update at once the subscriber links that show a sudden squeeze (sfu/squeeze.py):
+        their layers move down now; publishers' REMBs wait for the next interval."""
+        for transport in list(self.transports):
+            if isinstance(transport, SubscribeTransport) and not transport.closed \
+                    and transport.link.watching \
+                    and transport.link.check_remb(transport.remb(), now):
+                self._allocate(transport, now, self.config.bandwidth.update_interval)
+
+    def _allocate(self, transport: SubscribeTransport, now: float, dt: float) -> SubscriberLink:
+        serve = self._serve if self.config.bandwidth.max_renditions > 0 else None
+        return allocate_subscriber(
+            transport.link, transport.consumers.values(), self.config.bandwidth, now, dt,
+            bytes_sent=transport.bytes_sent(), remb=transport.remb(), serve=serve,
+            describe=self._describe)
 
     def _describe(self, consumer: Consumer) -> Demand | None:
         """A consumer of a simulcast producer, for the layer allocator: the producer's
@@ -178,10 +190,13 @@ class Router:
         interval = self.config.bandwidth.update_interval
         last = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, min(POLL, last + interval - time.monotonic())))
             now = time.monotonic()
-            self.update_bandwidth(now, now - last)
-            last = now
+            if now - last < interval - 0.01:
+                self.update_squeezed(now)
+            else:
+                self.update_bandwidth(now, now - last)
+                last = now
 
     async def close(self) -> None:
         if self.closed:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from conference.ids import RoomName
 from sfu.bandwidth import BandwidthConfig
 from sfu.config import SfuConfig
 from tests.conftest import StartNode, make_config, token
@@ -119,9 +120,15 @@ class LayerLog:
     """The viewer's consumer's simulcast layer, target and pause, polled every 20 ms:
     (wall-clock time, current, target, paused) at each change."""
 
-    def __init__(self, consumer: Any) -> None:
+    def __init__(self, consumer: Any, remb: Callable[[], int | None] = lambda: None) -> None:
         self.consumer = consumer
+        self.remb = remb
+        """The viewer's REMB as it arrives (the link's ``remb`` is read once an update)."""
         self.rows: list[tuple[float, int | None, int, bool]] = []
+        self.link: list[tuple[Any, ...]] = []
+        """(time, estimate, smoothed loss, lost/expected so far this interval, RTT, jitter,
+        REMB, send rate, REMB now) of the viewer's link at each change, polled with the
+        layers."""
         self._task = asyncio.get_running_loop().create_task(self._poll())
 
     async def _poll(self) -> None:
@@ -130,6 +137,14 @@ class LayerLog:
             row = (switch.current, switch.target, self.consumer.bandwidth_paused)
             if not self.rows or self.rows[-1][1:] != row:
                 self.rows.append((time.time(), *row))
+            link = self.consumer.link
+            if link is not None:
+                seen = (int(link.estimator.estimate), round(link.estimator.loss, 3),
+                        f"{link.lost}/{link.expected}",
+                        None if link.rtt is None else round(link.rtt, 3), link.jitter,
+                        link.remb, int(link.send_rate), self.remb())
+                if not self.link or self.link[-1][1:] != seen:
+                    self.link.append((time.time(), *seen))
             await asyncio.sleep(0.02)
 
     def decided(self) -> list[float]:
@@ -188,6 +203,8 @@ class Run:
                           "at": round(s.at - t0, 3), "chosen": round(s.chosen - t0, 3),
                           "widths": s.widths} for s in self.seen()],
             "sfu_layers": [(round(t - t0, 3), *rest) for t, *rest in log.rows],
+            "sfu_link": [(round(t - t0, 3), *rest) for t, *rest in log.link
+                         if t0 - 3 <= t <= self.released_at],
             "longest_pause_while_squeezed": round(max(
                 (b[0] - a[0] for a, b in pairs if t0 <= a[0] <= self.released_at),
                 default=0.0), 3),
@@ -256,6 +273,11 @@ async def _squeeze(relay: UdpRelay, viewed: Any, clean: RelayedClient, run: Run,
     run.moved_up = time.time() - run.released_at
 
 
+def node_router(node: Any) -> Any:
+    """The room's Router on ``node``."""
+    return node.node.rooms.get(RoomName(ROOM)).media.router
+
+
 @pytest.mark.timeout(240)
 async def test_a_squeezed_chromium_viewer_switches_layers_without_a_freeze(
         browser: Browser, start_node: StartNode) -> None:
@@ -287,7 +309,9 @@ async def test_a_squeezed_chromium_viewer_switches_layers_without_a_freeze(
         viewed = next(c for c in producer.consumers if c is not clean_consumer)
         baseline = await steady_bps(clean)
         assert baseline > 250_000, baseline
-        log = LayerLog(viewed)
+        transport = next(t for t in node_router(node).transports
+                         if getattr(t, "link", None) is viewed.link)
+        log = LayerLog(viewed, transport.remb)
         clock = PageClock(viewer)
         await clock.sample()
         run = Run(squeezed_at=time.time(), baseline=baseline)
