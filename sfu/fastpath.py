@@ -30,6 +30,7 @@ leave no gap. aiortc internals are reached only through sfu/hooks_fastpath.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import random
@@ -232,14 +233,11 @@ class HeaderState(TimestampLine):
         return 0 < (self.first_seq - seq) & 0xFFFF < 0x8000
 
 
-_warned: list[bool] = []
-
-
+@functools.cache
 def _warn_not_built() -> None:
-    if not _warned:
-        _warned.append(True)
-        log.warning("sfu._rtploop is not built (no C compiler or Python headers at install): "
-                    "the fast path's per-packet loop runs in Python")
+    """Once per process."""
+    log.warning("sfu._rtploop is not built (no C compiler or Python headers at install): "
+                "the fast path's per-packet loop runs in Python")
 
 
 class Outbound:

@@ -47,13 +47,15 @@ async def chromium() -> AsyncIterator[Browser]:
         yield browser
 
 
-def camera_of(node: NodeHarness, participant: str) -> Producer | None:
+def camera_of(node: NodeHarness, participant: str, *, screen: bool = False) -> Producer | None:
+    """The participant's camera producer (``screen``: its screen share's)."""
     room = node.node.rooms.get(RoomName(ROOM))
     if room is None or room.media is None:
         return None
     router: Any = room.media.router
     return next((p for p in router.producers.values()
-                 if p.kind == "video" and p.app_data.get("participant") == participant), None)
+                 if p.kind == "video" and p.app_data.get("participant") == participant
+                 and (p.app_data.get("source") == "screen") == screen), None)
 
 
 async def _value(value: Any) -> Any:
@@ -129,23 +131,14 @@ async def test_firefox_plays_a_chromium_camera_sent_as_simulcast(
         await ana.close()
 
 
-def screen_of(node: NodeHarness, participant: str) -> Producer | None:
-    room = node.node.rooms.get(RoomName(ROOM))
-    if room is None or room.media is None:
-        return None
-    router: Any = room.media.router
-    return next((p for p in router.producers.values()
-                 if p.app_data.get("source") == "screen"
-                 and p.app_data.get("participant") == participant), None)
-
-
 async def test_a_firefox_screen_share_is_one_encoding_a_chromium_page_plays(
         firefox: FirefoxPage, chromium: Browser, loopback: NodeHarness) -> None:
     # the page's test source stands in for getDisplayMedia: an animated 640 by 360 canvas
     await firefox.evaluate("(parley.hooks.fakeScreen = true, true)")
     await firefox.evaluate("(document.getElementById('screen').click(), true)")
     screen: Producer = await wait_until(
-        lambda: _value(screen_of(loopback, firefox.participant_id)), "the screen's producer")
+        lambda: _value(camera_of(loopback, firefox.participant_id, screen=True)),
+        "the screen's producer")
     assert screen.layers == ()  # not simulcast: one encoding, forwarded as it comes
 
     async def encoding() -> list[dict[str, Any]] | None:
